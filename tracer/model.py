@@ -1,0 +1,247 @@
+"""The Qwen3 forward pass, in the order of seed 004 §3 (dense) and §4 (MoE), and the sampling step.
+
+This is the only place that names trace points: every intermediate tensor passes through ``rec`` once,
+with the records or checkpoint weights it was computed from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracer import ops
+from tracer.config import Qwen3Config
+from tracer.recorder import Recorder
+from tracer.weights import lm_head_name
+
+
+@dataclass
+class KVCache:
+    """Post-RoPE keys and values of every layer, [Hkv, S, Dh] each, grown by one forward pass at a time."""
+
+    keys: list[np.ndarray | None]
+    values: list[np.ndarray | None]
+
+    @classmethod
+    def empty(cls, num_layers: int) -> KVCache:
+        return cls([None] * num_layers, [None] * num_layers)
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[1]
+
+
+def mask_value(cfg: Qwen3Config, dtype: np.dtype) -> float:
+    """The additive stand-in for −∞: the config's teaching value, else the most negative finite float."""
+    return cfg.mask_value if cfg.mask_value is not None else float(np.finfo(dtype).min)
+
+
+def rope_inv_freq(cfg: Qwen3Config) -> np.ndarray:
+    """Radians per position of each dimension pair: θ^(−2j/Dh), or the config's explicit degrees."""
+    if cfg.rope_degrees_per_position is not None:
+        return np.deg2rad(np.array(cfg.rope_degrees_per_position, dtype=np.float64))
+    return ops.rope_inv_freq(cfg.head_dim, cfg.rope_theta)
+
+
+def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndarray, rec: Recorder,
+            cache: KVCache | None = None) -> np.ndarray:
+    """Token ids [T] -> logits [T, V], recording every step. With a cache, the tokens continue it."""
+    w = rec.params(weights)
+    table = w("model.embed_tokens.weight")
+    dtype = table.dtype
+    past = cache.length if cache is not None else 0
+
+    # §3-3 / §3-4: token ids, one-hot rows, embedding lookup.
+    ids = rec("tokens", np.asarray(tokens, dtype=np.int64))
+    if cfg.vocab_size <= 4096:
+        rec("embed.onehot", ops.one_hot(ids, cfg.vocab_size, dtype), ids)
+    x = rec("embed.out", ops.embedding(ids, table), ids, table)
+
+    # §3-5-5: rotary tables for these positions (shared by every layer).
+    cos_table, sin_table = ops.rope_tables(np.arange(past, past + len(ids)), rope_inv_freq(cfg), dtype)
+    cos = rec("rope.cos", cos_table, ids)
+    sin = rec("rope.sin", sin_table, ids)
+
+    for i in range(cfg.num_hidden_layers):
+        x_mid = attention_block(cfg, w, i, x, cos, sin, rec, cache)
+        x = mlp_block(cfg, w, i, x_mid, rec)
+
+    # §3-6: final norm (absent in the toys) and LM head on every position.
+    if cfg.final_norm:
+        norm_w = w("model.norm.weight")
+        x = rec("final_norm", ops.rms_norm(x, norm_w, cfg.rms_norm_eps), x, norm_w)
+    head = w(lm_head_name(cfg))
+    return rec("logits", ops.linear(x, head), x, head)
+
+
+def attention_block(cfg: Qwen3Config, w, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+                    rec: Recorder, cache: KVCache | None) -> np.ndarray:
+    """[T, D] -> [T, D]: pre-norm, Q/K/V, QK-Norm, RoPE, scores, mask, softmax, context, o_proj, residual."""
+    p, n = f"model.layers.{i}", f"layers.{i}"
+    eps = cfg.rms_norm_eps
+
+    # §3-5-2 RMSNorm (pre-norm).
+    norm_w = w(f"{p}.input_layernorm.weight")
+    h = rec(f"{n}.attn_norm", ops.rms_norm(x, norm_w, eps), x, norm_w)
+
+    # §3-5-3 projections, split into heads.
+    wq, wk, wv = (w(f"{p}.self_attn.{m}.weight") for m in ("q_proj", "k_proj", "v_proj"))
+    q = rec(f"{n}.attn.q_proj", ops.split_heads(ops.linear(h, wq), cfg.num_attention_heads), h, wq)
+    k = rec(f"{n}.attn.k_proj", ops.split_heads(ops.linear(h, wk), cfg.num_key_value_heads), h, wk)
+    v = rec(f"{n}.attn.v_proj", ops.split_heads(ops.linear(h, wv), cfg.num_key_value_heads), h, wv)
+
+    # §3-5-4 QK-Norm (per head, over Dh; V is not normed).
+    qk_norm, op = (ops.l2_norm, "l2_norm") if cfg.qk_norm == "l2" else (ops.rms_norm, None)
+    qn_w, kn_w = w(f"{p}.self_attn.q_norm.weight"), w(f"{p}.self_attn.k_norm.weight")
+    q_normed = rec(f"{n}.attn.q_norm", qk_norm(q, qn_w, eps), q, qn_w, op=op)
+    k_normed = rec(f"{n}.attn.k_norm", qk_norm(k, kn_w, eps), k, kn_w, op=op)
+
+    # §3-5-5 RoPE.
+    q_rot = rec(f"{n}.attn.q_rope", ops.apply_rope(q_normed, cos, sin), q_normed, cos, sin)
+    k_rot = rec(f"{n}.attn.k_rope", ops.apply_rope(k_normed, cos, sin), k_normed, cos, sin)
+
+    # KV cache: a decode step attends to every cached position plus its own.
+    keys, values = k_rot, v
+    if cache is not None:
+        if cache.length:
+            past_k, past_v = cache.keys[i], cache.values[i]
+            keys = rec(f"{n}.attn.k_cache", np.concatenate([past_k, k_rot], axis=1), past_k, k_rot)
+            values = rec(f"{n}.attn.v_cache", np.concatenate([past_v, v], axis=1), past_v, v)
+        cache.keys[i], cache.values[i] = keys, values
+
+    # §3-5-6 scores, causal mask, softmax.
+    scores = rec(f"{n}.attn.scores", ops.attention_scores(q_rot, keys, cfg.head_dim ** -0.5), q_rot, keys)
+    mask = rec(f"{n}.attn.mask", ops.causal_mask(q_rot.shape[1], keys.shape[1], mask_value(cfg, x.dtype), x.dtype))
+    masked = rec(f"{n}.attn.masked_scores", scores + mask, scores, mask)
+    probs = rec(f"{n}.attn.probs", ops.softmax(masked), masked)
+
+    # §3-5-7 context, output projection, residual.
+    context = rec(f"{n}.attn.context", ops.attention_context(probs, values), probs, values)
+    wo = w(f"{p}.self_attn.o_proj.weight")
+    out = rec(f"{n}.attn.o_proj", ops.linear(ops.merge_heads(context), wo), context, wo)
+    return rec(f"{n}.resid_mid", x + out, x, out)
+
+
+def mlp_block(cfg: Qwen3Config, w, i: int, x_mid: np.ndarray, rec: Recorder) -> np.ndarray:
+    """[T, D] -> [T, D]: pre-norm, then a dense SwiGLU MLP (§3-5-8) or the MoE (§4-5-9..14), residual."""
+    p, n = f"model.layers.{i}", f"layers.{i}"
+    norm_w = w(f"{p}.post_attention_layernorm.weight")
+    h = rec(f"{n}.mlp_norm", ops.rms_norm(x_mid, norm_w, cfg.rms_norm_eps), x_mid, norm_w)
+    if cfg.is_sparse_layer(i):
+        out = moe(cfg, w, i, h, rec)
+    else:
+        wg, wu, wd = (w(f"{p}.mlp.{m}.weight") for m in ("gate_proj", "up_proj", "down_proj"))
+        gate = rec(f"{n}.mlp.gate_proj", ops.linear(h, wg), h, wg)
+        up = rec(f"{n}.mlp.up_proj", ops.linear(h, wu), h, wu)
+        act = rec(f"{n}.mlp.act", ops.swiglu(gate, up), gate, up)
+        out = rec(f"{n}.mlp.down_proj", ops.linear(act, wd), act, wd)
+    return rec(f"{n}.resid_post", x_mid + out, x_mid, out)
+
+
+def moe(cfg: Qwen3Config, w, i: int, h: np.ndarray, rec: Recorder) -> np.ndarray:
+    """[T, D] -> [T, D]: router, top-k gating, each chosen expert on its rows, gate-weighted sum."""
+    p, n = f"model.layers.{i}.mlp", f"layers.{i}.moe"
+
+    # §4-5-10 router logits (+ bias), softmax over all experts, top-k, renormalise.
+    wr = w(f"{p}.gate.weight")
+    if cfg.router_bias:
+        bias = w(f"{p}.gate.bias")
+        router_logits = rec(f"{n}.router_logits", ops.linear(h, wr) + bias, h, wr, bias)
+    else:
+        router_logits = rec(f"{n}.router_logits", ops.linear(h, wr), h, wr)
+    router_probs = rec(f"{n}.router_probs", ops.softmax(router_logits), router_logits)
+    chosen, chosen_probs = ops.top_k(router_probs, cfg.num_experts_per_tok)
+    topk_ids = rec(f"{n}.topk_ids", chosen, router_probs)
+    if cfg.norm_topk_prob:  # softmax over the chosen logits = chosen probabilities renormalised (§4-5-10)
+        chosen_logits = np.take_along_axis(router_logits, topk_ids, axis=-1)
+        topk_weights = rec(f"{n}.topk_weights", ops.softmax(chosen_logits), router_logits, topk_ids)
+    else:
+        topk_weights = rec(f"{n}.topk_weights", chosen_probs, router_probs, topk_ids, op="top_k_weights_raw")
+    gates = rec(f"{n}.gates", ops.scatter_gates(topk_ids, topk_weights, cfg.num_experts), topk_ids, topk_weights)
+
+    # §4-5-11..13 each expert on the rows routed to it; §4-5-14 weighted by its gate and summed.
+    total = np.zeros_like(h)
+    weighted_outputs = []
+    for e in range(cfg.num_experts):
+        routed = np.flatnonzero((topk_ids == e).any(axis=1))
+        if routed.size == 0:
+            continue
+        ne, pe = f"{n}.experts.{e}", f"{p}.experts.{e}"
+        rows = rec(f"{ne}.token_ids", routed, topk_ids)
+        x_e = h[rows]
+        wu, wd = w(f"{pe}.up_proj.weight"), w(f"{pe}.down_proj.weight")
+        if cfg.expert_act == "swiglu":
+            wg = w(f"{pe}.gate_proj.weight")
+            gate = rec(f"{ne}.gate_proj", ops.linear(x_e, wg), h, rows, wg)
+            up = rec(f"{ne}.up_proj", ops.linear(x_e, wu), h, rows, wu)
+            act = rec(f"{ne}.act", ops.swiglu(gate, up), gate, up)
+        else:
+            up = rec(f"{ne}.up_proj", ops.linear(x_e, wu), h, rows, wu)
+            act = rec(f"{ne}.act", ops.relu(up), up, op="relu")
+        y = rec(f"{ne}.down_proj", ops.linear(act, wd), act, wd)
+        weighted = rec(f"{ne}.weighted", ops.scatter_rows(rows, y, gates[rows, e], len(h)), gates, rows, y)
+        weighted_outputs.append(weighted)
+        total = total + weighted
+    return rec(f"{n}.out", total, *weighted_outputs)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen: greedy when temperature is 0."""
+
+    temperature: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+    suppress: tuple[int, ...] = ()
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def sample_next(cfg: Qwen3Config, logits: np.ndarray, step: int, sampling: Sampling, rng: np.random.Generator,
+                rec: Recorder) -> int:
+    """Logits [T, V] of the latest forward -> the next token id, recording ``sample.{step}.*`` (§3-7, §4-7)."""
+    n = f"sample.{step}"
+    last = rec(f"{n}.logits", logits[-1], logits)
+    masked = rec(f"{n}.masked_logits", ops.suppress(last, list(sampling.suppress), mask_value(cfg, last.dtype)), last)
+    if sampling.greedy:
+        probs = rec(f"{n}.probs", ops.greedy_probs(masked), masked)
+        token = int(np.argmax(probs))
+    else:
+        probs = rec(f"{n}.probs", ops.sampling_probs(masked, sampling.temperature, sampling.top_k, sampling.top_p),
+                    masked, op="sampling_probs")
+        p64 = probs.astype(np.float64)
+        token = int(rng.choice(len(p64), p=p64 / p64.sum()))
+    rec(f"{n}.token_id", np.array(token, dtype=np.int64), probs)
+    return token
+
+
+@dataclass
+class Generation:
+    """Result of a traced generation: the prompt, the new tokens and why it stopped."""
+
+    prompt: list[int]
+    new_tokens: list[int] = field(default_factory=list)
+    stop_reason: str = "max_new_tokens"
+
+
+def generate(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], prompt: list[int], rec: Recorder,
+             sampling: Sampling, max_new_tokens: int = 1, stop_tokens: tuple[int, ...] = ()) -> Generation:
+    """Prefill the prompt once, then decode one token per step with the KV cache (``decode.{s}.*``)."""
+    cache = KVCache.empty(cfg.num_hidden_layers)
+    rng = np.random.default_rng(sampling.seed)
+    result = Generation(list(prompt))
+    logits = forward(cfg, weights, np.array(prompt), rec, cache)
+    for step in range(max_new_tokens):
+        if step > 0:
+            logits = forward(cfg, weights, np.array(result.new_tokens[-1:]), rec.scoped(f"decode.{step}."), cache)
+        token = sample_next(cfg, logits, step, sampling, rng, rec)
+        result.new_tokens.append(token)
+        if token in stop_tokens:
+            result.stop_reason = "stop_token"
+            break
+    return result

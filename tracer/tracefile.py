@@ -1,0 +1,130 @@
+"""Trace files: one ``.npz`` array per record plus ``__meta__``, a JSON string (see docs/trace-schema.md).
+
+``numpy.load(path, allow_pickle=False)`` reads them; ``load_trace`` adds checks and the record order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import tracer
+from tracer import TracerError
+from tracer.recorder import Recorder
+from tracer.schema import OPS, SCHEMA_VERSION, entry_for
+
+META_KEY = "__meta__"
+
+
+def record_meta(rec: Recorder) -> list[dict[str, Any]]:
+    """Per-record metadata, in recording order: shape, dtype, op, formula, inputs, explanations."""
+    out = []
+    for name, value in rec.records.items():
+        entry = entry_for(name)
+        op = rec.ops.get(name, entry.op)
+        out.append({
+            "name": name, "shape": list(value.shape), "dtype": str(value.dtype), "op": op,
+            "formula": OPS[op].latex, "formula_text": OPS[op].text, "inputs": rec.inputs[name],
+            "schema_shape": entry.shape, "en": entry.en, "zh": entry.zh, "derived": False,
+        })
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    return {"qwen3-tracer": tracer.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Fail early, before any work, when a trace could not be written to ``path``."""
+    out = Path(path)
+    if out.is_dir():
+        raise TracerError(f"--out {out} is a directory; give a file name such as {out / 'trace.npz'}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise TracerError(f"cannot write {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise TracerError(f"cannot write {out}: permission denied")
+    if out.suffix != ".npz":
+        raise TracerError(f"--out {out} should end in .npz (numpy would append it silently)")
+    return out
+
+
+def save_trace(path: str | os.PathLike[str], records: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
+    """Write records and meta atomically (a temporary file renamed into place, so no half-written trace)."""
+    out = check_writable(path)
+    meta = {"schema_version": SCHEMA_VERSION, **meta, "versions": library_versions()}
+    fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".npz", dir=out.parent if str(out.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **records, **{META_KEY: np.array(json.dumps(meta, ensure_ascii=False))})
+        os.replace(tmp, out)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
+class Trace:
+    """A loaded trace: records by name (read lazily from the file), in recording order, and its meta."""
+
+    def __init__(self, path: Path, npz: Any, meta: dict[str, Any]):
+        self.path = path
+        self._npz = npz
+        self.meta = meta
+        self.info = {r["name"]: r for r in meta["records"]}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.info)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.info:
+            raise KeyError(name)
+        return self._npz[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.info
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.info)
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+    def close(self) -> None:
+        self._npz.close()
+
+
+def load_trace(path: str | os.PathLike[str]) -> Trace:
+    """Open a trace file, with a one-line TracerError for anything that is not a readable v1 trace."""
+    p = Path(path)
+    if not p.is_file():
+        raise TracerError(f"trace file {p} does not exist")
+    try:
+        npz = np.load(p, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise TracerError(f"{p} is not a readable .npz trace ({exc})") from None
+    if not hasattr(npz, "files") or META_KEY not in npz.files:
+        raise TracerError(f"{p} has no {META_KEY} entry; it is not a qwen3-tracer trace")
+    try:
+        meta = json.loads(str(npz[META_KEY]))
+    except (ValueError, zipfile.BadZipFile, OSError) as exc:
+        raise TracerError(f"{p}: {META_KEY} is damaged ({exc})") from None
+    version = meta.get("schema_version") if isinstance(meta, dict) else None
+    if not isinstance(version, int) or "records" not in meta:
+        raise TracerError(f"{p}: {META_KEY} is not qwen3-tracer metadata")
+    if version > SCHEMA_VERSION:
+        raise TracerError(f"{p} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
+                          f"upgrade qwen3-tracer to open it")
+    missing = [r["name"] for r in meta["records"] if r["name"] not in npz.files]
+    if missing:
+        raise TracerError(f"{p} lists records it does not contain (first: {missing[0]}); the file is damaged")
+    return Trace(p, npz, meta)
