@@ -59,6 +59,7 @@ def test_toy_moe_round_mode_is_closer_to_the_paper_than_full_precision():
     rounded = trace("toy-moe", 3)["layers.0.attn.context"][0, 3]
     np.testing.assert_allclose(rounded, [1.452, 1.458], atol=1e-6)
     assert np.abs(full - [1.452, 1.458]).max() > 1e-3
+    np.testing.assert_allclose(full, seed004.DENSE["layers.0.attn.context"][3], atol=1e-3)  # §3's exact row
 
 
 def test_round_mode_rounds_every_float_record():

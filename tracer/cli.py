@@ -119,7 +119,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(f"═══ {name}: seed 004 {section} — prompt 明天交報告 ═══\n")
         for record in trace.names:
             print(format_record(trace, record, args.lang), end="\n\n")
-        print(_summary(trace), end="\n\n")
+        print(_summary(trace))
+        for note in trace.meta["notes"]:
+            print(f"note: {note}")
+        print()
 
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo}

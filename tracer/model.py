@@ -65,7 +65,7 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     sin = rec("rope.sin", sin_table, ids)
 
     for i in range(cfg.num_hidden_layers):
-        x_mid = attention_block(cfg, w, i, x, cos, sin, rec, cache)
+        x_mid = attention_block(cfg, w, i, x, cos, sin, rec, cache, past)
         x = mlp_block(cfg, w, i, x_mid, rec)
 
     # §3-6: final norm (absent in the toys) and LM head on every position.
@@ -77,7 +77,7 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
 
 
 def attention_block(cfg: Qwen3Config, w, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
-                    rec: Recorder, cache: KVCache | None) -> np.ndarray:
+                    rec: Recorder, cache: KVCache | None, past: int) -> np.ndarray:
     """[T, D] -> [T, D]: pre-norm, Q/K/V, QK-Norm, RoPE, scores, mask, softmax, context, o_proj, residual."""
     p, n = f"model.layers.{i}", f"layers.{i}"
     eps = cfg.rms_norm_eps
@@ -102,10 +102,10 @@ def attention_block(cfg: Qwen3Config, w, i: int, x: np.ndarray, cos: np.ndarray,
     q_rot = rec(f"{n}.attn.q_rope", ops.apply_rope(q_normed, cos, sin), q_normed, cos, sin)
     k_rot = rec(f"{n}.attn.k_rope", ops.apply_rope(k_normed, cos, sin), k_normed, cos, sin)
 
-    # KV cache: a decode step attends to every cached position plus its own.
+    # KV cache: a decode step attends to the ``past`` cached positions plus its own.
     keys, values = k_rot, v
     if cache is not None:
-        if cache.length:
+        if past:
             past_k, past_v = cache.keys[i], cache.values[i]
             keys = rec(f"{n}.attn.k_cache", np.concatenate([past_k, k_rot], axis=1), past_k, k_rot)
             values = rec(f"{n}.attn.v_cache", np.concatenate([past_v, v], axis=1), past_v, v)

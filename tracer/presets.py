@@ -111,7 +111,11 @@ PRESETS: dict[str, Preset] = {
         "Seed 004 §4: one MoE block, 3 ReLU experts with top-2 routing and a router bias, the document's weights",
         weights=_toy_moe_weights, vocab=TOY_VOCAB, suppress_tokens=(0, 5),
         notes=("Experts are two-matrix ReLU MLPs (up, down) and the router has a bias, as in the seed.",
-               "Sampling suppresses <bos> and <eos> (§4-7-1)."),
+               "Sampling suppresses <bos> and <eos> (§4-7-1).",
+               "Erratum: §4 computes by hand with 3-decimal numbers, §3 does not. §4's context row 3 "
+               "(1.452, 1.458) comes from the rounded attention weights; the exact value is (1.450, 1.457), "
+               "as §3 prints for the same attention. The drift grows through the MoE: the logit of 請 is 10.638 "
+               "on paper and 10.623 exactly (請 still wins). Trace with --round 3 to reproduce the paper's numbers."),
     ),
     "qwen3-0.6b": Preset(QWEN3_0_6B, "Qwen3-0.6B shape (seed 003), seeded random weights"),
 }

@@ -31,6 +31,7 @@ class Model:
     seed: int | None
     tokenizer: ToyTokenizer | None
     suppress_tokens: tuple[int, ...]
+    notes: tuple[str, ...] = ()
 
 
 def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dtype: str = "float32") -> Model:
@@ -51,7 +52,8 @@ def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dty
         raise TracerError(f"{name} has the fixed weights of seed 004; --set {changed} changes their shapes ({exc})"
                           ) from None
     tokenizer = ToyTokenizer(preset.vocab) if preset.vocab else None
-    return Model(name, cfg, weights, "seed 004 worked-example weights", None, tokenizer, preset.suppress_tokens)
+    return Model(name, cfg, weights, "seed 004 worked-example weights", None, tokenizer, preset.suppress_tokens,
+                 preset.notes)
 
 
 def parse_token_list(text: str) -> list[int]:
@@ -115,6 +117,6 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p,
                      "suppress": list(sampling.suppress), "seed": sampling.seed},
         "vocab": list(model.tokenizer.vocab) if model.tokenizer else None,
-        "capture": capture, "records": record_meta(rec),
+        "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
     }
     return rec.records, meta, gen

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,13 +60,13 @@ def save_trace(path: str | os.PathLike[str], records: dict[str, np.ndarray], met
     """Write records and meta atomically (a temporary file renamed into place, so no half-written trace)."""
     out = check_writable(path)
     meta = {"schema_version": SCHEMA_VERSION, **meta, "versions": library_versions()}
-    fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".npz", dir=out.parent if str(out.parent) else ".")
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             np.savez(f, **records, **{META_KEY: np.array(json.dumps(meta, ensure_ascii=False))})
         os.replace(tmp, out)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
 
