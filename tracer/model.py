@@ -6,7 +6,7 @@ with the records or checkpoint weights it was computed from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +15,8 @@ from tracer import ops
 from tracer.config import Qwen3Config
 from tracer.recorder import Recorder
 from tracer.weights import lm_head_name
+
+Params = Callable[[str], np.ndarray]  # checkpoint tensor by Hugging Face name, registered with the recorder
 
 
 @dataclass
@@ -76,7 +78,7 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     return rec("logits", ops.linear(x, head), x, head)
 
 
-def attention_block(cfg: Qwen3Config, w, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
+def attention_block(cfg: Qwen3Config, w: Params, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
                     rec: Recorder, cache: KVCache | None, past: int) -> np.ndarray:
     """[T, D] -> [T, D]: pre-norm, Q/K/V, QK-Norm, RoPE, scores, mask, softmax, context, o_proj, residual."""
     p, n = f"model.layers.{i}", f"layers.{i}"
@@ -124,7 +126,7 @@ def attention_block(cfg: Qwen3Config, w, i: int, x: np.ndarray, cos: np.ndarray,
     return rec(f"{n}.resid_mid", x + out, x, out)
 
 
-def mlp_block(cfg: Qwen3Config, w, i: int, x_mid: np.ndarray, rec: Recorder) -> np.ndarray:
+def mlp_block(cfg: Qwen3Config, w: Params, i: int, x_mid: np.ndarray, rec: Recorder) -> np.ndarray:
     """[T, D] -> [T, D]: pre-norm, then a dense SwiGLU MLP (§3-5-8) or the MoE (§4-5-9..14), residual."""
     p, n = f"model.layers.{i}", f"layers.{i}"
     norm_w = w(f"{p}.post_attention_layernorm.weight")
@@ -140,7 +142,7 @@ def mlp_block(cfg: Qwen3Config, w, i: int, x_mid: np.ndarray, rec: Recorder) -> 
     return rec(f"{n}.resid_post", x_mid + out, x_mid, out)
 
 
-def moe(cfg: Qwen3Config, w, i: int, h: np.ndarray, rec: Recorder) -> np.ndarray:
+def moe(cfg: Qwen3Config, w: Params, i: int, h: np.ndarray, rec: Recorder) -> np.ndarray:
     """[T, D] -> [T, D]: router, top-k gating, each chosen expert on its rows, gate-weighted sum."""
     p, n = f"model.layers.{i}.mlp", f"layers.{i}.moe"
 
