@@ -20,7 +20,7 @@ def test_trace_toy_dense_prompt_tokenizes_to_seed_ids(tmp_path, capsys):
     out = tmp_path / "d.npz"
     code, stdout, _ = run_cli(capsys, "trace", "toy-dense", "--prompt", "明天交報告", "--out", str(out))
     assert code == 0
-    assert "next 4 (請)" in stdout
+    assert 'next 4 "請"' in stdout
     npz = np.load(out, allow_pickle=False)
     assert npz["tokens"].tolist() == [0, 1, 2, 3]
     meta = json.loads(str(npz["__meta__"]))
@@ -105,8 +105,8 @@ def test_show_prints_seed_style(tmp_path, capsys):
 def test_demo_prints_both_worked_examples(tmp_path, capsys):
     code, stdout, _ = run_cli(capsys, "demo", "--out-dir", str(tmp_path))
     assert code == 0
-    assert "toy-dense: 4 tokens [<bos> 明天 交 報告] -> next 4 (請)" in stdout
-    assert "toy-moe: 4 tokens [<bos> 明天 交 報告] -> next 4 (請)" in stdout
+    assert 'toy-dense: 4 tokens [<bos> 明天 交 報告] -> next 4 "請"' in stdout
+    assert 'toy-moe: 4 tokens [<bos> 明天 交 報告] -> next 4 "請"' in stdout
     assert "12.383" in stdout and "17.844" in stdout  # seed §3-5-8 X(1) and §3-6-3 logit of 請
     assert (tmp_path / "toy-dense.npz").exists() and (tmp_path / "toy-moe.npz").exists()
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from tracer import TracerError, __version__
+from tracer.chat import load_json_file, thinking_mode
 from tracer.model import Sampling
-from tracer.run import DTYPES, encode_prompt, load_model, parse_token_list, run_trace
+from tracer.run import (DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
+                        run_trace)
 from tracer.show import format_record, select
-from tracer.tracefile import check_writable, load_trace, save_trace
+from tracer.tokenizer import QwenTokenizer, Tokenizer
+from tracer.tracefile import Trace, check_writable, load_trace, save_trace
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,10 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="run a model on a prompt and save every intermediate tensor")
-    t.add_argument("model", help="preset name (toy-dense, toy-moe, qwen3-0.6b)")
+    t.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b) or checkpoint directory")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="text to tokenize")
     src.add_argument("--tokens", help="comma-separated token ids, e.g. 0,1,2,3")
+    t.add_argument("--chat", action="store_true", help="wrap --prompt as a user turn with the chat template")
+    t.add_argument("--system", help="system prompt for --chat")
+    t.add_argument("--no-thinking", action="store_true", help="with --chat: enable_thinking=False")
     _model_args(t)
     t.add_argument("--round", type=int, metavar="N", help="hand-calculation mode: round every record to N decimals")
     t.add_argument("--capture", action="append", metavar="GLOB", help="record only matching names (repeatable)")
@@ -36,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     t.add_argument("--top-k", type=int, metavar="K")
     t.add_argument("--top-p", type=float, metavar="P")
-    t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids never to generate")
+    t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids (or special tokens) never to generate")
     t.add_argument("--out", required=True, metavar="FILE.npz")
     t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
     t.add_argument("--lang", choices=("en", "zh"), default="en")
@@ -51,35 +58,69 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out-dir", default="traces", help="where to save the traces (default: traces/)")
     d.add_argument("--lang", choices=("en", "zh"), default="en")
     d.add_argument("--round", type=int, metavar="N", help="hand-calculation mode")
+
+    k = sub.add_parser("tokenize", help="Qwen3 token ids of a text, with each token's bytes and text")
+    k.add_argument("text")
+    k.add_argument("--model", help="a checkpoint directory whose tokenizer.json to use (default: Qwen3's BPE)")
+    k.add_argument("--json", action="store_true", help='print {"ids": [...], "tokens": [...]}')
+
+    c = sub.add_parser("chat", help="render a conversation with Qwen3's chat template")
+    c.add_argument("--messages", required=True, metavar="FILE.json", help="list of {role, content, ...} objects")
+    c.add_argument("--tools", metavar="FILE.json", help="list of tool (function) schemas")
+    c.add_argument("--no-thinking", action="store_true", help="enable_thinking=False")
+    c.add_argument("--no-generation-prompt", action="store_true", help="do not open an assistant turn")
+    c.add_argument("--model", help="a checkpoint directory whose own chat template to use")
+    c.add_argument("--json", action="store_true", help='print {"text": ..., "ids": [...]}')
+
+    e = sub.add_parser("export", help="write seeded random weights as a Hugging Face checkpoint directory")
+    e.add_argument("model", help="preset name")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    e.add_argument("--max-shard-gb", type=float, default=2.0, help="largest safetensors file, in GiB (default 2)")
+    e.add_argument("--out", required=True, metavar="DIR")
+
+    i = sub.add_parser("info", help="config and exact parameter counts of a model")
+    i.add_argument("model", help="preset or checkpoint directory")
+    i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     return parser
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; VALUE is JSON (e.g. --set mlp_only_layers=[1])")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and of sampling (default 0)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
     out = check_writable(args.out)
     model = load_model(args.model, args.set, args.seed, args.dtype)
+    prompt = args.prompt
     if args.tokens is not None:
+        if args.chat:
+            raise TracerError("--chat wraps --prompt text; it cannot be used with --tokens")
         ids = parse_token_list(args.tokens)
-    elif args.prompt is not None:
-        ids = encode_prompt(model, args.prompt)
+    elif prompt is not None:
+        if args.chat:
+            if not prompt.strip():
+                raise TracerError("the prompt is empty; give some text with --prompt")
+            prompt = chat_prompt(model, prompt, args.system, not args.no_thinking)
+        ids = encode_prompt(model, prompt)
     else:
         raise TracerError("give the input with --prompt TEXT or --tokens 0,1,2,3")
+    if (args.system or args.no_thinking) and not args.chat:
+        raise TracerError("--system and --no-thinking go with --chat")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise TracerError(f"--top-p must be in (0, 1], got {args.top_p}")
     if args.top_k is not None and args.top_k < 1:
         raise TracerError(f"--top-k must be at least 1, got {args.top_k}")
     if args.temperature < 0:
         raise TracerError(f"--temperature must not be negative, got {args.temperature}")
-    suppress = tuple(parse_token_list(args.suppress)) if args.suppress else model.suppress_tokens
+    suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
-    records, meta, gen = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
-                                   round_decimals=args.round, capture=args.capture, prompt=args.prompt)
+    records, meta, _ = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
+                                 round_decimals=args.round, capture=args.capture, prompt=prompt)
     save_trace(out, records, meta)
     trace = load_trace(out)
     if args.show:
@@ -88,12 +129,15 @@ def cmd_trace(args: argparse.Namespace) -> None:
     print(_summary(trace))
 
 
-def _summary(trace) -> str:
+def _summary(trace: Trace) -> str:
     m = trace.meta
-    prompt = " ".join(m["token_labels"])
-    new = ", ".join(f"{i} ({label})" if label != str(i) else str(i)
+    prompt = " ".join(m["token_labels"]) if len(m["token_labels"]) <= 24 else \
+        " ".join(m["token_labels"][:10] + ["…"] + m["token_labels"][-10:])
+    new = ", ".join(f"{i} {json.dumps(label, ensure_ascii=False)}" if label != str(i) else str(i)
                     for i, label in zip(m["generated_ids"], m["generated_labels"]))
+    steps = sum(1 for n in trace.names if n.startswith("decode.") and n.endswith(".tokens"))
     return (f"{m['model']}: {len(m['token_ids'])} tokens [{prompt}] -> next {new}\n"
+            f"{len(m['generated_ids'])} sampled, {steps} decode steps ({m['stop_reason']}); "
             f"wrote {len(trace)} records to {trace.path}")
 
 
@@ -125,7 +169,64 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print()
 
 
-COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo}
+def _text_tools(directory: str | None) -> tuple[Model | None, Tokenizer]:
+    """The checkpoint (for its tokenizer and template) when one is named, else Qwen3's own tokenizer."""
+    model = load_model(directory) if directory else None
+    return model, (model.tokenizer if model else QwenTokenizer())
+
+
+def cmd_tokenize(args: argparse.Namespace) -> None:
+    _, tokenizer = _text_tools(args.model)
+    ids = tokenizer.encode(args.text)
+    labels = tokenizer.token_strings(ids)
+    if args.json:
+        print(json.dumps({"ids": ids, "tokens": labels}, ensure_ascii=False))
+        return
+    print(f"{len(ids)} tokens")
+    for i, (tid, label) in enumerate(zip(ids, labels)):
+        raw = tokenizer.tokens([tid])[0].bytes.hex(" ") if isinstance(tokenizer, QwenTokenizer) else ""
+        print(f"{i:5}  {tid:7}  {raw:24}  {json.dumps(label, ensure_ascii=False)}")
+
+
+def cmd_chat(args: argparse.Namespace) -> None:
+    messages = load_json_file(args.messages, "messages")
+    tools = load_json_file(args.tools, "tools") if args.tools else None
+    model, tokenizer = _text_tools(args.model)
+    text = render_messages(model, messages, tools, not args.no_generation_prompt, not args.no_thinking)
+    if args.json:
+        print(json.dumps({"text": text, "ids": tokenizer.encode(text)}, ensure_ascii=False))
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")
+        print(f"[thinking: {thinking_mode(messages, not args.no_thinking)}]", file=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from tracer.checkpoint import export_checkpoint
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TracerError(f"--out {out} exists and is not an empty folder; choose a new folder")
+    if args.max_shard_gb <= 0:
+        raise TracerError(f"--max-shard-gb must be positive, got {args.max_shard_gb}")
+    model = load_model(args.model, args.set, args.seed)
+    try:
+        files = export_checkpoint(model.cfg, model.weights, out, args.dtype, int(args.max_shard_gb * 1024**3))
+    except OSError as exc:
+        raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"wrote {model.name} ({model.source}, {args.dtype}) to {out}: {len(files)} safetensors file(s)")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from tracer.info import model_card
+
+    model = load_model(args.model, args.set)
+    print(model_card(model.cfg, model.name))
+    for note in model.notes:
+        print(f"note: {note}")
+
+
+COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
+            "export": cmd_export, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

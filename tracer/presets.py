@@ -97,6 +97,13 @@ QWEN3_0_6B = Qwen3Config(
     rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
 )
 
+QWEN3_30B_A3B = Qwen3Config(
+    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=48,
+    num_attention_heads=32, num_key_value_heads=4, head_dim=128, max_position_embeddings=40960,
+    rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, num_experts=128,
+    num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True, decoder_sparse_step=1,
+)
+
 PRESETS: dict[str, Preset] = {
     "toy-dense": Preset(
         Qwen3Config(**_TOY, tie_word_embeddings=True),
@@ -117,7 +124,16 @@ PRESETS: dict[str, Preset] = {
                "as §3 prints for the same attention. The drift grows through the MoE: the logit of 請 is 10.638 "
                "on paper and 10.623 exactly (請 still wins). Trace with --round 3 to reproduce the paper's numbers."),
     ),
-    "qwen3-0.6b": Preset(QWEN3_0_6B, "Qwen3-0.6B shape (seed 003), seeded random weights"),
+    "qwen3-0.6b": Preset(
+        QWEN3_0_6B, "Qwen3-0.6B shape (seed 003), seeded random weights",
+        notes=("Seed 003 estimates about 591M parameters (155M + 28 × 15.6M); the exact count is 596,049,920: "
+               "a layer has 15,730,944 parameters, including q_norm and k_norm.",),
+    ),
+    "qwen3-30b-a3b": Preset(
+        QWEN3_30B_A3B, "Qwen3-30B-A3B shape (128 experts, top-8), seeded random weights",
+        notes=("At full depth this is 30 billion parameters; shrink it, e.g. --set num_hidden_layers=2. "
+               "Random expert weights are made only for the experts the tokens are routed to.",),
+    ),
 }
 
 

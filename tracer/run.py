@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tracer import TracerError
+from tracer.chat import check_messages, checkpoint_template, official_template, render_chat, render_jinja
+from tracer.checkpoint import CheckpointWeights, read_config
 from tracer.config import Qwen3Config
 from tracer.model import Generation, Sampling, generate
-from tracer.presets import get_preset
+from tracer.presets import PRESETS, get_preset
 from tracer.recorder import Recorder
-from tracer.tokenizer import ToyTokenizer
+from tracer.tokenizer import FIRST_SPECIAL_ID, HFTokenizer, QwenTokenizer, Tokenizer, ToyTokenizer
 from tracer.tracefile import record_meta
 from tracer.weights import ArrayWeights, RandomWeights
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+QWEN_VOCAB = FIRST_SPECIAL_ID + 26
 
 
 @dataclass
@@ -29,49 +33,94 @@ class Model:
     weights: Mapping[str, np.ndarray]
     source: str
     seed: int | None
-    tokenizer: ToyTokenizer | None
-    suppress_tokens: tuple[int, ...]
+    toy_vocab: tuple[str, ...] | None = None
+    suppress_tokens: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
+    directory: Path | None = None
+    _tokenizer: Tokenizer | None = field(default=None, repr=False)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The toy vocabulary, the checkpoint's tokenizer.json, or Qwen3's BPE (made on first use)."""
+        if self._tokenizer is None:
+            if self.toy_vocab:
+                self._tokenizer = ToyTokenizer(self.toy_vocab)
+            elif self.directory is not None and (self.directory / "tokenizer.json").is_file():
+                self._tokenizer = HFTokenizer(self.directory / "tokenizer.json")
+            elif self.cfg.vocab_size >= QWEN_VOCAB:
+                self._tokenizer = QwenTokenizer()
+            else:
+                raise TracerError(f"{self.name} has vocab_size {self.cfg.vocab_size}, smaller than Qwen3's "
+                                  f"{QWEN_VOCAB}, so it has no tokenizer; give token ids with --tokens")
+        return self._tokenizer
+
+    @property
+    def chat_template(self) -> str | None:
+        """The checkpoint's own template, or None for Qwen3's (rendered by ``render_chat``)."""
+        return checkpoint_template(self.directory) if self.directory is not None else None
 
 
 def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dtype: str = "float32") -> Model:
-    """A preset by name, with ``--set`` overrides, in float32 or float64."""
+    """A preset by name or a checkpoint directory, with ``--set`` overrides, in float32 or float64."""
     if dtype not in DTYPES:
         raise TracerError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if seed < 0:
         raise TracerError(f"--seed must be a non-negative whole number, got {seed}")
+    if name not in PRESETS and (Path(name).exists() or "/" in name or name.startswith(".")):
+        directory = Path(name)
+        cfg = read_config(directory).with_overrides(overrides or [])
+        weights = CheckpointWeights(directory, cfg, DTYPES[dtype])
+        return Model(str(directory), cfg, weights, f"checkpoint {directory}", None, directory=directory)
     preset = get_preset(name)
     cfg = preset.config.with_overrides(overrides or [])
     if preset.weights is None:
         return Model(name, cfg, RandomWeights(cfg, seed, DTYPES[dtype]), f"seeded random weights (seed {seed})",
-                     seed, None, preset.suppress_tokens)
+                     seed, None, preset.suppress_tokens, preset.notes)
     try:
         weights = ArrayWeights(cfg, preset.weights(), DTYPES[dtype])
     except (KeyError, ValueError) as exc:
         changed = ", ".join(o.partition("=")[0] for o in overrides or [])
         raise TracerError(f"{name} has the fixed weights of seed 004; --set {changed} changes their shapes ({exc})"
                           ) from None
-    tokenizer = ToyTokenizer(preset.vocab) if preset.vocab else None
-    return Model(name, cfg, weights, "seed 004 worked-example weights", None, tokenizer, preset.suppress_tokens,
+    return Model(name, cfg, weights, "seed 004 worked-example weights", None, preset.vocab, preset.suppress_tokens,
                  preset.notes)
 
 
-def parse_token_list(text: str) -> list[int]:
-    """``"0,1,2,3"`` -> [0, 1, 2, 3], with a clear error for anything else."""
-    try:
-        ids = [int(part) for part in text.replace(" ", "").split(",") if part != ""]
-    except ValueError:
-        raise TracerError(f"--tokens expects comma-separated whole numbers such as 0,1,2,3, got {text!r}") from None
+def parse_token_list(text: str, model: Model | None = None) -> list[int]:
+    """``"0,1,2,3"`` -> [0, 1, 2, 3]; with a model, special tokens may be named (``<|im_end|>``)."""
+    ids = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.lstrip("-").isdigit():
+            ids.append(int(part))
+        elif model is not None and part.startswith("<") and isinstance(model.tokenizer, QwenTokenizer):
+            ids.append(model.tokenizer.special_id(part))
+        else:
+            raise TracerError(f"expected comma-separated whole numbers such as 0,1,2,3, got {text!r}")
     if not ids:
-        raise TracerError("--tokens is empty; give at least one token id")
+        raise TracerError("the token list is empty; give at least one token id")
     return ids
+
+
+def chat_prompt(model: Model, prompt: str, system: str | None = None, enable_thinking: bool = True) -> str:
+    """Wrap a prompt as one user turn (after an optional system turn) through the model's chat template."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return render_messages(model, messages, None, True, enable_thinking)
+
+
+def render_messages(model: Model | None, messages: Any, tools: Any, add_generation_prompt: bool,
+                    enable_thinking: bool) -> str:
+    check_messages(messages, tools)
+    template = model.chat_template if model is not None else None
+    if template is not None:
+        return render_jinja(template, messages, tools, add_generation_prompt, enable_thinking)
+    return render_chat(messages, tools, add_generation_prompt, enable_thinking)
 
 
 def encode_prompt(model: Model, prompt: str) -> list[int]:
     if not prompt.strip():
         raise TracerError("the prompt is empty; give some text with --prompt or ids with --tokens")
-    if model.tokenizer is None:
-        raise TracerError(f"{model.name} has no tokenizer here; give token ids with --tokens")
     return model.tokenizer.encode(prompt)
 
 
@@ -89,7 +138,18 @@ def check_tokens(cfg: Qwen3Config, ids: list[int], max_new_tokens: int) -> None:
 
 
 def token_labels(model: Model, ids: list[int]) -> list[str]:
-    return model.tokenizer.token_strings(ids) if model.tokenizer else [str(t) for t in ids]
+    """Readable labels for token ids (their text), or the ids themselves when there is no tokenizer."""
+    try:
+        return model.tokenizer.token_strings(ids)
+    except TracerError:
+        return [str(t) for t in ids]
+
+
+def stop_tokens(model: Model) -> tuple[int, ...]:
+    try:
+        return tuple(t for t in model.tokenizer.stop_ids() if t < model.cfg.vocab_size)
+    except TracerError:
+        return ()
 
 
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
@@ -105,18 +165,21 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     bad = [t for t in sampling.suppress if not 0 <= t < model.cfg.vocab_size]
     if bad:
         raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
+    if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
+        raise TracerError(f"top_p must be in (0, 1], got {sampling.top_p}")
     rec = Recorder(capture=capture, round_decimals=round_decimals)
-    gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens)
+    stops = stop_tokens(model)
+    gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops)
     meta = {
         "model": model.name, "source": model.source, "seed": model.seed, "backend": "numpy",
         "dtype": str(model.weights[next(iter(model.weights))].dtype), "round": round_decimals,
         "config": model.cfg.as_dict(), "model_type": model.cfg.model_type, "prompt": prompt,
         "token_ids": gen.prompt, "token_labels": token_labels(model, gen.prompt),
         "generated_ids": gen.new_tokens, "generated_labels": token_labels(model, gen.new_tokens),
-        "stop_reason": gen.stop_reason,
+        "stop_reason": gen.stop_reason, "stop_tokens": list(stops),
         "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p,
                      "suppress": list(sampling.suppress), "seed": sampling.seed},
-        "vocab": list(model.tokenizer.vocab) if model.tokenizer else None,
+        "vocab": list(model.toy_vocab) if model.toy_vocab else None,
         "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
     }
     return rec.records, meta, gen

