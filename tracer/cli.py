@@ -131,8 +131,8 @@ def cmd_trace(args: argparse.Namespace) -> None:
 
 def _summary(trace: Trace) -> str:
     m = trace.meta
-    prompt = " ".join(m["token_labels"]) if len(m["token_labels"]) <= 24 else \
-        " ".join(m["token_labels"][:10] + ["…"] + m["token_labels"][-10:])
+    labels = [json.dumps(label, ensure_ascii=False)[1:-1] for label in m["token_labels"]]
+    prompt = " ".join(labels if len(labels) <= 24 else labels[:10] + ["…"] + labels[-10:])
     new = ", ".join(f"{i} {json.dumps(label, ensure_ascii=False)}" if label != str(i) else str(i)
                     for i, label in zip(m["generated_ids"], m["generated_labels"]))
     steps = sum(1 for n in trace.names if n.startswith("decode.") and n.endswith(".tokens"))
