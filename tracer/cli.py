@@ -11,7 +11,7 @@ from typing import NoReturn
 from tracer import TracerError, __version__
 from tracer.chat import load_json_file, thinking_mode
 from tracer.model import Sampling
-from tracer.run import (DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
+from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
 from tracer.show import format_record, select
 from tracer.tokenizer import QwenTokenizer, Tokenizer
@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-shard-gb", type=float, default=2.0, help="largest safetensors file, in GiB (default 2)")
     e.add_argument("--out", required=True, metavar="DIR")
 
+    r = sub.add_parser("compare", help="diff two traces record by record (exit 1 when any differ)")
+    r.add_argument("a", metavar="A.npz")
+    r.add_argument("b", metavar="B.npz")
+    r.add_argument("--json", action="store_true", help="one JSON object per record")
+    r.add_argument("--all", action="store_true", help="list every record, not only the ones that differ")
+
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help="preset or checkpoint directory")
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -90,12 +96,20 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field; VALUE is JSON (e.g. --set mlp_only_layers=[1])")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and of sampling (default 0)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    p.add_argument("--dtype", choices=("float32", "float64", "bfloat16", "float16"), default="float32",
+                   help="float32 (default) or float64; bfloat16 and float16 with --backend torch")
+    p.add_argument("--backend", choices=BACKENDS, default="numpy",
+                   help="numpy: the reference engine (default); torch: the real transformers model")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
     out = check_writable(args.out)
-    model = load_model(args.model, args.set, args.seed, args.dtype)
+    if args.backend == "numpy" and args.dtype not in DTYPES:
+        raise TracerError(f"the NumPy engine computes in float32 or float64; --dtype {args.dtype} needs --backend torch")
+    if args.device and args.backend != "torch":
+        raise TracerError("--device goes with --backend torch")
+    model = load_model(args.model, args.set, args.seed, args.dtype if args.dtype in DTYPES else "float32")
     prompt = args.prompt
     if args.tokens is not None:
         if args.chat:
@@ -120,7 +134,8 @@ def cmd_trace(args: argparse.Namespace) -> None:
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
     records, meta, _ = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
-                                 round_decimals=args.round, capture=args.capture, prompt=prompt)
+                                 round_decimals=args.round, capture=args.capture, prompt=prompt,
+                                 backend=args.backend, torch_dtype=args.dtype, device=args.device)
     save_trace(out, records, meta)
     trace = load_trace(out)
     if args.show:
@@ -216,6 +231,31 @@ def cmd_export(args: argparse.Namespace) -> None:
     print(f"wrote {model.name} ({model.source}, {args.dtype}) to {out}: {len(files)} safetensors file(s)")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tracer.compare import compare_traces, first_divergence, tolerance
+
+    a, b = load_trace(args.a), load_trace(args.b)
+    rows = compare_traces(a, b)
+    failed = any(r.verdict in ("DIFF", "SHAPE") for r in rows)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.as_dict()))
+        return 1 if failed else 0
+    rtol, atol = tolerance(a, b)
+    print(f"A: {a.path} ({a.meta['backend']}, {a.meta['dtype']})\nB: {b.path} ({b.meta['backend']}, {b.meta['dtype']})")
+    print(f"tolerance: relative {rtol:g} of the record's largest value, or absolute {atol:g} "
+          f"(probabilities: absolute only)")
+    for row in rows:
+        if args.all or row.verdict != "OK":
+            err = "" if row.max_abs is None else f"max_abs {row.max_abs:.3e}  max_rel {row.max_rel:.3e}"
+            print(f"{row.verdict:8} {row.name:52} {err} {row.note}".rstrip())
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")}
+    print(", ".join(f"{n} {v}" for v, n in counts.items()))
+    first = first_divergence(rows)
+    print(f"first divergence: {first.name}" if first else "the traces agree on every common record")
+    return 1 if failed else 0
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from tracer.info import model_card
 
@@ -226,13 +266,13 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
-            "export": cmd_export, "info": cmd_info}
+            "export": cmd_export, "info": cmd_info, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
     except TracerError as exc:
         print(f"tracer: error: {exc}", file=sys.stderr)
         return 2
@@ -244,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

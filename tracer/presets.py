@@ -53,6 +53,7 @@ def _attention(wo: np.ndarray) -> dict[str, np.ndarray]:
         f"{p}.self_attn.q_norm.weight": np.ones(2),
         f"{p}.self_attn.k_norm.weight": np.ones(2),
         f"{p}.post_attention_layernorm.weight": np.ones(4),
+        "model.norm.weight": np.ones(4),  # the seed has no final norm; used only with --set final_norm=true
     }
 
 

@@ -28,12 +28,17 @@ class Recorder:
         self.records: dict[str, np.ndarray] = {}
         self.inputs: dict[str, list[str]] = {}
         self.ops: dict[str, str] = {}
+        self.derived: set[str] = set()
         self.prefix = prefix
         self._names: dict[int, tuple[weakref.ref[np.ndarray], str]] = {}
         self._seen: set[str] = set()
 
-    def __call__(self, name: str, value: np.ndarray, *inputs: np.ndarray | str, op: str | None = None) -> np.ndarray:
-        """Record ``value`` under ``prefix + name`` and return it (rounded in hand-calculation mode)."""
+    def __call__(self, name: str, value: np.ndarray, *inputs: np.ndarray | str, op: str | None = None,
+                 derived: bool = False) -> np.ndarray:
+        """Record ``value`` under ``prefix + name`` and return it (rounded in hand-calculation mode).
+
+        ``derived``: the value was recomputed from captured tensors rather than captured (torch backend).
+        """
         full = self.prefix + name
         if full in self._seen:
             raise ValueError(f"record name {full!r} used twice")
@@ -48,6 +53,8 @@ class Recorder:
             self.inputs[full] = [self._name_of(x) for x in inputs]
             if op is not None:
                 self.ops[full] = op
+            if derived:
+                self.derived.add(full)
         return value
 
     def wants(self, full_name: str) -> bool:

@@ -21,6 +21,7 @@ from tracer.tracefile import record_meta
 from tracer.weights import ArrayWeights, RandomWeights
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
+BACKENDS = ("numpy", "torch")
 QWEN_VOCAB = FIRST_SPECIAL_ID + 26
 
 
@@ -153,9 +154,15 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
 
 
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
-              round_decimals: int | None = None, capture: list[str] | None = None,
-              prompt: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], Generation]:
-    """Trace a prompt's forward pass and its generated tokens: (records, meta, generation)."""
+              round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
+              backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any], Generation]:
+    """Trace a prompt's forward pass and its generated tokens: (records, meta, generation).
+
+    ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``).
+    """
+    if backend not in BACKENDS:
+        raise TracerError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if max_new_tokens < 1:
         raise TracerError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if round_decimals is not None and not 0 <= round_decimals <= 12:
@@ -169,10 +176,30 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         raise TracerError(f"top_p must be in (0, 1], got {sampling.top_p}")
     rec = Recorder(capture=capture, round_decimals=round_decimals)
     stops = stop_tokens(model)
-    gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops)
+    versions: dict[str, str] = {}
+    if backend == "torch":
+        from tracer.backends import torch_backend as tb
+
+        if round_decimals is not None:
+            raise TracerError("--round is a NumPy-engine mode; the torch backend computes at full precision")
+        if torch_dtype not in tb.TORCH_DTYPES:
+            raise TracerError(f"the torch backend runs {', '.join(tb.TORCH_DTYPES)}, got {torch_dtype!r}")
+        reason = tb.unsupported(model.cfg)
+        if reason:
+            raise TracerError(f"{model.name} cannot run through transformers' Qwen3: {reason}; trace it with the "
+                              f"NumPy engine, or override what the library cannot express")
+        torch, _ = tb.require_torch()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        hf_model = tb.build_model(model.cfg, model.weights, model.directory, torch_dtype, device)
+        gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device)
+        dtype = torch_dtype
+        versions = tb.library_versions()
+    else:
+        gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops)
+        dtype = str(model.weights[next(iter(model.weights))].dtype)
     meta = {
-        "model": model.name, "source": model.source, "seed": model.seed, "backend": "numpy",
-        "dtype": str(model.weights[next(iter(model.weights))].dtype), "round": round_decimals,
+        "model": model.name, "source": model.source, "seed": model.seed, "backend": backend, "device": device,
+        "dtype": dtype, "round": round_decimals, "backend_versions": versions,
         "config": model.cfg.as_dict(), "model_type": model.cfg.model_type, "prompt": prompt,
         "token_ids": gen.prompt, "token_labels": token_labels(model, gen.prompt),
         "generated_ids": gen.new_tokens, "generated_labels": token_labels(model, gen.new_tokens),

@@ -32,7 +32,7 @@ def record_meta(rec: Recorder) -> list[dict[str, Any]]:
         out.append({
             "name": name, "shape": list(value.shape), "dtype": str(value.dtype), "op": op,
             "formula": OPS[op].latex, "formula_text": OPS[op].text, "inputs": rec.inputs[name],
-            "schema_shape": entry.shape, "en": entry.en, "zh": entry.zh, "derived": False,
+            "schema_shape": entry.shape, "en": entry.en, "zh": entry.zh, "derived": name in rec.derived,
         })
     return out
 

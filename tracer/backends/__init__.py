@@ -1,0 +1,1 @@
+"""Backends other than the NumPy engine that record the same trace schema."""
