@@ -8,6 +8,8 @@ recorded tensors or checkpoint weights it was computed from.
 from __future__ import annotations
 
 import fnmatch
+import mmap
+import sys
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -30,8 +32,12 @@ class Recorder:
         self.ops: dict[str, str] = {}
         self.derived: set[str] = set()
         self.prefix = prefix
-        self._names: dict[int, tuple[weakref.ref[np.ndarray], str]] = {}
+        # id -> array (held weakly) and id -> name: inputs are named by identity, without keeping them alive
+        # and without a reference cycle back to this recorder (its records are freed as soon as it is).
+        self._arrays: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
+        self._names: dict[int, str] = {}
         self._seen: set[str] = set()
+        self._arena = _Arena()
 
     def __call__(self, name: str, value: np.ndarray, *inputs: np.ndarray | str, op: str | None = None,
                  derived: bool = False) -> np.ndarray:
@@ -39,6 +45,8 @@ class Recorder:
 
         ``derived``: the value was recomputed from captured tensors rather than captured (torch backend).
         """
+        if self.capture == [] and self.round_decimals is None:
+            return value  # recording nothing: a pure identity, at no cost
         full = self.prefix + name
         if full in self._seen:
             raise ValueError(f"record name {full!r} used twice")
@@ -46,15 +54,16 @@ class Recorder:
         value = np.asarray(value)
         if self.round_decimals is not None and np.issubdtype(value.dtype, np.floating):
             value = np.round(value, self.round_decimals) + value.dtype.type(0)  # + 0 turns −0.0 into 0.0
-        self._remember(value, full)
         if self.wants(full):
+            self.inputs[full] = [self._name_of(x) for x in inputs]
+            value = self._arena.keep(value)
             value.flags.writeable = False
             self.records[full] = value
-            self.inputs[full] = [self._name_of(x) for x in inputs]
             if op is not None:
                 self.ops[full] = op
             if derived:
                 self.derived.add(full)
+        self._remember(value, full)
         return value
 
     def wants(self, full_name: str) -> bool:
@@ -73,21 +82,15 @@ class Recorder:
         return child
 
     def _remember(self, array: np.ndarray, name: str) -> None:
-        key = id(array)
-        self._names[key] = (weakref.ref(array, lambda _ref, key=key: self._forget(key, _ref)), name)
-
-    def _forget(self, key: int, ref: weakref.ref[np.ndarray]) -> None:
-        entry = self._names.get(key)
-        if entry is not None and entry[0] is ref:
-            del self._names[key]
+        self._arrays[id(array)] = array
+        self._names[id(array)] = name
 
     def _name_of(self, x: np.ndarray | str) -> str:
         if isinstance(x, str):
             return x
-        entry = self._names.get(id(x))
-        if entry is None or entry[0]() is not x:
+        if self._arrays.get(id(x)) is not x:
             raise ValueError("an input of a record was neither recorded nor a named weight")
-        return entry[1]
+        return self._names[id(x)]
 
 
 class _Params:
@@ -99,8 +102,52 @@ class _Params:
 
     def __call__(self, name: str) -> np.ndarray:
         array = self._weights[name]
-        self._rec._remember(array, name)
+        if self._rec.capture != []:
+            self._rec._remember(array, name)
         return array
 
     def __contains__(self, name: Any) -> bool:
         return name in self._weights
+
+
+class _Arena:
+    """Keeps recorded arrays in large pooled blocks of memory instead of one fresh allocation each.
+
+    Kept records outlive the forward pass, so the allocator cannot reuse their memory, and every fresh page
+    costs a fault on first touch; on a full-size model that dominated tracing time. Records are copied into
+    64 MiB blocks advised as huge pages. A block goes back to a process-wide pool once no array uses it, so
+    the next trace (the explorer re-traces often) writes into memory that is already mapped.
+    """
+
+    BLOCK = 64 << 20
+    SMALL = 64 << 10  # smaller arrays stay where they are: the allocator recycles small blocks cheaply
+    _pool: list[mmap.mmap] = []
+
+    def __init__(self) -> None:
+        self._block: mmap.mmap | None = None
+        self._used = 0
+
+    def keep(self, value: np.ndarray) -> np.ndarray:
+        """``value`` copied into a block (large arrays), or ``value`` itself (small ones)."""
+        if value.nbytes < self.SMALL or value.nbytes > self.BLOCK or value.dtype.hasobject:
+            return value
+        size = -(-value.nbytes // 64) * 64
+        if self._block is None or self._used + size > self.BLOCK:
+            self._block = self._take()
+            self._used = 0
+        out = np.frombuffer(self._block, dtype=value.dtype, count=value.size, offset=self._used).reshape(value.shape)
+        self._used += size
+        np.copyto(out, value)
+        return out
+
+    @classmethod
+    def _take(cls) -> mmap.mmap:
+        for block in cls._pool:
+            # a free block is referenced only by the pool list, this loop and getrefcount's argument
+            if sys.getrefcount(block) <= 3:
+                return block
+        block = mmap.mmap(-1, cls.BLOCK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            block.madvise(mmap.MADV_HUGEPAGE)
+        cls._pool.append(block)
+        return block

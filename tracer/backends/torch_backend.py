@@ -89,17 +89,20 @@ def state_dict(cfg: Qwen3Config, weights: Any, torch: Any) -> dict[str, Any]:
     return sd
 
 
-def build_model(cfg: Qwen3Config, weights: Any, directory: Any, dtype: str, device: str) -> Any:
-    """A real Qwen3ForCausalLM / Qwen3MoeForCausalLM with these weights, eager experts, traced attention."""
+def build_model(cfg: Qwen3Config, weights: Any, directory: Any, dtype: str, device: str, traced: bool = True) -> Any:
+    """A real Qwen3ForCausalLM / Qwen3MoeForCausalLM with these weights: traced attention and eager experts,
+    or (``traced=False``, for benchmarks) the library's defaults."""
     torch, transformers = require_torch()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     register_attention()
     torch_dtype = getattr(torch, dtype)
     cls = transformers.Qwen3MoeForCausalLM if cfg.is_moe else transformers.Qwen3ForCausalLM
-    kwargs = {"attn_implementation": ATTENTION_NAME, "dtype": torch_dtype}
-    if cfg.is_moe:
-        kwargs["experts_implementation"] = "eager"
+    kwargs: dict[str, Any] = {"dtype": torch_dtype}
+    if traced:
+        kwargs["attn_implementation"] = ATTENTION_NAME
+        if cfg.is_moe:
+            kwargs["experts_implementation"] = "eager"
     if directory is not None:
         model = cls.from_pretrained(str(directory), local_files_only=True, **kwargs)
     else:
