@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="one JSON object per record")
     r.add_argument("--all", action="store_true", help="list every record, not only the ones that differ")
 
+    a = sub.add_parser("app", help="start the Streamlit explorer (offline, headless server)")
+    a.add_argument("trace", nargs="?", metavar="TRACE.npz", help="open this trace (default: the toy dense example)")
+    a.add_argument("--port", type=int, default=8501)
+
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help="preset or checkpoint directory")
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -256,6 +260,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
+    if not script.is_file():
+        raise TracerError(f"the explorer is not at {script}; run it from a source checkout (pip install -e '.[app]')")
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        raise TracerError("the explorer needs Streamlit and plotly: pip install 'qwen3-tracer[app]'") from None
+    if not 0 < args.port < 65536:
+        raise TracerError(f"--port must be between 1 and 65535, got {args.port}")
+    env = dict(os.environ)
+    if args.trace:
+        load_trace(args.trace).close()  # a one-line error now, rather than in the browser
+        env["QWEN3_TRACER_TRACE"] = str(Path(args.trace).resolve())
+    print(f"qwen3-tracer explorer on http://localhost:{args.port}", flush=True)
+    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+                            "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+                            "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env=env)
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from tracer.info import model_card
 
@@ -266,7 +293,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
-            "export": cmd_export, "info": cmd_info, "compare": cmd_compare}
+            "export": cmd_export, "info": cmd_info, "compare": cmd_compare, "app": cmd_app}
 
 
 def main(argv: list[str] | None = None) -> int:

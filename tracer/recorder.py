@@ -11,7 +11,7 @@ import fnmatch
 import mmap
 import sys
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -22,10 +22,13 @@ class Recorder:
 
     ``capture``: glob patterns (``fnmatch``) of names to keep; None keeps everything.
     ``round_decimals``: hand-calculation mode, every float record rounded to N decimals before it is used.
+    ``listener``: called with each record's name as it is computed (progress bars).
     """
 
-    def __init__(self, capture: list[str] | None = None, round_decimals: int | None = None, prefix: str = ""):
+    def __init__(self, capture: list[str] | None = None, round_decimals: int | None = None, prefix: str = "",
+                 listener: Callable[[str], None] | None = None):
         self.capture = capture
+        self.listener = listener
         self.round_decimals = round_decimals
         self.records: dict[str, np.ndarray] = {}
         self.inputs: dict[str, list[str]] = {}
@@ -45,9 +48,11 @@ class Recorder:
 
         ``derived``: the value was recomputed from captured tensors rather than captured (torch backend).
         """
-        if self.capture == [] and self.round_decimals is None:
+        if self.capture == [] and self.round_decimals is None and self.listener is None:
             return value  # recording nothing: a pure identity, at no cost
         full = self.prefix + name
+        if self.listener is not None:
+            self.listener(full)
         if full in self._seen:
             raise ValueError(f"record name {full!r} used twice")
         self._seen.add(full)

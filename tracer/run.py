@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,14 @@ def token_labels(model: Model, ids: list[int]) -> list[str]:
         return [str(t) for t in ids]
 
 
+def token_bytes(model: Model, ids: list[int]) -> list[str]:
+    """Each token's bytes in hex (exact for byte-level BPE, where a token may be part of a character)."""
+    tokenizer = model._tokenizer if model.toy_vocab is None else None
+    if isinstance(tokenizer, QwenTokenizer):
+        return [t.bytes.hex(" ") for t in tokenizer.tokens(ids)]
+    return [label.encode("utf-8").hex(" ") for label in token_labels(model, ids)]
+
+
 def stop_tokens(model: Model) -> tuple[int, ...]:
     try:
         return tuple(t for t in model.tokenizer.stop_ids() if t < model.cfg.vocab_size)
@@ -156,6 +164,7 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
+              listener: Callable[[str], None] | None = None,
               ) -> tuple[dict[str, np.ndarray], dict[str, Any], Generation]:
     """Trace a prompt's forward pass and its generated tokens: (records, meta, generation).
 
@@ -174,7 +183,7 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
     if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
         raise TracerError(f"top_p must be in (0, 1], got {sampling.top_p}")
-    rec = Recorder(capture=capture, round_decimals=round_decimals)
+    rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener)
     stops = stop_tokens(model)
     versions: dict[str, str] = {}
     if backend == "torch":
@@ -202,6 +211,7 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         "dtype": dtype, "round": round_decimals, "backend_versions": versions,
         "config": model.cfg.as_dict(), "model_type": model.cfg.model_type, "prompt": prompt,
         "token_ids": gen.prompt, "token_labels": token_labels(model, gen.prompt),
+        "token_bytes": token_bytes(model, gen.prompt),
         "generated_ids": gen.new_tokens, "generated_labels": token_labels(model, gen.new_tokens),
         "stop_reason": gen.stop_reason, "stop_tokens": list(stops),
         "sampling": {"temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p,

@@ -1,0 +1,22 @@
+"""qwen3-tracer explorer: walk a Qwen3 forward pass step by step (``tracer app [TRACE.npz]``)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pages import common
+
+import streamlit as st  # noqa: E402
+
+st.set_page_config(page_title="qwen3-tracer", layout="wide")
+PAGES = [
+    st.Page("views/run.py", title="Run / open", default=True),
+    st.Page("views/pipeline.py", title="Pipeline map"),
+    st.Page("views/steps.py", title="Step walker"),
+    st.Page("views/attention.py", title="Attention"),
+    st.Page("views/rope.py", title="RoPE"),
+    st.Page("views/moe.py", title="MoE routing"),
+    st.Page("views/sampling.py", title="Logits & sampling"),
+    st.Page("views/tokens.py", title="Tokens & chat template"),
+    st.Page("views/compare.py", title="Compare"),
+]
+st.navigation(PAGES).run()

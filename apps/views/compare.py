@@ -1,0 +1,49 @@
+"""Two traces side by side: per-record error, the first divergence, and both matrices of one record."""
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from common import _open, header, lang, matrix_table, require_trace
+from tracer import TracerError
+from tracer.compare import compare_traces, first_divergence
+from tracer.figures import compare_figure, labels_for, record_heatmap
+
+header("Compare", "比較")
+a = require_trace()
+uploaded = st.file_uploader("Second trace (.npz)", type=["npz"], key="compare_upload")
+typed = st.text_input("…or its path", key="compare_path")
+path = None
+if uploaded is not None:
+    path = Path(tempfile.mkdtemp(prefix="qwen3-tracer-")) / Path(uploaded.name).name
+    path.write_bytes(uploaded.getvalue())
+elif typed.strip():
+    path = Path(typed.strip())
+if path is None:
+    st.info("Open a second trace, e.g. the same run with --backend torch, --dtype bfloat16 or --round 3.")
+    st.stop()
+try:
+    b = _open(str(path), path.stat().st_mtime if path.exists() else 0.0)
+except TracerError as exc:
+    st.error(str(exc))
+    st.stop()
+rows = compare_traces(a, b)
+first = first_divergence(rows)
+counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")}
+st.write(", ".join(f"{n} {v}" for v, n in counts.items()))
+st.write(f"first divergence: **{first.name}**" if first else "The traces agree on every common record.")
+st.plotly_chart(compare_figure(rows), key="errors")
+st.dataframe([r.as_dict() for r in rows])
+common = [r.name for r in rows if r.verdict != "MISSING"]
+name = st.selectbox("Record", common, index=common.index(first.name) if first else 0)
+left, right = st.columns(2)
+for col, trace in ((left, a), (right, b)):
+    with col:
+        st.caption(f"{Path(trace.path).name} ({trace.meta['backend']}, {trace.meta['dtype']})")
+        value = trace[name]
+        if value.ndim <= 2 and all(d <= 16 for d in value.shape):
+            labels = labels_for(trace, name)
+            matrix_table(value, labels[0] if value.ndim == 2 else None, labels[-1])
+        else:
+            st.plotly_chart(record_heatmap(trace, name), key=f"cmp-{id(trace)}")

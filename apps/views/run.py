@@ -1,0 +1,76 @@
+"""Run a model on a prompt, or open a saved trace."""
+
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from common import header, lang, open_trace, require_trace, summary
+from tracer import TracerError
+from tracer.model import Sampling
+from tracer.presets import PRESETS
+from tracer.run import chat_prompt, encode_prompt, load_model, parse_token_list, run_trace
+from tracer.tracefile import save_trace
+
+header("Run / open", "執行 / 開啟")
+summary(require_trace())
+
+run_tab, open_tab = st.tabs(["Run a model", "Open a trace"])
+with run_tab:
+    left, right = st.columns(2)
+    preset = left.selectbox("Model", list(PRESETS), index=0)
+    directory = left.text_input("…or a checkpoint directory (Hugging Face layout)", "")
+    backend = left.radio("Backend", ["numpy", "torch"], horizontal=True)
+    overrides = left.text_input("Config overrides (KEY=VALUE, comma separated)", "",
+                                help="e.g. num_hidden_layers=2 — values are JSON")
+    prompt = right.text_area("Prompt", "明天交報告")
+    token_ids = right.text_input("…or token ids (comma separated)", "")
+    chat = right.checkbox("Wrap as a chat turn (Qwen3 template)", value=False)
+    thinking = right.toggle("Thinking", value=True, disabled=not chat)
+    a, b, c, d = st.columns(4)
+    max_new = a.number_input("New tokens", 1, 64, 1)
+    temperature = b.slider("Temperature", 0.0, 2.0, 0.0, 0.05, help="0 = greedy")
+    top_k = c.number_input("Top-k (0 = off)", 0, 1000, 0)
+    top_p = d.slider("Top-p", 0.05, 1.0, 1.0, 0.05)
+    capture = st.text_input("Capture filter (globs, comma separated; empty = everything)", "")
+    if st.button("Run", type="primary"):
+        try:
+            model = load_model(directory.strip() or preset, [o.strip() for o in overrides.split(",") if o.strip()])
+            if token_ids.strip():
+                ids = parse_token_list(token_ids, model)
+                text = None
+            else:
+                text = chat_prompt(model, prompt, None, thinking) if chat else prompt
+                ids = encode_prompt(model, text)
+            bar = st.progress(0.0, text="tracing…")
+            total = model.cfg.num_hidden_layers * max_new
+
+            def progress(name: str, done: list[int] = [0]) -> None:  # noqa: B006 - a counter across calls
+                if name.endswith("resid_post"):
+                    done[0] += 1
+                    bar.progress(min(1.0, done[0] / total), text=f"{name}")
+
+            sampling = Sampling(temperature, top_k or None, top_p if top_p < 1 else None, model.suppress_tokens)
+            records, meta, _ = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
+                                         capture=[g.strip() for g in capture.split(",") if g.strip()] or None,
+                                         backend=backend, listener=progress)
+            path = Path(tempfile.mkdtemp(prefix="qwen3-tracer-")) / "trace.npz"
+            save_trace(path, records, meta)
+            bar.empty()
+            if open_trace(str(path)):
+                st.rerun()
+        except TracerError as exc:
+            st.error(str(exc))
+
+with open_tab:
+    uploaded = st.file_uploader("Upload a .npz trace", type=["npz"])
+    if uploaded is not None and st.session_state.get("uploaded_name") != uploaded.name + str(uploaded.size):
+        path = Path(tempfile.mkdtemp(prefix="qwen3-tracer-")) / Path(uploaded.name).name
+        path.write_bytes(uploaded.getvalue())
+        st.session_state.uploaded_name = uploaded.name + str(uploaded.size)
+        if open_trace(str(path)):
+            st.rerun()
+    typed = st.text_input("…or a path on this machine", key="open_path")
+    if st.button("Open") and typed.strip():
+        if open_trace(typed.strip()):
+            st.rerun()
