@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests import seed004
+from tracer import seed004
 from tracer.run import encode_prompt, load_model, run_trace
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests import seed004
+from tracer import seed004
 from tracer import TracerError
 from tracer.cli import main
 from tracer.compare import compare_traces, first_divergence

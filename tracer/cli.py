@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("trace", nargs="?", metavar="TRACE.npz", help="open this trace (default: the toy dense example)")
     a.add_argument("--port", type=int, default=8501)
 
+    nb = sub.add_parser("notebooks", help="open JupyterLab on the classroom notebooks")
+    nb.add_argument("--port", type=int, default=8888)
+
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help="preset or checkpoint directory")
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -283,6 +286,29 @@ def cmd_app(args: argparse.Namespace) -> int:
                             "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env=env)
 
 
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    folder = Path(__file__).resolve().parents[1] / "notebooks"
+    if not folder.is_dir():
+        raise TracerError(f"the notebooks are not at {folder}; run from a source checkout (pip install -e '.[notebooks]')")
+    if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None:
+        raise TracerError("JupyterLab is not installed: pip install 'qwen3-tracer[notebooks]'")
+    import jupytext
+
+    # the notebooks are kept as percent-format .py files; make (or refresh) the paired .ipynb to open in the lab
+    for source in sorted(folder.glob("[0-9][0-9]_*.py")):
+        paired = source.with_suffix(".ipynb")
+        if not paired.exists() or paired.stat().st_mtime < source.stat().st_mtime:
+            notebook = jupytext.read(source)
+            notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+            jupytext.write(notebook, paired)
+    print(f"JupyterLab on http://localhost:{args.port}/lab (notebooks in {folder})", flush=True)
+    return subprocess.call([sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}",
+                            "--no-browser", "--ServerApp.token=", "--IdentityProvider.token="])
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from tracer.info import model_card
 
@@ -293,7 +319,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
-            "export": cmd_export, "info": cmd_info, "compare": cmd_compare, "app": cmd_app}
+            "export": cmd_export, "info": cmd_info, "compare": cmd_compare, "app": cmd_app,
+            "notebooks": cmd_notebooks}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,6 +157,22 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return x * cos + rotate_half(x) * sin
 
 
+def apply_rope_interleaved(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """[..., Dh], [T, Dh/2], [T, Dh/2] -> [..., Dh]. The LLaMA / seed 001 layout: pair j is (x[2j], x[2j+1]).
+
+    x'[2j] = x[2j]·cos − x[2j+1]·sin, x'[2j+1] = x[2j]·sin + x[2j+1]·cos. It equals ``apply_rope`` after moving
+    the even dimensions to the first half and the odd ones to the second (a fixed permutation).
+
+    >>> apply_rope_interleaved(np.array([[1., 0.]]), np.array([[0.]]), np.array([[1.]]))
+    array([[0., 1.]])
+    """
+    even, odd = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2] = even * cos - odd * sin
+    out[..., 1::2] = even * sin + odd * cos
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------------------

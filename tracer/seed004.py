@@ -1,7 +1,9 @@
 """The matrices printed in seed 004 (../shared/seeds/004_30a204e731c68c07.txt), typed in by hand.
 
-These are the expected values of the golden tests; they come from the document, never from the engine.
-Keys name the trace record each matrix corresponds to (one head, so per-head records are [1, T, Dh]).
+They are the expected values of the golden tests and what the classroom notebooks show next to the engine's
+numbers; they come from the document, never from the engine (including the document's own slips: §4 computes
+with rounded numbers). Keys name the trace record each matrix corresponds to (one head, so per-head records
+are [1, T, Dh]).
 """
 
 import numpy as np
@@ -118,3 +120,7 @@ MOE["layers.0.resid_post"] = A([[3, 3.844, 3.844, 3.613], [5.350, 0.460, 0.460, 
 
 # Which tokens each expert serves, read off the zeros of G (§4-5-10) and D_e (§4-5-14).
 EXPERT_ROWS = {0: [1, 2], 1: [0, 2, 3], 2: [0, 1, 3]}
+
+# Seed 001 (temperature sampling) prints these probabilities for logits [5, 2, 1]; softmax does not give them.
+SEED001_TEMPERATURE = {"logits": [5.0, 2.0, 1.0],
+                       "printed": {1.0: [0.84, 0.11, 0.05], 0.5: [0.97, 0.02, 0.01], 2.0: [0.62, 0.23, 0.15]}}

@@ -1,0 +1,71 @@
+# %% [markdown]
+# # 3 · Rotary position embedding (RoPE)
+#
+# Angles per dimension pair and position, the rotation of q and k, the relative-position property, and the two
+# ways of pairing dimensions: Hugging Face's `rotate_half` (pair j = (x[j], x[j+Dh/2])) and the interleaved
+# pairs of seed 001's code (pair j = (x[2j], x[2j+1])).
+
+# %%
+import numpy as np
+import pandas as pd
+
+from tracer import ops
+from tracer.classroom import setup
+from tracer.figures import heatmap, relative_position_figure, rope_angle_figure, rope_rotation_figure
+from tracer.presets import QWEN3_0_6B
+from tracer.run import load_model, run_trace
+from tracer.tracefile import load_trace, save_trace
+import tempfile, pathlib  # noqa: E401
+
+setup()
+inv_freq = ops.rope_inv_freq(QWEN3_0_6B.head_dim, QWEN3_0_6B.rope_theta)
+pd.DataFrame({"pair j": range(0, 64, 8), "ω_j (rad / position)": inv_freq[::8],
+              "positions per full turn": 2 * np.pi / inv_freq[::8]})
+
+# %% [markdown]
+# Fast pairs turn about a radian per position; slow ones take millions of positions for one turn.
+
+# %%
+cos, sin = ops.rope_tables(np.arange(64), inv_freq, np.float64)
+heatmap(np.arctan2(sin, cos)[:, :64:4], [str(t) for t in range(64)], [f"pair {j}" for j in range(0, 64, 4)],
+        "angle φ[t, j] wrapped to (−π, π]", decimals=1, colorscale="Twilight").show()
+
+# %% [markdown]
+# ## Rotation keeps lengths and makes q·k depend on distance only
+
+# %%
+rng = np.random.default_rng(0)
+q, k = rng.standard_normal((2, 1, 1, 128))
+def rotated(x, pos):
+    c, s = ops.rope_tables(np.array([pos]), inv_freq, np.float64)
+    return ops.apply_rope(x, c, s)
+print("|q| before / after:", np.linalg.norm(q), np.linalg.norm(rotated(q, 1234)))
+pairs = [(5, 2), (105, 102), (3005, 3002)]
+pd.DataFrame([{"q position": m, "k position": n, "distance": m - n,
+               "q·k": float(np.sum(rotated(q, m) * rotated(k, n)))} for m, n in pairs])
+
+# %% [markdown]
+# ## On a real trace (a small Qwen3 with random weights)
+
+# %%
+model = load_model("qwen3-0.6b", ["num_hidden_layers=1", "vocab_size=1000"])
+trace = load_trace(save_trace(pathlib.Path(tempfile.mkdtemp()) / "t.npz", *run_trace(model, list(range(1, 17)))[:2]))
+rope_angle_figure(trace).show()
+rope_rotation_figure(trace, 0, 0, "q", pairs=2).show()
+relative_position_figure(trace, 0, 0).show()
+
+# %% [markdown]
+# ## `rotate_half` vs interleaved pairs
+# Seed 001 (LLaMA's code) rotates (x[2j], x[2j+1]); Hugging Face Qwen3 rotates (x[j], x[j+Dh/2]). Moving the even
+# dimensions to the first half and the odd ones to the second turns one into the other:
+
+# %%
+x = rng.standard_normal((1, 16, 128))
+c, s = ops.rope_tables(np.arange(16), inv_freq, np.float64)
+half = 64
+interleaved = ops.apply_rope_interleaved(x, c[:, :half], s[:, :half])
+perm = np.concatenate([np.arange(0, 128, 2), np.arange(1, 128, 2)])   # evens first, then odds
+via_rotate_half = ops.apply_rope(x[..., perm], c, s)
+print("interleaved == rotate_half after the permutation:",
+      np.allclose(interleaved[..., perm], via_rotate_half, atol=1e-12))
+print("but not without it:", np.allclose(interleaved, ops.apply_rope(x, c, s), atol=1e-6))

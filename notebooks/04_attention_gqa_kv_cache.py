@@ -1,0 +1,64 @@
+# %% [markdown]
+# # 4 · Attention, GQA and the KV cache
+#
+# Masks and softmax, how Qwen3-0.6B's 16 query heads share 8 key/value heads, and how the KV cache grows while
+# decoding — with the proof that decoding with the cache gives the same logits as recomputing everything.
+# The model has Qwen3-0.6B's attention shape (16/8 heads of 128) with two layers and a small vocabulary, so the
+# notebook runs in seconds.
+
+# %%
+import numpy as np
+import pandas as pd
+
+from tracer import ops
+from tracer.classroom import setup
+from tracer.figures import attention_figure, gqa_figure, record_heatmap
+from tracer.model import Sampling, forward, generate
+from tracer.recorder import Recorder
+from tracer.run import load_model, run_trace
+from tracer.tracefile import load_trace, save_trace
+import tempfile, pathlib  # noqa: E401
+
+setup()
+print(ops.causal_mask(5, 5, -np.inf))
+print(ops.softmax(np.array([1.0, 2.0, -np.inf])), "← a masked position gets exactly 0")
+
+# %%
+model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=2000", "initializer_range=0.2"])
+cfg = model.cfg
+prompt = [11, 22, 33, 44, 55, 66]
+records, meta, gen = run_trace(model, prompt, max_new_tokens=5)
+trace = load_trace(save_trace(pathlib.Path(tempfile.mkdtemp()) / "t.npz", records, meta))
+gqa_figure(cfg.num_attention_heads, cfg.num_key_value_heads).show()
+
+# %% [markdown]
+# Query heads 0 and 1 read the same keys (KV head 0), so their scores differ only through their queries:
+
+# %%
+attention_figure(trace, 1, 0).show()
+attention_figure(trace, 1, 1).show()
+print("q_proj", trace["layers.1.attn.q_proj"].shape, " k_proj", trace["layers.1.attn.k_proj"].shape,
+      " scores", trace["layers.1.attn.scores"].shape)
+
+# %% [markdown]
+# ## The KV cache grows by one position per decode step
+
+# %%
+pd.DataFrame([{"decode step": s, "new token": int(trace[f"decode.{s}.tokens"][0]),
+               "k_cache shape": trace[f"decode.{s}.layers.0.attn.k_cache"].shape,
+               "scores shape": trace[f"decode.{s}.layers.0.attn.scores"].shape} for s in range(1, 5)])
+
+# %%
+record_heatmap(trace, "decode.4.layers.1.attn.probs", head=0, title="decode step 4: one query, every cached key").show()
+
+# %% [markdown]
+# ## Same logits with and without the cache
+# Recompute the whole sequence (prompt + generated tokens) in one forward pass, no cache, and compare each
+# decode step's logits with the row of the full pass at the same position.
+
+# %%
+full = forward(cfg, model.weights, np.array(prompt + gen.new_tokens[:-1]), Recorder(capture=[]))
+scale = float(np.abs(full).max())
+diffs = [float(np.abs(trace[f"decode.{s}.logits"][0] - full[len(prompt) + s - 1]).max()) / scale for s in range(1, 5)]
+print(f"largest logit {scale:.1f}; largest difference per decode step, relative to it:", diffs)
+assert max(diffs) < 1e-5  # float32 rounding: the cache changes the order of additions, not the math

@@ -1,0 +1,56 @@
+# %% [markdown]
+# # 6 · Sampling: greedy, temperature, top-k, top-p
+#
+# The next token is chosen from the last position's logits. Move the sliders to see how temperature, top-k and
+# top-p reshape the distribution of a real trace's logits. Then check a worked example from the course notes.
+
+# %%
+import numpy as np
+import pandas as pd
+
+from tracer import ops, seed004
+from tracer.classroom import setup
+from tracer.figures import sampling_figure
+from tracer.run import load_model, run_trace
+
+setup()
+model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=500", "initializer_range=0.5"])
+records, meta, _ = run_trace(model, [1, 2, 3, 4, 5])
+logits = records["sample.0.masked_logits"]
+print("greedy picks", int(np.argmax(logits)))
+
+# %%
+import ipywidgets as widgets  # noqa: E402
+from IPython.display import display  # noqa: E402
+
+def show(temperature=1.0, top_k=0, top_p=1.0):
+    fig, probs = sampling_figure(logits, temperature, top_k or None, top_p if top_p < 1 else None)
+    fig.show()
+    print(f"{int((probs > 0).sum())} tokens can be drawn")
+
+display(widgets.interactive(show, temperature=(0.0, 2.0, 0.05), top_k=(0, 50), top_p=(0.05, 1.0, 0.05)))
+show(0.7, 20, 0.9)
+
+# %% [markdown]
+# ## The course example: logits [5, 2, 1]
+# Seed 001 prints probabilities for T = 1, 0.5 and 2. Here is what softmax(logits / T) really gives:
+
+# %%
+z = np.array(seed004.SEED001_TEMPERATURE["logits"])
+rows = []
+for T, printed in seed004.SEED001_TEMPERATURE["printed"].items():
+    exact = ops.softmax(z / T)
+    rows.append({"T": T, "document": printed, "softmax(z / T)": np.round(exact, 4).tolist(),
+                 "largest error": round(float(np.abs(exact - printed).max()), 3)})
+pd.DataFrame(rows)
+
+# %% [markdown]
+# **Where the document went wrong.** e⁵ ≈ 148.4, e² ≈ 7.39, e¹ ≈ 2.72, so at T = 1 the first token has
+# 148.4 / 158.5 ≈ 0.936, not 0.84; the document's numbers even sum to 1 while being too flat. At T = 0.5 the
+# first token is 0.997 (the document: 0.97); at T = 2 it is 0.736 (the document: 0.62). The qualitative lesson
+# holds — lower T sharpens, higher T flattens — but the printed probabilities are not what softmax gives.
+
+# %%
+for T in (1.0, 0.5, 2.0):
+    print(T, np.round(ops.sampling_probs(z, T, None, None), 3), " top-p 0.9:",
+          np.round(ops.sampling_probs(z, T, None, 0.9), 3))

@@ -1,0 +1,93 @@
+"""Helpers for the classroom notebooks: offline plotly, answer boxes, and the engine next to the document.
+
+No model math here: the notebooks call ``tracer.ops`` and read traces; this module only displays and checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+def setup() -> None:
+    """Send plotly figures as their own MIME type: JupyterLab draws them with the ``jupyterlab-plotly`` extension
+    installed with plotly, offline (no CDN). (The "notebook" renderer also injects plotly.js into the page, which
+    blocks the kernel when it first happens inside a widget's output area.)"""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    message: str
+
+
+class AnswerBox:
+    """Ask the student for one number and check it against the value the engine computed.
+
+    >>> box = AnswerBox("A[1, 1]?", 0.7698, tolerance=0.005)
+    >>> box.check(0.77).ok, box.check(0.5).ok
+    (True, False)
+    """
+
+    def __init__(self, question: str, expected: float, tolerance: float = 5e-3, hint: str = ""):
+        self.question = question
+        self.expected = float(expected)
+        self.tolerance = tolerance
+        self.hint = hint
+
+    def check(self, value: float) -> Verdict:
+        """Right when within the tolerance (hand calculation at 3 decimals), with a message either way."""
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            return Verdict(False, f"{value!r} is not a number")
+        if abs(v - self.expected) <= self.tolerance:
+            return Verdict(True, f"✓ {v:g} is right (the engine computes {self.expected:.4f})")
+        return Verdict(False, f"✗ {v:g} is not it. {self.hint}".strip())
+
+    def widget(self) -> Any:
+        """An ipywidgets box: a number field, a Check button and the verdict."""
+        import ipywidgets as widgets
+
+        field = widgets.FloatText(description="answer", value=0.0)
+        button = widgets.Button(description="Check")
+        out = widgets.Output()
+
+        def on_click(_: Any) -> None:
+            out.clear_output()
+            with out:
+                print(self.check(field.value).message)
+
+        button.on_click(on_click)
+        return widgets.VBox([widgets.HTML(f"<b>{self.question}</b>"), widgets.HBox([field, button]), out])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget())
+
+
+def side_by_side(ours: np.ndarray, printed: np.ndarray, rows: list[str] | None = None, decimals: int = 3) -> Any:
+    """The engine's matrix next to the document's, with the largest difference (a pandas Styler-free frame)."""
+    import pandas as pd
+
+    ours = np.atleast_2d(np.asarray(ours, dtype=np.float64))
+    printed = np.atleast_2d(np.asarray(printed, dtype=np.float64))
+    cols = [f"engine[{j}]" for j in range(ours.shape[1])] + [f"seed[{j}]" for j in range(printed.shape[1])]
+    frame = pd.DataFrame(np.round(np.hstack([ours, printed]), decimals), columns=cols,
+                         index=rows if rows and len(rows) == ours.shape[0] else None)
+    frame.attrs["max_difference"] = float(np.abs(ours - printed).max()) if ours.shape == printed.shape else np.inf
+    return frame
+
+
+def difference_note(ours: np.ndarray, printed: np.ndarray, tolerance: float = 1e-3) -> str:
+    """One line: does the engine agree with the document, and by how much."""
+    diff = float(np.abs(np.asarray(ours, dtype=np.float64) - np.asarray(printed, dtype=np.float64)).max())
+    if diff <= tolerance:
+        return f"agrees with the document (largest difference {diff:.1e})"
+    return f"differs from the document by up to {diff:.4f}: see the explanation below"
