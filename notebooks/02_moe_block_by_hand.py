@@ -9,7 +9,7 @@
 import numpy as np
 import pandas as pd
 
-from tracer import ops, seed004
+from tracer import seed004
 from tracer.classroom import AnswerBox, difference_note, setup, side_by_side
 from tracer.figures import expert_load_figure, record_heatmap, topk_equivalence
 from tracer.run import encode_prompt, load_model, run_trace

@@ -13,7 +13,7 @@ import pandas as pd
 from tracer import ops
 from tracer.classroom import setup
 from tracer.figures import attention_figure, gqa_figure, record_heatmap
-from tracer.model import Sampling, forward, generate
+from tracer.model import forward
 from tracer.recorder import Recorder
 from tracer.run import load_model, run_trace
 from tracer.tracefile import load_trace, save_trace

@@ -8,7 +8,6 @@
 # %%
 import json
 
-import numpy as np
 import pandas as pd
 
 from tracer.chat import parse_reply, render_chat

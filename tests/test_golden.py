@@ -49,7 +49,7 @@ def test_toy_moe_reproduces_seed_section_4(round_decimals, atol):
             np.testing.assert_allclose(records[f"{prefix}.{stage}"], expected[rows], atol=atol, rtol=0,
                                        err_msg=f"{prefix}.{stage}")
         np.testing.assert_allclose(records[f"{prefix}.weighted"], seed004.WEIGHTED[e], atol=atol, rtol=0)
-    assert f"layers.0.moe.experts.0.gate_proj" not in records  # ReLU experts have no gate projection
+    assert "layers.0.moe.experts.0.gate_proj" not in records  # ReLU experts have no gate projection
     assert int(records["sample.0.token_id"]) == 4  # 請, with <bos> and <eos> suppressed
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
-from tracer.chat import check_messages, checkpoint_template, official_template, render_chat, render_jinja
+from tracer.chat import check_messages, checkpoint_template, render_chat, render_jinja
 from tracer.checkpoint import CheckpointWeights, read_config
 from tracer.config import Qwen3Config
 from tracer.model import Generation, Sampling, generate

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from common import decode_steps, header, lang, layer_count, require_trace, t
+from common import decode_steps, header, layer_count, require_trace, t
 from tracer.figures import attention_figure, gqa_figure, record_heatmap
 
 header("Attention", "注意力")

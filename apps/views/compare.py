@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from common import _open, header, lang, matrix_table, require_trace
+from common import _open, header, matrix_table, require_trace
 from tracer import TracerError
 from tracer.compare import compare_traces, first_divergence
 from tracer.figures import compare_figure, labels_for, record_heatmap

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from common import header, lang, matrix_table, require_trace, t
+from common import header, matrix_table, require_trace, t
 from tracer.figures import expert_load_figure, labels_for, record_heatmap, topk_equivalence
 
 header("MoE routing", "MoE 路由")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from common import header, lang, require_trace
+from common import header, require_trace
 from tracer.figures import pipeline_figure
 
 header("Pipeline map", "流程圖")

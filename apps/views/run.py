@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from common import header, lang, open_trace, require_trace, summary
+from common import header, open_trace, require_trace, summary
 from tracer import TracerError
 from tracer.model import Sampling
 from tracer.presets import PRESETS

@@ -3,7 +3,7 @@
 import numpy as np
 import streamlit as st
 
-from common import decode_steps, header, lang, require_trace, t
+from common import decode_steps, header, require_trace, t
 from tracer.figures import sampling_figure, top_tokens
 
 header("Logits & sampling", "Logits 與取樣")

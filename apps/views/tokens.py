@@ -5,7 +5,7 @@ import re
 
 import streamlit as st
 
-from common import header, lang, require_trace
+from common import header, require_trace
 
 header("Tokens & chat template", "Tokens 與對話模板")
 trace = require_trace()
