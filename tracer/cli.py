@@ -263,9 +263,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_app(args: argparse.Namespace) -> int:
+def cmd_app(args: argparse.Namespace) -> None:
     import os
-    import subprocess
 
     script = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
     if not script.is_file():
@@ -281,9 +280,10 @@ def cmd_app(args: argparse.Namespace) -> int:
         load_trace(args.trace).close()  # a one-line error now, rather than in the browser
         env["QWEN3_TRACER_TRACE"] = str(Path(args.trace).resolve())
     print(f"qwen3-tracer explorer on http://localhost:{args.port}", flush=True)
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-                            "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
-                            "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env=env)
+    # become the Streamlit server (exec, not a child process): stopping this command stops the server
+    os.execve(sys.executable, [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+                               "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+                               "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env)
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
