@@ -51,3 +51,29 @@ def test_notebook_runs_top_to_bottom(path, capsys):
     assert proc.returncode == 0, out[-3000:] + err[-2000:]
     with capsys.disabled():
         print(f"\n{out.strip().splitlines()[-1]}")
+
+
+def test_tracer_notebooks_opens_jupyterlab_on_the_folder(tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    pytest.importorskip("jupyterlab")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tracer.cli", "notebooks", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, status = time.time() + 90, None
+        while time.time() < deadline and status is None:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/lab", timeout=5).status
+            except OSError:
+                time.sleep(1)
+        assert status == 200
+        listing = urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents", timeout=10).read().decode()
+        assert "01_dense_block_by_hand.ipynb" in listing and "07_comparing_engines.py" in listing
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

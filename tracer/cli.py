@@ -286,9 +286,9 @@ def cmd_app(args: argparse.Namespace) -> None:
                                "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env)
 
 
-def cmd_notebooks(args: argparse.Namespace) -> int:
+def cmd_notebooks(args: argparse.Namespace) -> None:
+    import os
     import shutil
-    import subprocess
 
     folder = Path(__file__).resolve().parents[1] / "notebooks"
     if not folder.is_dir():
@@ -305,8 +305,11 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
     print(f"JupyterLab on http://localhost:{args.port}/lab (notebooks in {folder})", flush=True)
-    return subprocess.call([sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}",
-                            "--no-browser", "--ServerApp.token=", "--IdentityProvider.token="])
+    # become the JupyterLab server (exec, not a child process): stopping this command stops the server
+    # local only (127.0.0.1), so no token is needed; root (containers, CI) must be allowed explicitly
+    command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}", "--no-browser",
+               "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token="]
+    os.execv(sys.executable, command + (["--allow-root"] if os.geteuid() == 0 else []))
 
 
 def cmd_info(args: argparse.Namespace) -> None:

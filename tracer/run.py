@@ -148,10 +148,13 @@ def token_labels(model: Model, ids: list[int]) -> list[str]:
 
 def token_bytes(model: Model, ids: list[int]) -> list[str]:
     """Each token's bytes in hex (exact for byte-level BPE, where a token may be part of a character)."""
-    tokenizer = model._tokenizer if model.toy_vocab is None else None
+    try:
+        tokenizer = model.tokenizer
+    except TracerError:
+        return ["" for _ in ids]
     if isinstance(tokenizer, QwenTokenizer):
         return [t.bytes.hex(" ") for t in tokenizer.tokens(ids)]
-    return [label.encode("utf-8").hex(" ") for label in token_labels(model, ids)]
+    return [text.encode("utf-8").hex(" ") for text in tokenizer.token_strings(ids)]
 
 
 def stop_tokens(model: Model) -> tuple[int, ...]:
