@@ -127,6 +127,7 @@ def test_demo_prints_both_worked_examples(tmp_path, capsys):
     (["trace", "toy-dense", "--prompt", "明天交作業", "--out", "{tmp}/x.npz"], "'作' (position 3) is not in the toy"),
     (["trace", "toy-dense", "--tokens", ",".join(["1"] * 17), "--out", "{tmp}/x.npz"], "exceed max_position_embeddings"),
     (["trace", "toy-dense", "--tokens", "0", "--out", "{tmp}/no/such/dir/x.npz"], "does not exist"),
+    (["trace", "toy-dense", "--prompt", "明天", "--chat", "--out", "{tmp}/x.npz"], "--chat needs Qwen3's tokenizer"),
     (["trace", "toy-dense", "--tokens", "0", "--out", "{tmp}"], "is a directory"),
     (["trace", "toy-dense", "--tokens", "0", "--set", "num_hidden_layers=2", "--out", "{tmp}/x.npz"],
      "fixed weights of seed 004"),

@@ -124,6 +124,9 @@ def cmd_trace(args: argparse.Namespace) -> None:
         ids = parse_token_list(args.tokens)
     elif prompt is not None:
         if args.chat:
+            if model.toy_vocab:
+                raise TracerError(f"--chat needs Qwen3's tokenizer; {args.model} has the 6-word toy vocabulary "
+                                  f"{' '.join(model.toy_vocab)}")
             if not prompt.strip():
                 raise TracerError("the prompt is empty; give some text with --prompt")
             prompt = chat_prompt(model, prompt, args.system, not args.no_thinking)
