@@ -154,3 +154,10 @@ def test_run_a_model_from_the_page(monkeypatch):
     at.selectbox[0].set_value("toy-moe")
     at.button[0].click().run()
     assert {m.label: m.value for m in at.metric}["Model"] == "toy-moe"
+
+
+def test_pipeline_node_opens_in_the_step_walker(monkeypatch, traces):
+    at = goto(app(monkeypatch, traces["toy-dense"]), "pipeline")
+    at.selectbox[0].set_value("layers.0.attn.probs").run()
+    assert not at.exception
+    assert at.title[0].value == "Step walker" and at.subheader[0].value == "layers.0.attn.probs"
