@@ -231,19 +231,32 @@ class Generation:
     stop_reason: str = "max_new_tokens"
 
 
-def generate(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], prompt: list[int], rec: Recorder,
-             sampling: Sampling, max_new_tokens: int = 1, stop_tokens: tuple[int, ...] = ()) -> Generation:
-    """Prefill the prompt once, then decode one token per step with the KV cache (``decode.{s}.*``)."""
-    cache = KVCache.empty(cfg.num_hidden_layers)
+Step = Callable[[list[int], Recorder], np.ndarray]  # the tokens to feed, the recorder -> their logits [T, V]
+
+
+def decode_loop(cfg: Qwen3Config, prompt: list[int], rec: Recorder, sampling: Sampling, max_new_tokens: int,
+                stop_tokens: tuple[int, ...], step: Step) -> Generation:
+    """Feed the prompt once, then each new token (recorded under ``decode.{s}.``), sampling after every step.
+
+    ``step`` runs one forward pass of a backend, continuing its own KV cache.
+    """
     rng = np.random.default_rng(sampling.seed)
     result = Generation(list(prompt))
-    logits = forward(cfg, weights, np.array(prompt), rec, cache)
-    for step in range(max_new_tokens):
-        if step > 0:
-            logits = forward(cfg, weights, np.array(result.new_tokens[-1:]), rec.scoped(f"decode.{step}."), cache)
-        token = sample_next(cfg, logits, step, sampling, rng, rec)
+    tokens = list(prompt)
+    for s in range(max_new_tokens):
+        logits = step(tokens, rec if s == 0 else rec.scoped(f"decode.{s}."))
+        token = sample_next(cfg, logits, s, sampling, rng, rec)
         result.new_tokens.append(token)
         if token in stop_tokens:
             result.stop_reason = "stop_token"
             break
+        tokens = [token]
     return result
+
+
+def generate(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], prompt: list[int], rec: Recorder,
+             sampling: Sampling, max_new_tokens: int = 1, stop_tokens: tuple[int, ...] = ()) -> Generation:
+    """Prefill the prompt once, then decode one token per step with the KV cache (``decode.{s}.*``)."""
+    cache = KVCache.empty(cfg.num_hidden_layers)
+    return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens,
+                       lambda tokens, step_rec: forward(cfg, weights, np.array(tokens), step_rec, cache))

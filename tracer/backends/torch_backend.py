@@ -24,7 +24,7 @@ import numpy as np
 
 from tracer import TracerError
 from tracer.config import Qwen3Config
-from tracer.model import Generation, Sampling, sample_next
+from tracer.model import Generation, Sampling, decode_loop
 from tracer.recorder import Recorder
 
 ATTENTION_NAME = "qwen3_tracer"
@@ -157,10 +157,11 @@ def _traced_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     t = query.shape[2]
     s.rec(f"{n}.q_rope", s.np(query[0]), s.full(f"{n}.q_norm"), s.full("rope.cos"), s.full("rope.sin"))
     s.rec(f"{n}.k_rope", s.np(key[0, :, -t:]), s.full(f"{n}.k_norm"), s.full("rope.cos"), s.full("rope.sin"))
-    if key.shape[2] > t:  # a decode step: the library's cache after appending this step's keys
+    decoding = key.shape[2] > t  # the library's cache holds earlier positions besides this step's
+    if decoding:
         s.rec(f"{n}.k_cache", s.np(key[0]), s.full(f"{n}.k_rope"))
         s.rec(f"{n}.v_cache", s.np(value[0]), s.full(f"{n}.v_proj"))
-    keys_in = s.full(f"{n}.k_cache") if key.shape[2] > t else s.full(f"{n}.k_rope")
+    keys_in = s.full(f"{n}.k_cache") if decoding else s.full(f"{n}.k_rope")
     groups = module.num_key_value_groups
     key_states = key.repeat_interleave(groups, dim=1)
     value_states = value.repeat_interleave(groups, dim=1)
@@ -172,7 +173,7 @@ def _traced_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     probs = torch.nn.functional.softmax(masked, dim=-1, dtype=torch.float32).to(query.dtype)
     s.rec(f"{n}.probs", s.np(probs[0]), s.full(f"{n}.masked_scores"))
     context = torch.matmul(probs, value_states)
-    values_in = s.full(f"{n}.v_cache") if key.shape[2] > t else s.full(f"{n}.v_proj")
+    values_in = s.full(f"{n}.v_cache") if decoding else s.full(f"{n}.v_proj")
     s.rec(f"{n}.context", s.np(context[0]), s.full(f"{n}.probs"), values_in)
     return context.transpose(1, 2).contiguous(), probs
 
@@ -351,23 +352,17 @@ def generate_torch(cfg: Qwen3Config, model: Any, prompt: list[int], rec: Recorde
                    max_new_tokens: int, stop_tokens: tuple[int, ...], device: str) -> Generation:
     """Prefill, then decode with the library's own DynamicCache, recording the same names as the engine."""
     torch, transformers = require_torch()
-    result = Generation(list(prompt))
-    rng = np.random.default_rng(sampling.seed)
     cache = transformers.DynamicCache(config=model.config)
     with tracing(cfg, model, rec, torch) as session, torch.no_grad():
-        tokens = list(prompt)
-        for step in range(max_new_tokens):
-            session.rec = rec if step == 0 else rec.scoped(f"decode.{step}.")
+
+        def step(tokens: list[int], step_rec: Recorder) -> np.ndarray:
+            session.rec = step_rec
             session.ids = np.array(tokens, dtype=np.int64)
-            input_ids = torch.tensor([tokens], dtype=torch.long, device=device)
-            model(input_ids=input_ids, past_key_values=cache, use_cache=True)
-            token = sample_next(cfg, session.logits, step, sampling, rng, rec)
-            result.new_tokens.append(token)
-            if token in stop_tokens:
-                result.stop_reason = "stop_token"
-                break
-            tokens = [token]
-    return result
+            model(input_ids=torch.tensor([tokens], dtype=torch.long, device=device), past_key_values=cache,
+                  use_cache=True)
+            return session.logits
+
+        return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens, step)
 
 
 def library_versions() -> dict[str, str]:
