@@ -17,6 +17,7 @@ import numpy as np
 
 from tracer import TracerError
 from tracer.config import Qwen3Config
+from tracer.tokenizer import VOCAB_SIZE, write_tokenizer_files
 from tracer.weights import weight_shapes
 
 SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
@@ -179,9 +180,8 @@ def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], direc
         index = {"metadata": {"total_size": total},
                  "weight_map": {n: f for shard, f in zip(shards, names) for n in shard}}
         (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-    if tokenizer and cfg.vocab_size >= 151669:
+    if tokenizer and cfg.vocab_size >= VOCAB_SIZE:
         from tracer.chat import official_template
-        from tracer.tokenizer import write_tokenizer_files
 
         write_tokenizer_files(directory, official_template())
     return written

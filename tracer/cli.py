@@ -14,7 +14,7 @@ from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
 from tracer.show import format_record, select
-from tracer.tokenizer import QwenTokenizer, Tokenizer
+from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
 
 
@@ -208,8 +208,8 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
         print(json.dumps({"ids": ids, "tokens": labels}, ensure_ascii=False))
         return
     print(f"{len(ids)} tokens")
-    for i, (tid, label) in enumerate(zip(ids, labels)):
-        raw = tokenizer.tokens([tid])[0].bytes.hex(" ") if isinstance(tokenizer, QwenTokenizer) else ""
+    raws = token_bytes(tokenizer, ids) if isinstance(tokenizer, QwenTokenizer) else [""] * len(ids)
+    for i, (tid, raw, label) in enumerate(zip(ids, raws, labels)):
         print(f"{i:5}  {tid:7}  {raw:24}  {json.dumps(label, ensure_ascii=False)}")
 
 

@@ -16,13 +16,14 @@ from tracer.config import Qwen3Config
 from tracer.model import Generation, Sampling, generate
 from tracer.presets import PRESETS, get_preset
 from tracer.recorder import Recorder
-from tracer.tokenizer import FIRST_SPECIAL_ID, HFTokenizer, QwenTokenizer, Tokenizer, ToyTokenizer
+from tracer.tokenizer import VOCAB_SIZE as QWEN_VOCAB
+from tracer.tokenizer import HFTokenizer, QwenTokenizer, Tokenizer, ToyTokenizer
+from tracer.tokenizer import token_bytes as tokenizer_bytes
 from tracer.tracefile import record_meta
 from tracer.weights import ArrayWeights, RandomWeights
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 BACKENDS = ("numpy", "torch")
-QWEN_VOCAB = FIRST_SPECIAL_ID + 26
 
 
 @dataclass
@@ -149,12 +150,9 @@ def token_labels(model: Model, ids: list[int]) -> list[str]:
 def token_bytes(model: Model, ids: list[int]) -> list[str]:
     """Each token's bytes in hex (exact for byte-level BPE, where a token may be part of a character)."""
     try:
-        tokenizer = model.tokenizer
+        return tokenizer_bytes(model.tokenizer, ids)
     except TracerError:
         return ["" for _ in ids]
-    if isinstance(tokenizer, QwenTokenizer):
-        return [t.bytes.hex(" ") for t in tokenizer.tokens(ids)]
-    return [text.encode("utf-8").hex(" ") for text in tokenizer.token_strings(ids)]
 
 
 def stop_tokens(model: Model) -> tuple[int, ...]:

@@ -31,6 +31,7 @@ SPECIAL_TOKENS = (
     "<think>", "</think>",
 )
 SPECIAL_IDS = {tok: FIRST_SPECIAL_ID + i for i, tok in enumerate(SPECIAL_TOKENS)}
+VOCAB_SIZE = FIRST_SPECIAL_ID + len(SPECIAL_TOKENS)  # 151669 ids (checkpoints pad the table to 151936)
 # Added tokens Hugging Face marks "special" (skipped by decode(skip_special_tokens=True)); the tool and
 # think tags are added tokens too, but ordinary text for decoding.
 HF_SPECIAL = set(SPECIAL_TOKENS[:14])
@@ -198,6 +199,13 @@ class HFTokenizer:
 
     def stop_ids(self) -> tuple[int, ...]:
         return tuple(i for t in STOP_TOKENS if (i := self._tok.token_to_id(t)) is not None)
+
+
+def token_bytes(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+    """Each token's bytes in hex: exact for Qwen3's byte-level BPE (a token may be part of a character)."""
+    if isinstance(tokenizer, QwenTokenizer):
+        return [t.bytes.hex(" ") for t in tokenizer.tokens(ids)]
+    return [text.encode("utf-8").hex(" ") for text in tokenizer.token_strings(ids)]
 
 
 def bytes_to_unicode() -> dict[int, str]:
