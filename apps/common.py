@@ -64,13 +64,18 @@ def _open(path: str, mtime: float) -> Trace:
     return load_trace(path)
 
 
+def read_trace(path: str) -> Trace:
+    """A trace file, cached per server until the file changes; a TracerError when it cannot be read."""
+    return _open(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
+
+
 def current_trace() -> Trace | None:
     """The open trace; a trace that cannot be read shows its one-line error and the app keeps running."""
     if "trace_path" not in st.session_state:
         st.session_state.trace_path = os.environ.get(TRACE_ENV) or default_trace_path()
     path = st.session_state.trace_path
     try:
-        return _open(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
+        return read_trace(path)
     except TracerError as exc:
         st.error(str(exc))
         return None
@@ -79,7 +84,7 @@ def current_trace() -> Trace | None:
 def open_trace(path: str) -> bool:
     """Make ``path`` the open trace if it can be read; show why not otherwise."""
     try:
-        _open(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
+        read_trace(path)
     except TracerError as exc:
         st.error(str(exc))
         return False

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from common import _open, header, matrix_table, require_trace
+from common import header, matrix_table, read_trace, require_trace
 from tracer import TracerError
 from tracer.compare import compare_traces, first_divergence
 from tracer.figures import compare_figure, labels_for, record_heatmap
@@ -24,7 +24,7 @@ if path is None:
     st.info("Open a second trace, e.g. the same run with --backend torch, --dtype bfloat16 or --round 3.")
     st.stop()
 try:
-    b = _open(str(path), path.stat().st_mtime if path.exists() else 0.0)
+    b = read_trace(str(path))
 except TracerError as exc:
     st.error(str(exc))
     st.stop()
