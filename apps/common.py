@@ -5,16 +5,17 @@ Pages read traces and draw figures from ``tracer.figures``; they never recompute
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from tracer import TracerError
 from tracer.run import encode_prompt, load_model, run_trace
-from tracer.tracefile import Trace, load_trace, save_trace
+from tracer.tracefile import Trace, load_trace
 
 TRACE_ENV = "QWEN3_TRACER_TRACE"
 
@@ -51,12 +52,10 @@ def t(key: str) -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def default_trace_path() -> str:
+def default_trace() -> Trace:
     """The toy dense example of seed 004, traced once per server: the first screen is already meaningful."""
     model = load_model("toy-dense")
-    records, meta, _ = run_trace(model, encode_prompt(model, "明天交報告"), prompt="明天交報告")
-    path = Path(tempfile.mkdtemp(prefix="qwen3-tracer-")) / "toy-dense.npz"
-    return str(save_trace(path, records, meta))
+    return run_trace(model, encode_prompt(model, "明天交報告"), prompt="明天交報告")
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -69,27 +68,36 @@ def read_trace(path: str) -> Trace:
     return _open(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
 
 
+def read_upload(uploaded: Any) -> Trace:
+    """An uploaded trace, read from its bytes in memory (nothing is written on the server)."""
+    return load_trace(io.BytesIO(uploaded.getvalue()), name=uploaded.name)
+
+
 def current_trace() -> Trace | None:
-    """The open trace; a trace that cannot be read shows its one-line error and the app keeps running."""
-    if "trace_path" not in st.session_state:
-        st.session_state.trace_path = os.environ.get(TRACE_ENV) or default_trace_path()
-    path = st.session_state.trace_path
-    try:
-        return read_trace(path)
-    except TracerError as exc:
-        st.error(str(exc))
-        return None
+    """This session's open trace; a trace that cannot be read shows its one-line error and the app goes on."""
+    if "trace" not in st.session_state:
+        path = os.environ.get(TRACE_ENV)
+        try:
+            st.session_state.trace = read_trace(path) if path else default_trace()
+        except TracerError as exc:
+            st.error(str(exc))
+            return None
+    return st.session_state.trace
 
 
-def open_trace(path: str) -> bool:
-    """Make ``path`` the open trace if it can be read; show why not otherwise."""
+def open_trace(trace: Trace) -> None:
+    """Make ``trace`` this session's open trace."""
+    st.session_state.trace = trace
+    st.session_state.step = 0
+
+
+def open_path(path: str) -> bool:
+    """Make the trace file at ``path`` the open trace if it can be read; show why not otherwise."""
     try:
-        read_trace(path)
+        open_trace(read_trace(path))
     except TracerError as exc:
         st.error(str(exc))
         return False
-    st.session_state.trace_path = path
-    st.session_state.step = 0
     return True
 
 
@@ -110,7 +118,7 @@ def sidebar() -> None:
         trace = current_trace()
         if trace is not None:
             m = trace.meta
-            st.caption(f"{t('trace')}: {Path(trace.path).name} · {m['model']} · {m['backend']} · {m['dtype']}")
+            st.caption(f"{t('trace')}: {trace.label} · {m['model']} · {m['backend']} · {m['dtype']}")
 
 
 def header(en: str, zh: str) -> None:

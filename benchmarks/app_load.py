@@ -26,8 +26,7 @@ PAGES = ["run", "pipeline", "steps", "attention", "rope", "moe", "sampling", "to
 def make_trace(directory: Path) -> str:
     model = load_model("qwen3-0.6b")
     ids = [(i * 4099) % 151936 for i in range(32)]
-    records, meta, _ = run_trace(model, ids)
-    return str(save_trace(directory / "qwen3-0.6b-32.npz", records, meta))
+    return str(save_trace(directory / "qwen3-0.6b-32.npz", run_trace(model, ids)))
 
 
 def main() -> None:

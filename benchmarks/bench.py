@@ -31,7 +31,7 @@ import numpy as np
 from tracer.model import KVCache, forward
 from tracer.presets import QWEN3_0_6B
 from tracer.recorder import Recorder
-from tracer.tracefile import record_meta, save_trace
+from tracer.tracefile import Trace, record_meta, save_trace
 from tracer.weights import RandomWeights
 
 CASES = ("prefill32", "prefill256", "decode")
@@ -87,7 +87,7 @@ def numpy_engine(cfg, repeats: int, trace_dir: Path) -> dict[str, dict[str, floa
     out["decode"] = {"numpy": decode([]), "numpy_traced": decode(None)}
     rec = Recorder()
     forward(cfg, weights, p[256], rec)
-    path = save_trace(trace_dir / "numpy256.npz", rec.records, {"records": record_meta(rec)})
+    path = save_trace(trace_dir / "numpy256.npz", Trace.in_memory(rec.records, {"records": record_meta(rec)}))
     out["trace256_bytes"] = {"numpy": float(path.stat().st_size)}
     out["weight_bytes"] = {"numpy": float(sum(weights[n].nbytes for n in weights))}
     return out
@@ -135,7 +135,7 @@ def torch_engine(cfg, repeats: int, trace_dir: Path) -> dict[str, dict[str, floa
         out["decode"] = {"torch": decode(plain, False), "torch_traced": decode(traced, True)}
         rec = Recorder()
         run(traced, p[256], rec)
-    path = save_trace(trace_dir / "torch256.npz", rec.records, {"records": record_meta(rec)})
+    path = save_trace(trace_dir / "torch256.npz", Trace.in_memory(rec.records, {"records": record_meta(rec)}))
     out["trace256_bytes"] = {"torch": float(path.stat().st_size)}
     return out
 

@@ -115,10 +115,7 @@ print("greedy choice:", int(np.argmax(logits)), model.tokenizer.decode([int(np.a
 
 # %%
 from tracer.figures import attention_figure  # noqa: E402
-from tracer.tracefile import load_trace, save_trace  # noqa: E402
-import tempfile, pathlib  # noqa: E401,E402
 
-records, meta, _ = run_trace(model, ids.tolist(), prompt="明天交報告")
-trace = load_trace(save_trace(pathlib.Path(tempfile.mkdtemp()) / "toy-dense.npz", records, meta))
+trace = run_trace(model, ids.tolist(), prompt="明天交報告")
 assert np.allclose(trace["layers.0.attn.probs"][0], A, atol=1e-6)
 attention_figure(trace, 0, 0).show()

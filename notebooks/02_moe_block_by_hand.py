@@ -13,16 +13,13 @@ from tracer import seed004
 from tracer.classroom import AnswerBox, difference_note, setup, side_by_side
 from tracer.figures import expert_load_figure, record_heatmap, topk_equivalence
 from tracer.run import encode_prompt, load_model, run_trace
-from tracer.tracefile import load_trace, save_trace
-import tempfile, pathlib  # noqa: E401
 
 setup()
 model = load_model("toy-moe")
 ids = encode_prompt(model, "明天交報告")
 tokens = ["<bos>", "明天", "交", "報告"]
-folder = pathlib.Path(tempfile.mkdtemp())
-full = load_trace(save_trace(folder / "full.npz", *run_trace(model, ids)[:2]))
-paper = load_trace(save_trace(folder / "round3.npz", *run_trace(model, ids, round_decimals=3)[:2]))
+full = run_trace(model, ids)
+paper = run_trace(model, ids, round_decimals=3)
 
 # %% [markdown]
 # ## Router logits with a bias, top-2 gating (§4-5-10)

@@ -14,8 +14,6 @@ from tracer.classroom import setup
 from tracer.figures import heatmap, relative_position_figure, rope_angle_figure, rope_rotation_figure
 from tracer.presets import QWEN3_0_6B
 from tracer.run import load_model, run_trace
-from tracer.tracefile import load_trace, save_trace
-import tempfile, pathlib  # noqa: E401
 
 setup()
 inv_freq = ops.rope_inv_freq(QWEN3_0_6B.head_dim, QWEN3_0_6B.rope_theta)
@@ -49,7 +47,7 @@ pd.DataFrame([{"q position": m, "k position": n, "distance": m - n,
 
 # %%
 model = load_model("qwen3-0.6b", ["num_hidden_layers=1", "vocab_size=1000"])
-trace = load_trace(save_trace(pathlib.Path(tempfile.mkdtemp()) / "t.npz", *run_trace(model, list(range(1, 17)))[:2]))
+trace = run_trace(model, list(range(1, 17)))
 rope_angle_figure(trace).show()
 rope_rotation_figure(trace, 0, 0, "q", pairs=2).show()
 relative_position_figure(trace, 0, 0).show()

@@ -16,8 +16,6 @@ from tracer.figures import attention_figure, gqa_figure, record_heatmap
 from tracer.model import forward
 from tracer.recorder import Recorder
 from tracer.run import load_model, run_trace
-from tracer.tracefile import load_trace, save_trace
-import tempfile, pathlib  # noqa: E401
 
 setup()
 print(ops.causal_mask(5, 5, -np.inf))
@@ -27,8 +25,7 @@ print(ops.softmax(np.array([1.0, 2.0, -np.inf])), "← a masked position gets ex
 model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=2000", "initializer_range=0.2"])
 cfg = model.cfg
 prompt = [11, 22, 33, 44, 55, 66]
-records, meta, gen = run_trace(model, prompt, max_new_tokens=5)
-trace = load_trace(save_trace(pathlib.Path(tempfile.mkdtemp()) / "t.npz", records, meta))
+trace = run_trace(model, prompt, max_new_tokens=5)
 gqa_figure(cfg.num_attention_heads, cfg.num_key_value_heads).show()
 
 # %% [markdown]
@@ -57,7 +54,7 @@ record_heatmap(trace, "decode.4.layers.1.attn.probs", head=0, title="decode step
 # decode step's logits with the row of the full pass at the same position.
 
 # %%
-full = forward(cfg, model.weights, np.array(prompt + gen.new_tokens[:-1]), Recorder(capture=[]))
+full = forward(cfg, model.weights, np.array(prompt + trace.meta["generated_ids"][:-1]), Recorder(capture=[]))
 scale = float(np.abs(full).max())
 diffs = [float(np.abs(trace[f"decode.{s}.logits"][0] - full[len(prompt) + s - 1]).max()) / scale for s in range(1, 5)]
 print(f"largest logit {scale:.1f}; largest difference per decode step, relative to it:", diffs)

@@ -16,8 +16,6 @@ from tracer.figures import attention_figure, residual_norms_figure, sampling_fig
 from tracer.info import count_params
 from tracer.run import load_model, run_trace
 from tracer.tokenizer import QwenTokenizer
-from tracer.tracefile import load_trace, save_trace
-import tempfile, pathlib  # noqa: E401
 
 setup()
 tok = QwenTokenizer()
@@ -52,10 +50,9 @@ model = load_model("qwen3-0.6b", seed=0)
 print(f"{count_params(model.cfg).total:,} parameters")
 prompt = render_chat([{"role": "user", "content": "明天交報告"}], enable_thinking=False)
 ids = model.tokenizer.encode(prompt)
-records, meta, gen = run_trace(model, ids, prompt=prompt,
-                               capture=["tokens", "layers.*.resid_post", "layers.0.attn.*", "layers.27.attn.*",
-                                        "final_norm", "logits", "sample.*"])
-trace = load_trace(save_trace(pathlib.Path(tempfile.mkdtemp()) / "qwen3.npz", records, meta))
+trace = run_trace(model, ids, prompt=prompt,
+                  capture=["tokens", "layers.*.resid_post", "layers.0.attn.*", "layers.27.attn.*",
+                           "final_norm", "logits", "sample.*"])
 print(len(ids), "tokens,", len(trace), "records kept (--capture)")
 
 # %%
@@ -63,10 +60,10 @@ residual_norms_figure(trace).show()
 attention_figure(trace, 27, 0).show()
 
 # %%
-labels = meta["generated_labels"]
+labels = trace.meta["generated_labels"]
 fig, probs = sampling_figure(trace["sample.0.masked_logits"], 1.0, None, None)
 fig.show()
-print("greedy next token:", meta["generated_ids"], labels, "(random weights: the token means nothing yet)")
+print("greedy next token:", trace.meta["generated_ids"], labels, "(random weights: the token means nothing yet)")
 
 # %% [markdown]
 # ## With real weights

@@ -15,8 +15,8 @@ from tracer.run import load_model, run_trace
 
 setup()
 model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=500", "initializer_range=0.5"])
-records, meta, _ = run_trace(model, [1, 2, 3, 4, 5])
-logits = records["sample.0.masked_logits"]
+trace = run_trace(model, [1, 2, 3, 4, 5])
+logits = trace["sample.0.masked_logits"]
 print("greedy picks", int(np.argmax(logits)))
 
 # %%

@@ -11,18 +11,13 @@ from tracer.classroom import setup
 from tracer.compare import compare_traces, first_divergence
 from tracer.figures import compare_figure
 from tracer.run import load_model, run_trace
-from tracer.tracefile import load_trace, save_trace
-import tempfile, pathlib  # noqa: E401
 
 setup()
-folder = pathlib.Path(tempfile.mkdtemp())
 overrides = ["num_hidden_layers=2", "hidden_size=128", "head_dim=32", "intermediate_size=256", "vocab_size=1000"]
 
 def traced(backend, dtype="float32"):
     model = load_model("qwen3-0.6b", overrides, seed=1)
-    records, meta, _ = run_trace(model, [3, 14, 15, 92, 65], max_new_tokens=3, backend=backend,
-                                 torch_dtype=dtype)
-    return load_trace(save_trace(folder / f"{backend}-{dtype}.npz", records, meta))
+    return run_trace(model, [3, 14, 15, 92, 65], max_new_tokens=3, backend=backend, torch_dtype=dtype)
 
 numpy_f32, torch_f32, torch_bf16 = traced("numpy"), traced("torch"), traced("torch", "bfloat16")
 

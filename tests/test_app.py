@@ -22,8 +22,7 @@ PAGES = {"run": "Run / open", "pipeline": "Pipeline map", "steps": "Step walker"
 def make_trace(tmp_path, name, overrides=(), tokens=None, steps=1):
     model = load_model(name, list(overrides))
     ids = tokens or [0, 1, 2, 3]
-    records, meta, _ = run_trace(model, ids, max_new_tokens=steps, prompt=None)
-    return str(save_trace(tmp_path / f"{name}.npz", records, meta))
+    return str(save_trace(tmp_path / f"{name}.npz", run_trace(model, ids, max_new_tokens=steps, prompt=None)))
 
 
 @pytest.fixture(scope="module")

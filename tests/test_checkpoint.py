@@ -26,8 +26,8 @@ def export(tmp_path, name, *extra):
 def trace_records(model_name, *extra, tokens="3,1,4,1,5"):
     overrides = [a for flag, a in zip(extra[::2], extra[1::2]) if flag == "--set"]
     model = load_model(model_name, overrides, seed=7)
-    records, meta, _ = run_trace(model, [int(t) for t in tokens.split(",")], max_new_tokens=3)
-    return records, meta
+    trace = run_trace(model, [int(t) for t in tokens.split(",")], max_new_tokens=3)
+    return {name: trace[name] for name in trace.names}, trace.meta
 
 
 @pytest.mark.parametrize("overrides", [SMALL, SMALL_MOE], ids=["dense", "moe"])

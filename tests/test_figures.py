@@ -13,16 +13,15 @@ from tracer.tracefile import load_trace, save_trace  # noqa: E402
 @pytest.fixture(scope="module")
 def moe_trace(tmp_path_factory):
     model = load_model("toy-moe")
-    records, meta, _ = run_trace(model, [0, 1, 2, 3])
-    return load_trace(save_trace(tmp_path_factory.mktemp("f") / "moe.npz", records, meta))
+    return load_trace(save_trace(tmp_path_factory.mktemp("f") / "moe.npz", run_trace(model, [0, 1, 2, 3])))
 
 
 @pytest.fixture(scope="module")
 def small_trace(tmp_path_factory):
     model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "hidden_size=32", "head_dim=8", "vocab_size=64",
                                       "intermediate_size=16"])
-    records, meta, _ = run_trace(model, [1, 2, 3, 4, 5], max_new_tokens=3)
-    return load_trace(save_trace(tmp_path_factory.mktemp("f") / "small.npz", records, meta))
+    return load_trace(save_trace(tmp_path_factory.mktemp("f") / "small.npz",
+                                 run_trace(model, [1, 2, 3, 4, 5], max_new_tokens=3)))
 
 
 def test_record_heatmap_draws_the_record_with_token_labels(moe_trace):

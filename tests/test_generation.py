@@ -73,8 +73,8 @@ def test_sampling_is_seeded():
 def test_generation_stops_on_a_stop_token():
     model = load_model("toy-dense")
     # with every other token suppressed, greedy must choose <eos> (id 5), the toy's stop token
-    _, meta, gen = run_trace(model, [0, 1, 2, 3], sampling=Sampling(suppress=(0, 1, 2, 3, 4)), max_new_tokens=5)
-    assert gen.new_tokens == [5] and gen.stop_reason == "stop_token" and meta["stop_reason"] == "stop_token"
+    meta = run_trace(model, [0, 1, 2, 3], sampling=Sampling(suppress=(0, 1, 2, 3, 4)), max_new_tokens=5).meta
+    assert meta["generated_ids"] == [5] and meta["stop_reason"] == "stop_token"
 
 
 def test_full_size_chat_generation_records_prefill_8_samples_and_7_decode_steps(tmp_path, capsys):

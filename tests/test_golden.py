@@ -9,8 +9,8 @@ from tracer.run import encode_prompt, load_model, run_trace
 
 def trace(preset: str, round_decimals: int | None = None, dtype: str = "float32") -> dict[str, np.ndarray]:
     model = load_model(preset, dtype=dtype)
-    records, _, _ = run_trace(model, encode_prompt(model, "明天交報告"), round_decimals=round_decimals)
-    return records
+    trace = run_trace(model, encode_prompt(model, "明天交報告"), round_decimals=round_decimals)
+    return {name: trace[name] for name in trace.names}
 
 
 def squeeze_heads(value: np.ndarray, expected: np.ndarray) -> np.ndarray:

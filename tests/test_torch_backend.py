@@ -23,13 +23,13 @@ TINY_MOE = TINY + ["num_experts=8", "num_experts_per_tok=2", "moe_intermediate_s
 
 
 def both(tmp_path, name, overrides, tokens, steps=3, torch_dtype="float32", directory=None):
-    paths = []
+    traces = []
     for backend in ("numpy", "torch"):
         model = load_model(directory or name, overrides if directory is None else [], seed=2)
-        records, meta, _ = run_trace(model, tokens, max_new_tokens=steps, backend=backend,
-                                     torch_dtype=torch_dtype if backend == "torch" else "float32")
-        paths.append(save_trace(tmp_path / f"{backend}.npz", records, meta))
-    return load_trace(paths[0]), load_trace(paths[1])
+        trace = run_trace(model, tokens, max_new_tokens=steps, backend=backend,
+                          torch_dtype=torch_dtype if backend == "torch" else "float32")
+        traces.append(load_trace(save_trace(tmp_path / f"{backend}.npz", trace)))
+    return traces[0], traces[1]
 
 
 def assert_parity(a, b):

@@ -15,25 +15,25 @@ from tracer.tracefile import load_trace, save_trace
 @pytest.fixture
 def toy_trace(tmp_path):
     model = load_model("toy-moe")
-    records, meta, _ = run_trace(model, [0, 1, 2, 3], prompt=None)
-    return save_trace(tmp_path / "t.npz", records, meta), records
+    trace = run_trace(model, [0, 1, 2, 3], prompt=None)
+    return save_trace(tmp_path / "t.npz", trace), trace
 
 
 def test_round_trip_in_recording_order(toy_trace):
-    path, records = toy_trace
+    path, computed = toy_trace
     trace = load_trace(path)
-    assert trace.names == list(records)
-    for name, value in records.items():
-        np.testing.assert_array_equal(trace[name], value)
+    assert trace.names == computed.names
+    for name in computed.names:
+        np.testing.assert_array_equal(trace[name], computed[name])
     assert trace.meta["schema_version"] == SCHEMA_VERSION
     assert trace.info["layers.0.moe.experts.2.act"]["op"] == "relu"
     assert trace.info["layers.0.moe.experts.2.act"]["formula_text"] == "A = max(H, 0)"
 
 
 def test_recorded_arrays_are_read_only(toy_trace):
-    _, records = toy_trace
+    _, computed = toy_trace
     with pytest.raises(ValueError):
-        records["layers.0.attn.probs"][0, 0, 0] = 1.0
+        computed["layers.0.attn.probs"][0, 0, 0] = 1.0
 
 
 def test_not_a_zip(tmp_path):
@@ -74,13 +74,13 @@ def test_meta_listing_missing_records(tmp_path):
 
 
 def test_file_is_a_plain_zip_of_npy(toy_trace):
-    path, records = toy_trace
+    path, computed = toy_trace
     with zipfile.ZipFile(path) as z:
-        assert {n.removesuffix(".npy") for n in z.namelist()} == set(records) | {"__meta__"}
+        assert {n.removesuffix(".npy") for n in z.namelist()} == set(computed.names) | {"__meta__"}
 
 
 def test_failed_write_keeps_the_old_file(toy_trace, monkeypatch):
-    path, records = toy_trace
+    path, computed = toy_trace
     before = path.read_bytes()
 
     def boom(*args, **kwargs):
@@ -88,6 +88,6 @@ def test_failed_write_keeps_the_old_file(toy_trace, monkeypatch):
 
     monkeypatch.setattr(np, "savez", boom)
     with pytest.raises(TracerError, match="No space left"):
-        save_trace(path, records, {"records": []})
+        save_trace(path, computed)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]

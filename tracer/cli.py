@@ -143,11 +143,10 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError(f"--temperature must not be negative, got {args.temperature}")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
-    records, meta, _ = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
-                                 round_decimals=args.round, capture=args.capture, prompt=prompt,
-                                 backend=args.backend, torch_dtype=args.dtype, device=args.device)
-    save_trace(out, records, meta)
-    trace = load_trace(out)
+    trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
+                      round_decimals=args.round, capture=args.capture, prompt=prompt,
+                      backend=args.backend, torch_dtype=args.dtype, device=args.device)
+    trace.path = save_trace(out, trace)
     if args.show:
         for name in select(trace, args.show):
             print(format_record(trace, name, args.lang), end="\n\n")
@@ -181,10 +180,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     for name, section in (("toy-dense", "§3"), ("toy-moe", "§4")):
         model = load_model(name)
         path = out_dir / f"{name}.npz"
-        records, meta, _ = run_trace(model, encode_prompt(model, "明天交報告"), round_decimals=args.round,
-                                     prompt="明天交報告")
-        save_trace(path, records, meta)
-        trace = load_trace(path)
+        trace = run_trace(model, encode_prompt(model, "明天交報告"), round_decimals=args.round, prompt="明天交報告")
+        trace.path = save_trace(path, trace)
         print(f"═══ {name}: seed 004 {section} — prompt 明天交報告 ═══\n")
         for record in trace.names:
             print(format_record(trace, record, args.lang), end="\n\n")

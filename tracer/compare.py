@@ -70,10 +70,10 @@ def compare_traces(a: Trace, b: Trace) -> list[Row]:
     rows = []
     for name in a.names:
         if name not in b:
-            rows.append(Row(name, "MISSING", note=f"only in {a.path.name}"))
+            rows.append(Row(name, "MISSING", note=f"only in {a.label}"))
         else:
             rows.append(compare_arrays(name, np.asarray(a[name]), np.asarray(b[name]), rtol, atol))
-    rows += [Row(name, "MISSING", note=f"only in {b.path.name}") for name in b.names if name not in a]
+    rows += [Row(name, "MISSING", note=f"only in {b.label}") for name in b.names if name not in a]
     return rows
 
 

@@ -20,19 +20,26 @@ Params = Callable[[str], np.ndarray]  # checkpoint tensor by Hugging Face name, 
 
 
 @dataclass
-class KVCache:
-    """Post-RoPE keys and values of every layer, [Hkv, S, Dh] each, grown by one forward pass at a time."""
+class LayerCache:
+    """One layer's post-RoPE keys and values, [Hkv, S, Dh] each (None before the first forward pass)."""
 
-    keys: list[np.ndarray | None]
-    values: list[np.ndarray | None]
+    keys: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+
+@dataclass
+class KVCache:
+    """Every layer's cache, and how many positions it holds (the next token's position)."""
+
+    layers: list[LayerCache]
+    length: int = 0
 
     @classmethod
     def empty(cls, num_layers: int) -> KVCache:
-        return cls([None] * num_layers, [None] * num_layers)
+        return cls([LayerCache() for _ in range(num_layers)])
 
-    @property
-    def length(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[1]
+
+Rope = tuple[np.ndarray, np.ndarray]  # cos, sin tables [T, Dh] of the positions being computed
 
 
 def mask_value(cfg: Qwen3Config, dtype: np.dtype) -> float:
@@ -49,40 +56,50 @@ def rope_inv_freq(cfg: Qwen3Config) -> np.ndarray:
 
 def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndarray, rec: Recorder,
             cache: KVCache | None = None) -> np.ndarray:
-    """Token ids [T] -> logits [T, V], recording every step. With a cache, the tokens continue it."""
+    """Token ids [T] -> logits [T, V], recording every step. With a cache, the tokens continue it.
+
+    The residual stream is the running sum below: each block reads it and returns what it adds.
+    """
     w = rec.params(weights)
     table = w("model.embed_tokens.weight")
     dtype = table.dtype
-    past = cache.length if cache is not None else 0
+    start = cache.length if cache is not None else 0
 
     # §3-3 / §3-4: token ids, one-hot rows, embedding lookup.
     ids = rec("tokens", np.asarray(tokens, dtype=np.int64))
     if cfg.vocab_size <= 4096:
         rec("embed.onehot", ops.one_hot(ids, cfg.vocab_size, dtype), ids)
-    x = rec("embed.out", ops.embedding(ids, table), ids, table)
+    stream = rec("embed.out", ops.embedding(ids, table), ids, table)
 
     # §3-5-5: rotary tables for these positions (shared by every layer).
-    cos_table, sin_table = ops.rope_tables(np.arange(past, past + len(ids)), rope_inv_freq(cfg), dtype)
-    cos = rec("rope.cos", cos_table, ids)
-    sin = rec("rope.sin", sin_table, ids)
+    cos_table, sin_table = ops.rope_tables(np.arange(start, start + len(ids)), rope_inv_freq(cfg), dtype)
+    rope = (rec("rope.cos", cos_table, ids), rec("rope.sin", sin_table, ids))
 
     for i in range(cfg.num_hidden_layers):
-        x_mid = attention_block(cfg, w, i, x, cos, sin, rec, cache, past)
-        x = mlp_block(cfg, w, i, x_mid, rec)
+        n = f"layers.{i}"
+        layer_cache = cache.layers[i] if cache is not None else None
+        attn_out = attention(cfg, w, rec, i, stream, rope, layer_cache)
+        stream_mid = rec(f"{n}.resid_mid", stream + attn_out, stream, attn_out)
+        mlp_out = moe(cfg, w, rec, i, stream_mid) if cfg.is_sparse_layer(i) else mlp(cfg, w, rec, i, stream_mid)
+        stream = rec(f"{n}.resid_post", stream_mid + mlp_out, stream_mid, mlp_out)
+    if cache is not None:
+        cache.length = start + len(ids)
 
     # §3-6: final norm (absent in the toys) and LM head on every position.
     if cfg.final_norm:
         norm_w = w("model.norm.weight")
-        x = rec("final_norm", ops.rms_norm(x, norm_w, cfg.rms_norm_eps), x, norm_w)
+        stream = rec("final_norm", ops.rms_norm(stream, norm_w, cfg.rms_norm_eps), stream, norm_w)
     head = w(lm_head_name(cfg))
-    return rec("logits", ops.linear(x, head), x, head)
+    return rec("logits", ops.linear(stream, head), stream, head)
 
 
-def attention_block(cfg: Qwen3Config, w: Params, i: int, x: np.ndarray, cos: np.ndarray, sin: np.ndarray,
-                    rec: Recorder, cache: KVCache | None, past: int) -> np.ndarray:
-    """[T, D] -> [T, D]: pre-norm, Q/K/V, QK-Norm, RoPE, scores, mask, softmax, context, o_proj, residual."""
+def attention(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x: np.ndarray, rope: Rope,
+              layer_cache: LayerCache | None) -> np.ndarray:
+    """Residual stream [T, D] -> what attention adds to it [T, D]: pre-norm, Q/K/V, QK-Norm, RoPE, scores,
+    mask, softmax, context, o_proj. With a cache, keys and values of earlier positions are read from it."""
     p, n = f"model.layers.{i}", f"layers.{i}"
     eps = cfg.rms_norm_eps
+    cos, sin = rope
 
     # §3-5-2 RMSNorm (pre-norm).
     norm_w = w(f"{p}.input_layernorm.weight")
@@ -104,14 +121,14 @@ def attention_block(cfg: Qwen3Config, w: Params, i: int, x: np.ndarray, cos: np.
     q_rot = rec(f"{n}.attn.q_rope", ops.apply_rope(q_normed, cos, sin), q_normed, cos, sin)
     k_rot = rec(f"{n}.attn.k_rope", ops.apply_rope(k_normed, cos, sin), k_normed, cos, sin)
 
-    # KV cache: a decode step attends to the ``past`` cached positions plus its own.
+    # KV cache: a decode step attends to the cached positions plus its own.
     keys, values = k_rot, v
-    if cache is not None:
-        if past:
-            past_k, past_v = cache.keys[i], cache.values[i]
+    if layer_cache is not None:
+        if layer_cache.keys is not None and layer_cache.values is not None:
+            past_k, past_v = layer_cache.keys, layer_cache.values
             keys = rec(f"{n}.attn.k_cache", np.concatenate([past_k, k_rot], axis=1), past_k, k_rot)
             values = rec(f"{n}.attn.v_cache", np.concatenate([past_v, v], axis=1), past_v, v)
-        cache.keys[i], cache.values[i] = keys, values
+        layer_cache.keys, layer_cache.values = keys, values
 
     # §3-5-6 scores, causal mask, softmax.
     scores = rec(f"{n}.attn.scores", ops.attention_scores(q_rot, keys, cfg.head_dim ** -0.5), q_rot, keys)
@@ -119,32 +136,35 @@ def attention_block(cfg: Qwen3Config, w: Params, i: int, x: np.ndarray, cos: np.
     masked = rec(f"{n}.attn.masked_scores", scores + mask, scores, mask)
     probs = rec(f"{n}.attn.probs", ops.softmax(masked), masked)
 
-    # §3-5-7 context, output projection, residual.
+    # §3-5-7 context and output projection (the forward adds it to the residual stream).
     context = rec(f"{n}.attn.context", ops.attention_context(probs, values), probs, values)
     wo = w(f"{p}.self_attn.o_proj.weight")
-    out = rec(f"{n}.attn.o_proj", ops.linear(ops.merge_heads(context), wo), context, wo)
-    return rec(f"{n}.resid_mid", x + out, x, out)
+    return rec(f"{n}.attn.o_proj", ops.linear(ops.merge_heads(context), wo), context, wo)
 
 
-def mlp_block(cfg: Qwen3Config, w: Params, i: int, x_mid: np.ndarray, rec: Recorder) -> np.ndarray:
-    """[T, D] -> [T, D]: pre-norm, then a dense SwiGLU MLP (§3-5-8) or the MoE (§4-5-9..14), residual."""
+def mlp(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x_mid: np.ndarray) -> np.ndarray:
+    """Residual stream [T, D] -> what the dense SwiGLU MLP adds to it [T, D] (§3-5-8): pre-norm, gate, up, act,
+    down."""
     p, n = f"model.layers.{i}", f"layers.{i}"
-    norm_w = w(f"{p}.post_attention_layernorm.weight")
-    h = rec(f"{n}.mlp_norm", ops.rms_norm(x_mid, norm_w, cfg.rms_norm_eps), x_mid, norm_w)
-    if cfg.is_sparse_layer(i):
-        out = moe(cfg, w, i, h, rec)
-    else:
-        wg, wu, wd = (w(f"{p}.mlp.{m}.weight") for m in ("gate_proj", "up_proj", "down_proj"))
-        gate = rec(f"{n}.mlp.gate_proj", ops.linear(h, wg), h, wg)
-        up = rec(f"{n}.mlp.up_proj", ops.linear(h, wu), h, wu)
-        act = rec(f"{n}.mlp.act", ops.swiglu(gate, up), gate, up)
-        out = rec(f"{n}.mlp.down_proj", ops.linear(act, wd), act, wd)
-    return rec(f"{n}.resid_post", x_mid + out, x_mid, out)
+    h = _mlp_norm(cfg, w, rec, i, x_mid)
+    wg, wu, wd = (w(f"{p}.mlp.{m}.weight") for m in ("gate_proj", "up_proj", "down_proj"))
+    gate = rec(f"{n}.mlp.gate_proj", ops.linear(h, wg), h, wg)
+    up = rec(f"{n}.mlp.up_proj", ops.linear(h, wu), h, wu)
+    act = rec(f"{n}.mlp.act", ops.swiglu(gate, up), gate, up)
+    return rec(f"{n}.mlp.down_proj", ops.linear(act, wd), act, wd)
 
 
-def moe(cfg: Qwen3Config, w: Params, i: int, h: np.ndarray, rec: Recorder) -> np.ndarray:
-    """[T, D] -> [T, D]: router, top-k gating, each chosen expert on its rows, gate-weighted sum."""
+def _mlp_norm(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x_mid: np.ndarray) -> np.ndarray:
+    """The RMSNorm before the MLP or the MoE (HF ``post_attention_layernorm``)."""
+    norm_w = w(f"model.layers.{i}.post_attention_layernorm.weight")
+    return rec(f"layers.{i}.mlp_norm", ops.rms_norm(x_mid, norm_w, cfg.rms_norm_eps), x_mid, norm_w)
+
+
+def moe(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x_mid: np.ndarray) -> np.ndarray:
+    """Residual stream [T, D] -> what the Mixture-of-Experts adds to it [T, D] (§4-5-9..14): pre-norm, router,
+    top-k gating, each chosen expert on its rows, gate-weighted sum."""
     p, n = f"model.layers.{i}.mlp", f"layers.{i}.moe"
+    h = _mlp_norm(cfg, w, rec, i, x_mid)
 
     # §4-5-10 router logits (+ bias), softmax over all experts, top-k, renormalise.
     wr = w(f"{p}.gate.weight")

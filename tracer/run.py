@@ -13,13 +13,13 @@ from tracer import TracerError
 from tracer.chat import check_messages, checkpoint_template, render_chat, render_jinja
 from tracer.checkpoint import CheckpointWeights, read_config
 from tracer.config import Qwen3Config
-from tracer.model import Generation, Sampling, generate
+from tracer.model import Sampling, generate
 from tracer.presets import PRESETS, get_preset
 from tracer.recorder import Recorder
 from tracer.tokenizer import VOCAB_SIZE as QWEN_VOCAB
 from tracer.tokenizer import HFTokenizer, QwenTokenizer, Tokenizer, ToyTokenizer
 from tracer.tokenizer import token_bytes as tokenizer_bytes
-from tracer.tracefile import record_meta
+from tracer.tracefile import Trace, record_meta
 from tracer.weights import ArrayWeights, RandomWeights
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -165,9 +165,8 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
-              listener: Callable[[str], None] | None = None,
-              ) -> tuple[dict[str, np.ndarray], dict[str, Any], Generation]:
-    """Trace a prompt's forward pass and its generated tokens: (records, meta, generation).
+              listener: Callable[[str], None] | None = None) -> Trace:
+    """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
     ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``).
     """
@@ -220,4 +219,4 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         "vocab": list(model.toy_vocab) if model.toy_vocab else None,
         "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
     }
-    return rec.records, meta, gen
+    return Trace.in_memory(rec.records, meta)

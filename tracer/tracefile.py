@@ -9,9 +9,9 @@ import json
 import os
 import platform
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -56,14 +56,14 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def save_trace(path: str | os.PathLike[str], records: dict[str, np.ndarray], meta: dict[str, Any]) -> Path:
-    """Write records and meta atomically (a temporary file renamed into place, so no half-written trace)."""
+def save_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
+    """Write a trace atomically (a temporary file renamed into place, so no half-written trace)."""
     out = check_writable(path)
-    meta = {"schema_version": SCHEMA_VERSION, **meta, "versions": library_versions()}
+    records = {name: trace[name] for name in trace.names}
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            np.savez(f, **records, **{META_KEY: np.array(json.dumps(meta, ensure_ascii=False))})
+            np.savez(f, **records, **{META_KEY: np.array(json.dumps(trace.meta, ensure_ascii=False))})
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -72,13 +72,28 @@ def save_trace(path: str | os.PathLike[str], records: dict[str, np.ndarray], met
 
 
 class Trace:
-    """A loaded trace: records by name (read lazily from the file), in recording order, and its meta."""
+    """A trace: records by name, in recording order, and its meta.
 
-    def __init__(self, path: Path, npz: Any, meta: dict[str, Any]):
+    In memory straight from a run (``path`` None), or opened from a file (records read lazily).
+    """
+
+    def __init__(self, path: Path | None, store: Mapping[str, np.ndarray], meta: dict[str, Any]):
         self.path = path
-        self._npz = npz
+        self._store = store
         self.meta = meta
         self.info = {r["name"]: r for r in meta["records"]}
+        self.name: str | None = path.name if path is not None else None
+
+    @classmethod
+    def in_memory(cls, records: Mapping[str, np.ndarray], meta: dict[str, Any]) -> Trace:
+        """A trace of records just computed, with the file-level meta (schema and library versions) added."""
+        full = {"schema_version": SCHEMA_VERSION, **meta, "versions": library_versions()}
+        return cls(None, records, full)
+
+    @property
+    def label(self) -> str:
+        """The file name, or the model's name for a trace that was never saved."""
+        return self.name or str(self.meta.get("model", "trace"))
 
     @property
     def names(self) -> list[str]:
@@ -87,7 +102,7 @@ class Trace:
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.info:
             raise KeyError(name)
-        return self._npz[name]
+        return self._store[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self.info
@@ -99,31 +114,40 @@ class Trace:
         return len(self.info)
 
     def close(self) -> None:
-        self._npz.close()
+        if hasattr(self._store, "close"):
+            self._store.close()
 
 
-def load_trace(path: str | os.PathLike[str]) -> Trace:
-    """Open a trace file, with a one-line TracerError for anything that is not a readable v1 trace."""
-    p = Path(path)
-    if not p.is_file():
-        raise TracerError(f"trace file {p} does not exist")
+def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> Trace:
+    """Open a trace file (a path, or an uploaded file's bytes with its ``name``), with a one-line TracerError
+    for anything that is not a readable trace."""
+    if isinstance(source, (str, os.PathLike)):
+        p: Path | None = Path(source)
+        label = str(p)
+        if not p.is_file():
+            raise TracerError(f"trace file {p} does not exist")
+    else:
+        p, label = None, name or "uploaded file"
     try:
-        npz = np.load(p, allow_pickle=False)
+        npz = np.load(p if p is not None else source, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise TracerError(f"{p} is not a readable .npz trace ({exc})") from None
+        raise TracerError(f"{label} is not a readable .npz trace ({exc})") from None
     if not hasattr(npz, "files") or META_KEY not in npz.files:
-        raise TracerError(f"{p} has no {META_KEY} entry; it is not a qwen3-tracer trace")
+        raise TracerError(f"{label} has no {META_KEY} entry; it is not a qwen3-tracer trace")
     try:
         meta = json.loads(str(npz[META_KEY]))
     except (ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise TracerError(f"{p}: {META_KEY} is damaged ({exc})") from None
+        raise TracerError(f"{label}: {META_KEY} is damaged ({exc})") from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
     if not isinstance(version, int) or "records" not in meta:
-        raise TracerError(f"{p}: {META_KEY} is not qwen3-tracer metadata")
+        raise TracerError(f"{label}: {META_KEY} is not qwen3-tracer metadata")
     if version > SCHEMA_VERSION:
-        raise TracerError(f"{p} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
+        raise TracerError(f"{label} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
                           f"upgrade qwen3-tracer to open it")
     missing = [r["name"] for r in meta["records"] if r["name"] not in npz.files]
     if missing:
-        raise TracerError(f"{p} lists records it does not contain (first: {missing[0]}); the file is damaged")
-    return Trace(p, npz, meta)
+        raise TracerError(f"{label} lists records it does not contain (first: {missing[0]}); the file is damaged")
+    trace = Trace(p, npz, meta)
+    if p is None and name:
+        trace.name = Path(name).name
+    return trace

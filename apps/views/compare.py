@@ -1,11 +1,8 @@
 """Two traces side by side: per-record error, the first divergence, and both matrices of one record."""
 
-import tempfile
-from pathlib import Path
-
 import streamlit as st
 
-from common import header, matrix_table, read_trace, require_trace
+from common import header, matrix_table, read_trace, read_upload, require_trace
 from tracer import TracerError
 from tracer.compare import compare_traces, first_divergence
 from tracer.figures import compare_figure, labels_for, record_heatmap
@@ -14,17 +11,11 @@ header("Compare", "比較")
 a = require_trace()
 uploaded = st.file_uploader("Second trace (.npz)", type=["npz"], key="compare_upload")
 typed = st.text_input("…or its path", key="compare_path")
-path = None
-if uploaded is not None:
-    path = Path(tempfile.mkdtemp(prefix="qwen3-tracer-")) / Path(uploaded.name).name
-    path.write_bytes(uploaded.getvalue())
-elif typed.strip():
-    path = Path(typed.strip())
-if path is None:
+if uploaded is None and not typed.strip():
     st.info("Open a second trace, e.g. the same run with --backend torch, --dtype bfloat16 or --round 3.")
     st.stop()
 try:
-    b = read_trace(str(path))
+    b = read_upload(uploaded) if uploaded is not None else read_trace(typed.strip())
 except TracerError as exc:
     st.error(str(exc))
     st.stop()
@@ -40,7 +31,7 @@ name = st.selectbox("Record", common, index=common.index(first.name) if first el
 left, right = st.columns(2)
 for col, trace in ((left, a), (right, b)):
     with col:
-        st.caption(f"{Path(trace.path).name} ({trace.meta['backend']}, {trace.meta['dtype']})")
+        st.caption(f"{trace.label} ({trace.meta['backend']}, {trace.meta['dtype']})")
         value = trace[name]
         if value.ndim <= 2 and all(d <= 16 for d in value.shape):
             labels = labels_for(trace, name)

@@ -1,16 +1,12 @@
 """Run a model on a prompt, or open a saved trace."""
 
-import tempfile
-from pathlib import Path
-
 import streamlit as st
 
-from common import header, open_trace, require_trace, summary
+from common import header, open_path, open_trace, read_upload, require_trace, summary
 from tracer import TracerError
 from tracer.model import Sampling
 from tracer.presets import PRESETS
 from tracer.run import chat_prompt, encode_prompt, load_model, parse_token_list, run_trace
-from tracer.tracefile import save_trace
 
 header("Run / open", "執行 / 開啟")
 summary(require_trace())
@@ -51,26 +47,25 @@ with run_tab:
                     bar.progress(min(1.0, done[0] / total), text=f"{name}")
 
             sampling = Sampling(temperature, top_k or None, top_p if top_p < 1 else None, model.suppress_tokens)
-            records, meta, _ = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
-                                         capture=[g.strip() for g in capture.split(",") if g.strip()] or None,
-                                         backend=backend, listener=progress)
-            path = Path(tempfile.mkdtemp(prefix="qwen3-tracer-")) / "trace.npz"
-            save_trace(path, records, meta)
+            trace = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
+                              capture=[g.strip() for g in capture.split(",") if g.strip()] or None,
+                              backend=backend, listener=progress)
             bar.empty()
-            if open_trace(str(path)):
-                st.rerun()
+            open_trace(trace)
+            st.rerun()
         except TracerError as exc:
             st.error(str(exc))
 
 with open_tab:
     uploaded = st.file_uploader("Upload a .npz trace", type=["npz"])
     if uploaded is not None and st.session_state.get("uploaded_name") != uploaded.name + str(uploaded.size):
-        path = Path(tempfile.mkdtemp(prefix="qwen3-tracer-")) / Path(uploaded.name).name
-        path.write_bytes(uploaded.getvalue())
         st.session_state.uploaded_name = uploaded.name + str(uploaded.size)
-        if open_trace(str(path)):
+        try:
+            open_trace(read_upload(uploaded))
             st.rerun()
+        except TracerError as exc:
+            st.error(str(exc))
     typed = st.text_input("…or a path on this machine", key="open_path")
     if st.button("Open") and typed.strip():
-        if open_trace(typed.strip()):
+        if open_path(typed.strip()):
             st.rerun()
