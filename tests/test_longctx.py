@@ -174,3 +174,27 @@ def test_bad_config_json_names_rope_parameters():
     d = dict(QWEN3_0_6B.to_hf_dict(), rope_parameters={"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e6})
     with pytest.raises(TracerError, match="rope_parameters.original_max_position_embeddings is missing"):
         Qwen3Config.from_hf_dict(d)
+
+
+def test_set_rope_parameters_spelling(capsys):
+    cfg = QWEN3_0_6B.with_overrides(['rope_parameters={"rope_type":"dynamic","factor":2,"rope_theta":5e5}'])
+    assert cfg.rope_scaling == RopeScaling("dynamic", 2.0) and cfg.rope_theta == 5e5
+    assert main(["info", "qwen3-0.6b", "--set", 'rope_parameters={"rope_type":"yarn","factor":2}']) == 2
+    assert "rope_parameters.original_max_position_embeddings" in capsys.readouterr().err
+
+
+def test_exported_checkpoint_loads_in_transformers_with_the_same_scaling_and_window(tmp_path):
+    """config.json written by tracer export is read by transformers' from_pretrained with the same YaRN block
+    and sliding layers, and both backends agree on that directory."""
+    scaling = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8, "beta_fast": 16.0}
+    overrides = TINY + ["max_position_embeddings=64", f"rope_scaling={json.dumps(scaling)}",
+                        "use_sliding_window=true", "sliding_window=5", "max_window_layers=1"]
+    directory = tmp_path / "ckpt"
+    assert main(["export", "qwen3-0.6b", *sum((["--set", o] for o in overrides), []), "--out", str(directory)]) == 0
+    hf = transformers.AutoConfig.from_pretrained(str(directory))
+    assert {k: hf.rope_parameters[k] for k in scaling} == scaling and hf.layer_types == [
+        "full_attention", "sliding_attention"] and hf.sliding_window == 5
+    tokens = list(range(3, 23))
+    traces = [run_trace(load_model(str(directory)), tokens, max_new_tokens=2, backend=b) for b in ("numpy", "torch")]
+    rows = compare_traces(*traces)
+    assert rows and all(r.verdict == "OK" for r in rows), first_divergence(rows)

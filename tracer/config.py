@@ -104,6 +104,15 @@ class Qwen3Config:
             key = key.strip()
             if not sep or not key:
                 raise TracerError(f"--set expects KEY=VALUE, got {item!r} (for example --set num_hidden_layers=2)")
+            if key == "rope_parameters":  # transformers v5 spelling: the scaling block, maybe with rope_theta
+                try:
+                    value = json.loads(raw)
+                except json.JSONDecodeError:
+                    value = raw
+                if isinstance(value, dict) and "rope_theta" in value:
+                    changes["rope_theta"] = value["rope_theta"]
+                changes["rope_scaling"] = RopeScaling.parse(value, key)
+                continue
             _check_field_name(key)
             try:
                 changes[key] = json.loads(raw)
