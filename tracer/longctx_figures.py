@@ -13,7 +13,7 @@ import numpy as np
 
 from tracer import ops
 from tracer.config import Qwen3Config
-from tracer.figures import _go, heatmap
+from tracer.figures import _go
 from tracer.i18n import t
 from tracer.longctx import context_limit, original_window, rope_frequencies
 from tracer.memory import DTYPE_BYTES, memory
@@ -103,11 +103,12 @@ def distance_scores(cfg: Qwen3Config, distances: np.ndarray) -> np.ndarray:
     return ops.attention_scores(q_rot, k_rot, cfg.head_dim ** -0.5)[0, :, 0]
 
 
-def distance_figure(cfg: Qwen3Config, scaled: Qwen3Config, max_distance: int, points: int = 400,
+def distance_figure(cfg: Qwen3Config, scaled: Qwen3Config, max_distance: int, points: int = 600,
                     lang: str = "en") -> Any:
-    """Score of the two fixed vectors as their distance grows, without and with the RoPE scaling."""
+    """Score of the two fixed vectors as their distance grows (log-spaced distances, log axis), without and with
+    the RoPE scaling."""
     go = _go()
-    distances = np.unique(np.linspace(0, max_distance, points).astype(np.int64))
+    distances = np.unique(np.geomspace(1, max(max_distance, 2), points).astype(np.int64))
     fig = go.Figure()
     for c, key in ((cfg, "fig_default"), (scaled, "fig_scaled")):
         fig.add_trace(go.Scatter(x=distances, y=distance_scores(c, distances), mode="lines",
@@ -115,7 +116,8 @@ def distance_figure(cfg: Qwen3Config, scaled: Qwen3Config, max_distance: int, po
     window = original_window(scaled)
     fig.add_vline(x=window, line_dash="dash", annotation_text=t("longctx.fig_window", lang, window=f"{window:,}"))
     fig.update_layout(title=t("longctx.fig_distance_title", lang), xaxis_title=t("longctx.fig_distance_axis", lang),
-                      yaxis_title=t("longctx.fig_score_axis", lang), margin=dict(l=10, r=10, t=40, b=10), height=380)
+                      yaxis_title=t("longctx.fig_score_axis", lang), xaxis_type="log",
+                      margin=dict(l=10, r=10, t=40, b=10), height=380)
     return fig
 
 
@@ -154,10 +156,17 @@ def window_mask(num_tokens: int, window: int | None) -> np.ndarray:
 
 
 def mask_figure(mask: np.ndarray, title: str) -> Any:
-    """A mask as a 0 / −∞ heatmap (queries as rows, keys as columns)."""
+    """A mask as a heatmap (queries as rows, keys as columns): coloured 0 where a query may look, grey −∞."""
+    go = _go()
+    visible = mask > -1e30
     n_rows, n_cols = mask.shape
-    return heatmap(np.where(mask < -1e30, -1.0, 0.0), [f"q{r}" for r in range(n_rows)],
-                   [f"k{c}" for c in range(n_cols)], title, decimals=0, colorscale="Greys", symmetric=False)
+    fig = go.Figure(go.Heatmap(
+        z=visible.astype(float), x=[f"k{c}" for c in range(n_cols)], y=[f"q{r}" for r in range(n_rows)],
+        colorscale=[[0, "#eeeeee"], [1, "#2a9d8f"]], zmin=0, zmax=1, showscale=False,
+        text=np.where(visible, "0", "−∞"), texttemplate="%{text}" if mask.size <= 900 else None))
+    fig.update_layout(title=title, yaxis_autorange="reversed", margin=dict(l=10, r=10, t=40, b=10),
+                      height=max(260, min(600, 26 * n_rows + 120)))
+    return fig
 
 
 def errata(lang: str = "en") -> list[dict[str, str]]:
