@@ -118,6 +118,15 @@ def test_forward_beyond_the_original_window_matches_torch_and_transformers(scali
             load_model("qwen3-0.6b", overrides).cfg, 22)[0], rtol=1e-6)
 
 
+def test_dynamic_ntk_crossing_the_window_during_decode():
+    """Prompt of 14 with max_position_embeddings 16: the original table until length 16, then a new θ' in every
+    decode step, while the cached keys keep the angles they were rotated with (transformers does the same)."""
+    overrides = TINY + ["max_position_embeddings=16", 'rope_scaling={"rope_type":"dynamic","factor":2.0}']
+    a, _ = _parity(overrides, [(5 * i + 1) % 300 for i in range(14)], steps=5)
+    np.testing.assert_array_equal(a["decode.2.rope.inv_freq"], a["rope.inv_freq"])  # length 16: unchanged
+    assert a["decode.4.rope.inv_freq"][1] < a["decode.3.rope.inv_freq"][1] < a["rope.inv_freq"][1]
+
+
 def test_sliding_window_matches_torch_and_transformers_in_prefill_and_decode():
     overrides = TINY + ["num_hidden_layers=3", "use_sliding_window=true", "sliding_window=4", "max_window_layers=1"]
     tokens = [5, 17, 3, 99, 42, 7, 11, 250]

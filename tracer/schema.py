@@ -26,10 +26,12 @@ OPS: dict[str, Op] = {
     "input": Op(r"\text{ids} = \mathrm{tokenize}(\text{prompt})", "ids = tokenize(prompt)"),
     "one_hot": Op(r"X_{\text{onehot}}[t, v] = [v = \text{ids}_t]", "X_onehot[t, v] = 1 if v == ids[t] else 0"),
     "embedding": Op(r"X^{(0)} = X_{\text{onehot}} E", "X(0) = X_onehot · E  (row ids[t] of E)"),
-    "rope_cos": Op(r"C_{t,d} = \cos\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
-                   "C[t,d] = cos(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · θ^(−2j/Dh)"),
-    "rope_sin": Op(r"S_{t,d} = \sin\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
-                   "S[t,d] = sin(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · θ^(−2j/Dh)"),
+    "rope_cos": Op(r"C_{t,d} = a\cos\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
+                   "C[t,d] = a · cos(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · ω_j,  ω_j = θ^(−2j/Dh)  "
+                   "(ω = rope.inv_freq after any scaling, a = rope.attention_factor)"),
+    "rope_sin": Op(r"S_{t,d} = a\sin\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
+                   "S[t,d] = a · sin(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · ω_j,  ω_j = θ^(−2j/Dh)  "
+                   "(ω = rope.inv_freq after any scaling, a = rope.attention_factor)"),
     "rope_inv_freq": Op(r"\omega_j = \theta^{-2j/D_h}\ \text{(linear: } /s\text{; dynamic: } \theta';\ \text{YaRN: ramp between } \omega_j \text{ and } \omega_j/s)",
                         "ω_j = θ^(−2j/Dh)  (linear: ÷factor; dynamic: θ'; YaRN: ramp between ω_j and ω_j/factor)"),
     "rope_attention_factor": Op(r"a = 0.1 \ln s + 1\ \text{(YaRN)},\ 1\ \text{otherwise}",
