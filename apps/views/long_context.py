@@ -29,9 +29,10 @@ base = PRESETS[name].config
 scaling = {"rope_type": rope_type, "factor": float(factor)}
 if rope_type == "yarn":
     scaling["original_max_position_embeddings"] = original
+# yarn names its original window; linear and dynamic take max_position_embeddings as the original length
+max_pos = max(base.max_position_embeddings, int(original * factor)) if rope_type == "yarn" else original
 try:
-    scaled = base.replace(rope_scaling=scaling, max_position_embeddings=max(base.max_position_embeddings,
-                                                                            int(original * factor)))
+    scaled = base.replace(rope_scaling=scaling, max_position_embeddings=max_pos)
 except TracerError as exc:
     st.error(str(exc))
     st.stop()
