@@ -95,7 +95,7 @@ def decode_numbers(stored: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         return stored
     words = from_byte_planes(stored).reshape(storage["shape"])
     values = from_bfloat16_bits(words) if half == "bfloat16" else words.view(np.float16)
-    return values.astype(info["dtype"])
+    return np.asarray(values.astype(info["dtype"]))  # a 0-d record stays an array (numpy ops give scalars)
 
 
 def rebuildable(value: np.ndarray, info: dict[str, Any], inputs: Sequence[np.ndarray]) -> bool:
