@@ -207,3 +207,17 @@ def test_exported_checkpoint_loads_in_transformers_with_the_same_scaling_and_win
     traces = [run_trace(load_model(str(directory)), tokens, max_new_tokens=2, backend=b) for b in ("numpy", "torch")]
     rows = compare_traces(*traces)
     assert rows and all(r.verdict == "OK" for r in rows), first_divergence(rows)
+
+
+def test_long_context_trace_round_trips_through_a_file(tmp_path):
+    from tracer.tracefile import load_trace, save_trace
+
+    overrides = TINY + ["max_position_embeddings=64", "use_sliding_window=true", "sliding_window=3",
+                        "max_window_layers=1", 'rope_scaling={"rope_type":"yarn","factor":2.0,'
+                                               '"original_max_position_embeddings":8}']
+    _, trace = _trace(overrides, list(range(1, 13)), "numpy", steps=3)
+    back = load_trace(save_trace(tmp_path / "t.npz", trace))
+    assert back.names == trace.names
+    for name in trace.names:
+        np.testing.assert_array_equal(back[name], trace[name], err_msg=name)
+    assert back.meta["config"]["rope_scaling"]["rope_type"] == "yarn" and back.meta["config"]["sliding_window"] == 3
