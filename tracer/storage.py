@@ -101,7 +101,7 @@ def decode_numbers(stored: np.ndarray | tuple[np.ndarray, np.ndarray], info: dic
         return stored  # type: ignore[return-value]
     words = from_byte_planes(np.stack(stored)).reshape(storage["shape"])
     values = from_bfloat16_bits(words) if half == "bfloat16" else words.view(np.float16)
-    return values.astype(info["dtype"])
+    return np.asarray(values.astype(info["dtype"]))  # a 0-d record stays an array (numpy ops give scalars)
 
 
 def rebuildable(value: np.ndarray, info: dict[str, Any], inputs: Sequence[np.ndarray]) -> bool:
