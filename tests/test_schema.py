@@ -17,7 +17,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "trace-schema.md"
 def doc_names(path: Path = DOC) -> dict[str, str]:
     """Name pattern -> shape, read from the markdown tables (``a.b`` / ``c`` means a.b and a.c)."""
     names = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n## File")[0].splitlines():  # the name tables
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`"):
             continue
