@@ -16,6 +16,8 @@ from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, loa
 from tracer.show import format_record, select
 from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
+from tracer.train_cli import add_parser as add_train_step_parser
+from tracer.train_cli import cmd_train_step
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help="preset or checkpoint directory")
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_train_step_parser(sub)
     return parser
 
 
@@ -327,7 +330,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
             "export": cmd_export, "info": cmd_info, "compare": cmd_compare, "app": cmd_app,
-            "notebooks": cmd_notebooks}
+            "notebooks": cmd_notebooks, "train-step": cmd_train_step}
 
 
 def main(argv: list[str] | None = None) -> int:

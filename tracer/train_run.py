@@ -179,6 +179,37 @@ def train_step(model: Model, ids: list[int], counted: np.ndarray | None = None, 
     return _trace(model, rec, ids, meta)
 
 
+def train_step_torch(model: Model, ids: list[int], counted: np.ndarray | None = None, *,
+                     aux_coef: float = ROUTER_AUX_LOSS_COEF, prompt: str | None = None, sft: bool = False,
+                     device: str | None = None) -> Trace:
+    """The same step through the real transformers model, every gradient from torch autograd (float32)."""
+    from tracer.backends import torch_backend as tb
+    from tracer.backends import torch_train as tt
+
+    reason = tb.unsupported(model.cfg)
+    if reason:
+        raise TracerError(f"{model.name} cannot run through transformers' Qwen3: {reason}; use --backend numpy")
+    check_tokens(model.cfg, ids, 1)
+    tokens = np.array(ids, dtype=np.int64)
+    targets = Targets.next_token(tokens, np.ones(len(ids), dtype=bool) if counted is None else counted)
+    if not np.any(targets.labels != bw.IGNORE_INDEX):
+        raise TracerError("every position is masked (label −100), so the loss is undefined (0/0); "
+                          "give at least two tokens, and with --sft an assistant answer")
+    torch, _ = tb.require_torch()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    hf = tt.build(model.cfg, model.weights, model.directory, "float32", device)
+    rec, losses = tt.train_step_torch(model.cfg, hf, ids, targets.labels, aux_coef)
+    meta: dict[str, Any] = {"prompt": prompt, "objective": "sft" if sft else "next_token", "backend": "torch",
+                            "device": device, "backend_versions": tb.library_versions(),
+                            "label_reasons": targets.reasons, "counted_tokens": int(np.sum(targets.labels != -100)),
+                            "losses": [losses["loss"]], **losses}
+    if model.cfg.is_moe:
+        meta["router_aux_loss_coef"] = aux_coef
+    trace = _trace(model, rec, ids, meta)
+    trace.meta["dtype"] = "float32"
+    return trace
+
+
 def _optimizer_meta(opt: Optimizer, steps: int, update_params: str) -> dict[str, Any]:
     return {"kind": opt.kind, "lr": opt.lr, "weight_decay": opt.weight_decay, "betas": list(opt.betas),
             "eps": opt.eps, "steps": steps, "update_params": update_params}

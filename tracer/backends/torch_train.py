@@ -235,8 +235,8 @@ def hf_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def train_step_torch(cfg: Qwen3Config, model: Any, ids: list[int], labels: np.ndarray, aux_coef: float
-                     ) -> tuple[Recorder, dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
-    """Forward with labels, backward -> (forward records, grads of records, grads of parameters, losses).
+                     ) -> tuple[Recorder, dict[str, float]]:
+    """Forward with labels, backward -> (records: forward, ``train.*``, ``grad.*``, ``grad.param.*``; losses).
 
     losses: ``loss`` (what was differentiated: CE + coef·aux through the hooked router probabilities),
     ``transformers_loss`` (the library's own ``labels=`` loss, with ``output_router_logits`` for MoE), ``aux_loss``.
@@ -260,6 +260,7 @@ def train_step_torch(cfg: Qwen3Config, model: Any, ids: list[int], labels: np.nd
             out = model(input_ids=input_ids, labels=target, use_cache=False, tracer_store=store)
             loss = out.loss
             losses: dict[str, float] = {"ce_loss": float(loss.detach())}
+            aux_parts: dict[str, np.ndarray] = {}
             if router_probs:
                 k = cfg.num_experts_per_tok
                 rows = sum(p.shape[0] for p in router_probs)
@@ -271,6 +272,9 @@ def train_step_torch(cfg: Qwen3Config, model: Any, ids: list[int], labels: np.nd
                 logits_tuple = tuple(store.tensors[f"layers.{i}.moe.router_logits"].detach()
                                      for i in range(cfg.num_hidden_layers) if cfg.is_sparse_layer(i))
                 losses["aux_loss_transformers"] = float(load_balancing_loss_func(logits_tuple, cfg.num_experts, k))
+                aux_parts = {"train.aux_f": store.np(counts / rows),
+                             "train.aux_p": store.np(sum(p.sum(0) for p in router_probs) / rows),
+                             "train.aux_loss": store.np(aux)}
                 loss = loss + aux_coef * aux
             losses["loss"] = float(loss.detach())
             loss.backward()
@@ -284,4 +288,20 @@ def train_step_torch(cfg: Qwen3Config, model: Any, ids: list[int], labels: np.nd
     params = param_grads(cfg, model)
     if lm_head_name(cfg) not in params:
         raise AssertionError("no gradient for the LM head")
-    return store.rec, store.grads, params, losses
+    rec = store.rec
+    forward_names = list(rec.records)
+    logits = store.tensors["logits"].detach()[0].float()
+    token_loss = torch.nn.functional.cross_entropy(logits, torch.tensor(labels, device=device), ignore_index=-100,
+                                                   reduction="none")
+    dtype = rec.records["logits"].dtype
+    rec("train.labels", labels, "tokens")
+    rec("train.token_loss", store.np(token_loss).astype(dtype), "logits", "train.labels")
+    for name, value in aux_parts.items():
+        rec(name, value.astype(dtype))
+    rec("train.loss", np.array(losses["loss"], dtype=dtype), "train.token_loss")
+    for name in reversed(forward_names):
+        if name in store.grads:
+            rec(f"grad.{name}", store.grads[name], name, op="backward")
+    for name, g in params.items():
+        rec(f"grad.param.{name}", g, name)
+    return rec, losses
