@@ -4,7 +4,8 @@ weights, CPU, float32).
 Engines, each in its own process so its peak memory (max RSS) is its own, each timed as the median of
 ``--repeats`` runs after one warm-up:
 - ``torch``: transformers' model, forward with ``labels=`` + ``loss.backward()``, no hooks (the untraced step);
-- ``torch_traced``: ``tracer train-step --backend torch`` (hooks on every record, autograd gradients);
+- ``torch_traced``: the step of ``tracer train-step --backend torch`` on a model built once (hooks on every
+  record, autograd gradients, plus the no-grad forward that reads transformers' own ``labels=`` loss);
 - ``numpy_traced``: ``tracer train-step`` (NumPy forward with every record, hand-written backward).
 All numbers of one report come from one run of this script.
 
@@ -22,6 +23,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 ENGINES = ("torch", "torch_traced", "numpy_traced")
 
 
@@ -37,14 +40,19 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 
 def worker(engine: str, layers: int, tokens: int, repeats: int) -> dict[str, float]:
     from tracer.run import load_model
-    from tracer.train_run import train_step, train_step_torch
+    from tracer.train_run import train_step
 
     model = load_model("qwen3-0.6b", [f"num_hidden_layers={layers}"], seed=0)
     ids = [(i * 4099) % model.cfg.vocab_size for i in range(tokens)]
     if engine == "numpy_traced":
         fn: Callable[[], object] = lambda: train_step(model, ids)
     elif engine == "torch_traced":
-        fn = lambda: train_step_torch(model, ids, device="cpu")
+        from tracer.backends import torch_train as tt
+        from tracer.train import Targets
+
+        hf = tt.build(model.cfg, model.weights, None, "float32", "cpu")
+        labels = Targets.next_token(np.array(ids), np.ones(len(ids), dtype=bool)).labels
+        fn = lambda: tt.train_step_torch(model.cfg, hf, ids, labels, 0.001)
     else:
         import torch
 
