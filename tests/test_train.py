@@ -276,3 +276,17 @@ def test_cli_writes_a_loadable_trace(tmp_path, capsys):
     assert "grad.layers.0.moe.router_probs" in trace and "train.aux_loss" in trace
     assert "loss per step" in capsys.readouterr().out
     assert main(["show", str(out), "grad.layers.0.attn.probs"]) == 0
+
+
+def test_sft_from_the_command_line_shows_the_trained_spans(tmp_path, capsys):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps([{"role": "user", "content": "1+1?"},
+                                {"role": "assistant", "content": "<think>\nadd\n</think>\n\n2"}]), encoding="utf-8")
+    small = TINY[:-3] + ["num_attention_heads=4", "num_key_value_heads=2"]
+    argv = ["train-step", "qwen3-0.6b", *sum((["--set", o] for o in small), []), "--messages", str(path), "--sft",
+            "--out", str(tmp_path / "t.npz")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert 'trained tokens (--sft, TRL assistant_only_loss): "<think>\\nadd\\n</think>\\n\\n2<|im_end|>\\n"' in out
+    trace = load_trace(tmp_path / "t.npz")
+    assert trace.meta["objective"] == "sft" and trace.meta["label_reasons"][0] == "not_assistant"

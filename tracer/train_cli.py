@@ -106,12 +106,30 @@ def cmd_train_step(args: argparse.Namespace) -> None:
     print(summary(trace, args.lang))
 
 
+def trained_spans(trace: Trace) -> list[str]:
+    """The text of each run of counted target tokens (what --sft trains on)."""
+    labels, reasons = trace.meta["token_labels"], trace.meta["label_reasons"]
+    spans: list[str] = []
+    previous = False
+    for pos, reason in enumerate(reasons):
+        counted = reason == "counted"
+        if counted:
+            if not previous:
+                spans.append("")
+            spans[-1] += labels[pos + 1]
+        previous = counted
+    return spans
+
+
 def summary(trace: Trace, lang: str) -> str:
     """What the step computed, in the user's language."""
     m = trace.meta
     lines = [t("train.summary_loss", lang, model=m["model"], objective=m["objective"], loss=m["losses"][0])]
     if "counted_tokens" in m:
         lines.append(t("train.summary_tokens", lang, counted=m["counted_tokens"], total=len(m["token_ids"])))
+    if m["objective"] == "sft":
+        lines.append(t("train.summary_sft", lang, spans=" · ".join(json.dumps(x, ensure_ascii=False)
+                                                                    for x in trained_spans(trace))))
     if "aux_loss" in m:
         lines.append(t("train.summary_aux", lang, aux=m["aux_loss"], coef=m["router_aux_loss_coef"]))
     if "transformers_loss" in m:
