@@ -76,22 +76,30 @@ def param_grad_norms(trace: Trace) -> dict[str, float]:
 
 
 def grad_flow_figure(trace: Trace, lang: str = "en") -> Any:
-    """Gradient norm along the residual stream, walking back from the logits, and per layer of weights."""
+    """Gradient norm along the residual stream, walking back from the logits to the embedding."""
     go = _go()
     rows = grad_norm_rows(trace)
-    fig = go.Figure()
-    fig.add_scatter(x=[r[0] for r in rows], y=[r[1] for r in rows], mode="lines+markers",
-                    name=t("train.fig_stream", lang))
-    per_layer: dict[str, float] = {}
+    fig = go.Figure(go.Scatter(x=[r[0] for r in rows], y=[r[1] for r in rows], mode="lines+markers",
+                               name=t("train.fig_stream", lang)))
+    fig.update_layout(title=t("train.fig_grad_flow", lang), yaxis_title=t("train.fig_stream", lang), height=380)
+    return fig
+
+
+def layer_grad_rows(trace: Trace) -> list[tuple[str, float]]:
+    """‖∂L/∂W‖ of all weights of each layer together (and of the embedding / head / final norm)."""
+    out: dict[str, float] = {}
     for name, value in param_grad_norms(trace).items():
-        parts = name.split(".")
-        key = f"layers.{parts[2]}.resid_mid" if name.startswith("model.layers.") else None
-        if key is not None:
-            per_layer[key] = float(np.hypot(per_layer.get(key, 0.0), value))
-    if per_layer:
-        fig.add_bar(x=list(per_layer), y=list(per_layer.values()), name=t("train.fig_layer_weights", lang),
-                    opacity=0.4)
-    fig.update_layout(title=t("train.fig_grad_flow", lang), yaxis_title="‖∂L/∂·‖", height=380)
+        key = "layer " + name.split(".")[2] if name.startswith("model.layers.") else name.removesuffix(".weight")
+        out[key] = float(np.hypot(out.get(key, 0.0), value))
+    return list(out.items())
+
+
+def layer_grad_figure(trace: Trace, lang: str = "en") -> Any:
+    """Gradient norm of each layer's weights."""
+    go = _go()
+    rows = layer_grad_rows(trace)
+    fig = go.Figure(go.Bar(x=[r[0] for r in rows], y=[r[1] for r in rows]))
+    fig.update_layout(title=t("train.fig_layer_weights", lang), height=380)
     return fig
 
 
@@ -99,13 +107,14 @@ def weight_update_figures(before: np.ndarray | None, grad: np.ndarray, delta: np
                           lang: str = "en") -> list[Any]:
     """One weight matrix: before, its gradient, the change the optimizer made, and after (when known)."""
     out = []
+    short = name.removeprefix("model.").removesuffix(".weight")
     if before is not None:
-        out.append(heatmap(np.asarray(before), title=t("train.fig_before", lang, name=name)))
-    out.append(heatmap(np.asarray(grad), title=t("train.fig_grad", lang, name=name)))
+        out.append(heatmap(np.asarray(before), title=t("train.fig_before", lang, name=short)))
+    out.append(heatmap(np.asarray(grad), title=t("train.fig_grad", lang, name=short)))
     if delta is not None:
-        out.append(heatmap(np.asarray(delta), title=t("train.fig_delta", lang, name=name)))
+        out.append(heatmap(np.asarray(delta), title=t("train.fig_delta", lang, name=short)))
         if before is not None:
-            out.append(heatmap(np.asarray(before) + np.asarray(delta), title=t("train.fig_after", lang, name=name)))
+            out.append(heatmap(np.asarray(before) + np.asarray(delta), title=t("train.fig_after", lang, name=short)))
     return out
 
 
@@ -115,7 +124,7 @@ def losses_figure(trace: Trace, lang: str = "en") -> Any:
     losses = trace.meta["losses"]
     fig = go.Figure(go.Scatter(x=list(range(len(losses))), y=losses, mode="lines+markers"))
     fig.update_layout(title=t("train.fig_losses", lang), xaxis_title=t("train.fig_step", lang), yaxis_title="L",
-                      height=320)
+                      height=320, xaxis_dtick=1)
     return fig
 
 

@@ -9,8 +9,8 @@ from tracer import TracerError
 from tracer.i18n import t as tr
 from tracer.run import encode_prompt, load_model
 from tracer.train import DEFAULT_UPDATE_PARAMS, Optimizer
-from tracer.train_figures import (dpo_figure, dpo_rows, errata_rows, grad_flow_figure, losses_figure,
-                                  token_loss_figure, token_loss_rows, weight_update_figures)
+from tracer.train_figures import (dpo_figure, dpo_rows, errata_rows, grad_flow_figure, layer_grad_figure,
+                                  losses_figure, token_loss_figure, token_loss_rows, weight_update_figures)
 from tracer.train_run import dpo_step, train_step
 
 header(tr("train.page_title", "en"), tr("train.page_title", "zh"))
@@ -60,7 +60,9 @@ if "train.token_loss" in trace:
                       coef=trace.meta["router_aux_loss_coef"], f=np.round(trace["train.aux_f"], 3).tolist(),
                       p=np.round(trace["train.aux_p"], 3).tolist()))
     st.subheader(tr("train.page_grad_section", L))
-    st.plotly_chart(grad_flow_figure(trace, L), key="grad_flow")
+    left, right = st.columns(2)
+    left.plotly_chart(grad_flow_figure(trace, L), key="grad_flow")
+    right.plotly_chart(layer_grad_figure(trace, L), key="layer_grads")
 
 st.subheader(tr("train.page_update_section", L))
 if "optimizer" in trace.meta:
@@ -74,7 +76,7 @@ if delta is None:
     st.info(tr("train.page_no_update", L))
 before = np.asarray(model.weights[weight]) if model is not None else None
 figs = weight_update_figures(before, trace[f"grad.param.{weight}"], delta, weight, L)
-for k, (col, fig) in enumerate(zip(st.columns(len(figs)), figs)):
+for k, (col, fig) in enumerate(zip(st.columns(2) * 2, figs)):
     col.plotly_chart(fig, key=f"weight{k}")
 
 st.subheader(tr("train.page_dpo_section", L))
