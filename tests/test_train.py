@@ -231,6 +231,7 @@ def test_dpo_loss_rewards_and_gradients_against_torch():
     (["toy-dense", "--prompt", "明天", "--optimizer", "adamw"], "needs --lr"),
     (["toy-dense", "--prompt", "明天", "--steps", "3"], "--steps repeats optimizer steps"),
     (["toy-dense", "--prompt", "明天", "--sft"], "--sft masks a conversation"),
+    (["toy-moe", "--prompt", "明天交", "--aux-coef", "-1"], "--aux-coef must be a non-negative finite"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     assert main(["train-step", *argv, "--out", str(tmp_path / "t.npz")]) == 2
@@ -253,6 +254,13 @@ def test_bad_pair_and_group_files(tmp_path, capsys, kind, data, message):
     assert main(["train-step", "toy-dense", f"--{kind}", str(path), "--out", str(tmp_path / "t.npz")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_dpo_beta_must_be_positive(tmp_path, capsys):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"prompt": "明天", "chosen": "交", "rejected": "請"}), encoding="utf-8")
+    assert main(["train-step", "toy-dense", "--dpo", str(path), "--beta", "0", "--out", str(tmp_path / "t.npz")]) == 2
+    assert "--beta must be a positive finite number, got 0.0" in capsys.readouterr().err
 
 
 def test_sft_without_an_assistant_turn(tmp_path, capsys):

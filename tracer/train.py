@@ -26,6 +26,7 @@ from tracer import TracerError
 from tracer import backward_ops as bw
 from tracer import ops
 from tracer.config import Qwen3Config
+from tracer.i18n import t
 from tracer.model import forward
 from tracer.recorder import Recorder
 from tracer.weights import lm_head_name
@@ -72,11 +73,11 @@ class Optimizer:
 
     def __post_init__(self) -> None:
         if self.kind not in ("sgd", "adamw"):
-            raise TracerError(f"--optimizer must be sgd or adamw, got {self.kind!r}")
+            raise TracerError(t("train.err_optimizer", "en", kind=repr(self.kind)))
         if not math.isfinite(self.lr) or self.lr <= 0:
-            raise TracerError(f"--lr must be a positive finite number, got {self.lr}")
+            raise TracerError(t("train.err_lr", "en", lr=self.lr))
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise TracerError(f"--weight-decay must be a non-negative finite number, got {self.weight_decay}")
+            raise TracerError(t("train.err_weight_decay", "en", wd=self.weight_decay))
 
     def step(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
         """Update ``params`` in place.
@@ -281,8 +282,7 @@ def lm_loss(cfg: Qwen3Config, records: Mapping[str, np.ndarray], targets: Target
     """Cross-entropy (+ coef × load-balancing loss for MoE) of one forward -> loss, dlogits, dprobs per layer."""
     labels = targets.labels
     if not np.any(labels != bw.IGNORE_INDEX):
-        raise TracerError("every position is masked (label −100), so the loss is undefined (0/0); "
-                          "give at least two tokens, and with --sft an assistant answer")
+        raise TracerError(t("train.err_all_masked", "en"))
     logits = records["logits"]
     token_loss = bw.token_cross_entropy(logits, labels)
     n = int(np.sum(labels != bw.IGNORE_INDEX))
@@ -328,7 +328,7 @@ def param_grads(weights: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
 def select_params(names: list[str], pattern: str) -> list[str]:
     chosen = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     if not chosen:
-        raise TracerError(f"--update-params {pattern!r} matches no parameter; e.g. {DEFAULT_UPDATE_PARAMS}")
+        raise TracerError(t("train.err_update_params", "en", pattern=repr(pattern), example=DEFAULT_UPDATE_PARAMS))
     return chosen
 
 

@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"record update.param.<name> for these tensors (default {DEFAULT_UPDATE_PARAMS})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="NumPy engine precision")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="float32 (default) or float64")
     p.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
                    help="numpy: hand-written backward (default); torch: transformers + autograd (one step, no optimizer)")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
@@ -48,10 +48,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _optimizer(args: argparse.Namespace) -> Optimizer | None:
     if args.optimizer is None:
         if args.lr is not None or args.weight_decay is not None:
-            raise TracerError("--lr and --weight-decay go with --optimizer sgd|adamw")
+            raise TracerError(t("train.err_lr_without_optimizer", "en"))
         return None
     if args.lr is None:
-        raise TracerError(f"--optimizer {args.optimizer} needs --lr, e.g. --lr 1e-3")
+        raise TracerError(t("train.err_optimizer_lr", "en", kind=args.optimizer))
     wd = args.weight_decay if args.weight_decay is not None else (0.01 if args.optimizer == "adamw" else 0.0)
     return Optimizer(args.optimizer, args.lr, wd)
 
@@ -63,12 +63,11 @@ def cmd_train_step(args: argparse.Namespace) -> None:
     optimizer = _optimizer(args)
     model = load_model(args.model, args.set, args.seed, args.dtype)
     if args.sft and args.messages is None:
-        raise TracerError("--sft masks a conversation; give it with --messages FILE.json")
+        raise TracerError(t("train.err_sft_messages", "en"))
     if args.backend == "torch" and (optimizer is not None or args.dpo or args.grpo or args.steps != 1):
-        raise TracerError("--backend torch computes one step's loss and gradients; optimizer steps, DPO and GRPO "
-                          "run on the NumPy engine (--backend numpy)")
+        raise TracerError(t("train.err_torch_only_step", "en"))
     if args.device and args.backend != "torch":
-        raise TracerError("--device goes with --backend torch")
+        raise TracerError(t("train.err_device", "en"))
     if args.dpo:
         trace = tr.dpo_step(model, load_json_file(args.dpo, "--dpo pair"), beta=args.beta, optimizer=optimizer,
                             steps=args.steps, update_params=args.update_params)
@@ -79,8 +78,7 @@ def cmd_train_step(args: argparse.Namespace) -> None:
         counted, prompt = None, args.prompt
         if args.messages is not None:
             if model.toy_vocab:
-                raise TracerError(f"--messages needs Qwen3's tokenizer; {args.model} has the toy vocabulary "
-                                  f"{' '.join(model.toy_vocab)}")
+                raise TracerError(t("train.err_messages_toy", "en", model=args.model, vocab=" ".join(model.toy_vocab)))
             messages = load_json_file(args.messages, "messages")
             if args.sft:
                 segments = tr.sft_segments(messages)
@@ -94,10 +92,10 @@ def cmd_train_step(args: argparse.Namespace) -> None:
         elif prompt is not None:
             ids = encode_prompt(model, prompt)
         else:
-            raise TracerError("give the text with --prompt, --tokens, --messages, --dpo or --grpo")
+            raise TracerError(t("train.err_no_input", "en"))
         if args.backend == "torch":
             trace = tr.train_step_torch(model, ids, counted, aux_coef=args.aux_coef, prompt=prompt, sft=args.sft,
-                                        device=args.device)
+                                        device=args.device, dtype=args.dtype)
         else:
             trace = tr.train_step(model, ids, counted, optimizer=optimizer, steps=args.steps,
                                   update_params=args.update_params, aux_coef=args.aux_coef, prompt=prompt,

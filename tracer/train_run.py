@@ -18,10 +18,12 @@ import numpy as np
 
 from tracer import TracerError
 from tracer import backward_ops as bw
+from tracer.i18n import t
 from tracer.run import Model, check_tokens, token_labels
 from tracer.tracefile import Trace, record_meta
-from tracer.train import (DEFAULT_UPDATE_PARAMS, NOT_ASSISTANT, ROUTER_AUX_LOSS_COEF, Optimizer, Targets, answer_logprobs, backward, dpo_loss, grpo_advantages, lm_loss,
-                          param_grads, run_forward, select_params)
+from tracer.train import (DEFAULT_UPDATE_PARAMS, NOT_ASSISTANT, ROUTER_AUX_LOSS_COEF, Optimizer, Targets,
+                          answer_logprobs, backward, dpo_loss, grpo_advantages, lm_loss, param_grads, run_forward,
+                          select_params)
 from tracer.recorder import Recorder
 
 
@@ -41,16 +43,15 @@ def sft_segments(messages: Any) -> list[Segment]:
     [('<|im_start|>user\\n1+1?<|im_end|>\\n<|im_start|>assistant\\n', False), ('<think>\\n\\n</think>\\n\\n2<|im_end|>\\n', True)]
     """
     if not isinstance(messages, list) or not messages:
-        raise TracerError("--messages must be a JSON list of {role, content} objects")
+        raise TracerError(t("train.err_messages", "en"))
     out: list[Segment] = []
     pending = ""
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            raise TracerError(f"--sft message {i}: give role system, user or assistant with a text content "
-                              f"(tool turns are not supported here)")
+            raise TracerError(t("train.err_sft_role", "en", i=i))
         content = m.get("content")
         if not isinstance(content, str) or m.get("tool_calls"):
-            raise TracerError(f"--sft message {i}: content must be text (tool calls are not supported here)")
+            raise TracerError(t("train.err_sft_content", "en", i=i))
         role = m["role"]
         if role != "assistant":
             pending += f"<|im_start|>{role}\n{content}<|im_end|>\n"
@@ -66,8 +67,7 @@ def sft_segments(messages: Any) -> list[Segment]:
         out.append(Segment("<think>\n" + reasoning.strip("\n") + "\n</think>\n\n" + content.lstrip("\n")
                            + "<|im_end|>\n", True))
     if not any(s.trained for s in out):
-        raise TracerError("--sft found no assistant turn in --messages, so no token would be trained; "
-                          "add an {\"role\": \"assistant\", \"content\": ...} message")
+        raise TracerError(t("train.err_sft_no_assistant", "en"))
     if pending:
         out.append(Segment(pending, False))
     return out
@@ -85,8 +85,7 @@ def sft_tokens(model: Model, segments: list[Segment]) -> tuple[list[int], np.nda
         ids += piece
         trained += [seg.trained] * len(piece)
     if ids != model.tokenizer.encode("".join(s.text for s in segments)):
-        raise TracerError("the assistant spans do not start and end on token borders with this tokenizer; "
-                          "--sft needs a tokenizer with <|im_start|>, <|im_end|> and <think> as special tokens")
+        raise TracerError(t("train.err_sft_borders", "en"))
     return ids, np.array(trained, dtype=bool)
 
 
@@ -129,11 +128,16 @@ def _optimize(model: Model, params: dict[str, np.ndarray], grads: dict[str, np.n
     return losses
 
 
+def _check_aux(aux_coef: float) -> None:
+    if not math.isfinite(aux_coef) or aux_coef < 0:
+        raise TracerError(t("train.err_aux_coef", "en", coef=aux_coef))
+
+
 def _check_steps(optimizer: Optimizer | None, steps: int) -> None:
     if steps < 1:
-        raise TracerError(f"--steps must be at least 1, got {steps}")
+        raise TracerError(t("train.err_steps", "en", steps=steps))
     if steps > 1 and optimizer is None:
-        raise TracerError("--steps repeats optimizer steps; give --optimizer sgd|adamw and --lr")
+        raise TracerError(t("train.err_steps_optimizer", "en"))
 
 
 def train_step(model: Model, ids: list[int], counted: np.ndarray | None = None, *, optimizer: Optimizer | None = None,
@@ -144,6 +148,7 @@ def train_step(model: Model, ids: list[int], counted: np.ndarray | None = None, 
     ``counted[t]``: whether token t is a target (None: every token after the first, i.e. pretraining).
     """
     _check_steps(optimizer, steps)
+    _check_aux(aux_coef)
     check_tokens(model.cfg, ids, 1)
     cfg = model.cfg
     tokens = np.array(ids, dtype=np.int64)
@@ -181,23 +186,24 @@ def train_step(model: Model, ids: list[int], counted: np.ndarray | None = None, 
 
 def train_step_torch(model: Model, ids: list[int], counted: np.ndarray | None = None, *,
                      aux_coef: float = ROUTER_AUX_LOSS_COEF, prompt: str | None = None, sft: bool = False,
-                     device: str | None = None) -> Trace:
-    """The same step through the real transformers model, every gradient from torch autograd (float32)."""
+                     device: str | None = None, dtype: str = "float32") -> Trace:
+    """The same step through the real transformers model, every gradient from torch autograd (float32 or
+    float64)."""
     from tracer.backends import torch_backend as tb
     from tracer.backends import torch_train as tt
 
     reason = tb.unsupported(model.cfg)
     if reason:
-        raise TracerError(f"{model.name} cannot run through transformers' Qwen3: {reason}; use --backend numpy")
+        raise TracerError(t("train.err_torch_unsupported", "en", model=model.name, reason=reason))
+    _check_aux(aux_coef)
     check_tokens(model.cfg, ids, 1)
     tokens = np.array(ids, dtype=np.int64)
     targets = Targets.next_token(tokens, np.ones(len(ids), dtype=bool) if counted is None else counted)
     if not np.any(targets.labels != bw.IGNORE_INDEX):
-        raise TracerError("every position is masked (label −100), so the loss is undefined (0/0); "
-                          "give at least two tokens, and with --sft an assistant answer")
+        raise TracerError(t("train.err_all_masked", "en"))
     torch, _ = tb.require_torch()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    hf = tt.build(model.cfg, model.weights, model.directory, "float32", device)
+    hf = tt.build(model.cfg, model.weights, model.directory, dtype, device)
     rec, losses = tt.train_step_torch(model.cfg, hf, ids, targets.labels, aux_coef)
     meta: dict[str, Any] = {"prompt": prompt, "objective": "sft" if sft else "next_token", "backend": "torch",
                             "device": device, "backend_versions": tb.library_versions(),
@@ -206,7 +212,7 @@ def train_step_torch(model: Model, ids: list[int], counted: np.ndarray | None = 
     if model.cfg.is_moe:
         meta["router_aux_loss_coef"] = aux_coef
     trace = _trace(model, rec, ids, meta)
-    trace.meta["dtype"] = "float32"
+    trace.meta["dtype"] = dtype
     return trace
 
 
@@ -223,7 +229,7 @@ def _optimizer_meta(opt: Optimizer, steps: int, update_params: str) -> dict[str,
 def _text_field(data: Any, key: str, where: str) -> str:
     value = data.get(key) if isinstance(data, dict) else None
     if not isinstance(value, str) or not value.strip():
-        raise TracerError(f"{where} needs a non-empty text field {key!r}")
+        raise TracerError(t("train.err_text_field", "en", where=where, key=repr(key)))
     return value
 
 
@@ -232,8 +238,7 @@ def prompt_answer_ids(model: Model, prompt: str, answer: str, where: str) -> tup
     p_ids = model.tokenizer.encode(prompt)
     ids = model.tokenizer.encode(prompt + answer)
     if ids[:len(p_ids)] != p_ids or len(ids) <= len(p_ids):
-        raise TracerError(f"{where}: the answer merges into the prompt's last token or is empty after tokenising; "
-                          f"start it with a space or a newline")
+        raise TracerError(t("train.err_answer_merges", "en", where=where))
     check_tokens(model.cfg, ids, 1)
     return ids, len(p_ids)
 
@@ -250,7 +255,7 @@ def dpo_step(model: Model, pair: Any, *, beta: float = 0.1, optimizer: Optimizer
     """DPO on one pair: summed answer log-probs under the policy and the frozen reference (the starting weights),
     implicit rewards, the sigmoid loss and its parameter gradients."""
     if not math.isfinite(beta) or beta <= 0:
-        raise TracerError(f"--beta must be a positive finite number, got {beta}")
+        raise TracerError(t("train.err_beta", "en", beta=beta))
     _check_steps(optimizer, steps)
     cfg = model.cfg
     seqs = read_pair(model, pair)
@@ -302,13 +307,13 @@ def read_group(model: Model, data: Any) -> tuple[list[tuple[list[int], int]], np
     prompt = _text_field(data, "prompt", "the --grpo group file")
     items = data.get("completions")
     if not isinstance(items, list) or len(items) < 2:
-        raise TracerError("the --grpo group file needs \"completions\": a list of at least 2 {text, reward} objects")
+        raise TracerError(t("train.err_grpo_completions", "en"))
     seqs, rewards = [], []
     for j, item in enumerate(items):
         text = _text_field(item, "text", f"--grpo completion {j}")
         reward = item.get("reward")
         if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
-            raise TracerError(f"--grpo completion {j} needs a finite number \"reward\", got {reward!r}")
+            raise TracerError(t("train.err_grpo_reward", "en", j=j, reward=repr(reward)))
         seqs.append(prompt_answer_ids(model, prompt, text, f"--grpo completion {j}"))
         rewards.append(float(reward))
     return seqs, np.array(rewards)
