@@ -55,10 +55,11 @@ def test_every_gradient_equals_torch_autograd_and_the_loss_transformers(preset, 
         assert a["train.aux_p"].sum() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_toy_moe_gradients_equal_finite_differences():
-    """toy-moe (ReLU experts, router bias: not expressible in transformers): central differences of the loss in
-    float64 for every parameter entry."""
-    model = load_model("toy-moe", dtype="float64")
+@pytest.mark.parametrize("preset", ["toy-moe", "toy-dense"])
+def test_toys_gradients_equal_finite_differences(preset):
+    """The toys as the seed defines them (ReLU experts, router bias, mask −100, no final norm: not expressible in
+    transformers): central differences of the loss in float64 for every parameter entry."""
+    model = load_model(preset, dtype="float64")
     ids = [0, 1, 2, 3, 4]
     a = train_step(model, ids)
     weights = {n: np.array(model.weights[n]) for n in model.weights}
@@ -146,6 +147,8 @@ def test_sft_trains_exactly_the_assistant_spans_of_trls_template():
     spans = "".join(tok.decode([i]) if c else "|" for i, c in zip(ids, counted))
     assert "<think>\nadd\n</think>\n\n2<|im_end|>\n" in spans and "<|im_start|>" not in spans
     trace = train_step(model, ids, counted, sft=True)
+    on_torch = train_step_torch(model, ids, counted, sft=True, device="cpu")
+    assert float(trace["train.loss"]) == pytest.approx(on_torch.meta["transformers_loss"], rel=1e-5)
     labels = trace["train.labels"]
     assert [t for t, c in zip(ids[1:], counted[1:]) if c] == [int(x) for x in labels if x != -100]
     assert trace.meta["label_reasons"].count("counted") == int(counted[1:].sum())
