@@ -202,9 +202,15 @@ def test_dpo_loss_rewards_and_gradients_against_torch():
     trace = dpo_step(model, pair, beta=beta, optimizer=Optimizer("sgd", lr), steps=1, update_params="*")
     hf = tb.build_model(model.cfg, model.weights, None, "float32", "cpu", traced=False)
 
+    kept = {}
+
     def logp(ans):
         s = tok_ids["prompt"] + tok_ids[ans]
-        lp = torch.log_softmax(hf(input_ids=torch.tensor([s])).logits[0, :-1], -1).gather(1, torch.tensor(s[1:])[:, None])
+        logits = hf(input_ids=torch.tensor([s])).logits
+        if logits.requires_grad:
+            logits.retain_grad()
+            kept[ans] = logits
+        lp = torch.log_softmax(logits[0, :-1], -1).gather(1, torch.tensor(s[1:])[:, None])
         return lp[len(tok_ids["prompt"]) - 1:, 0].sum()
 
     with torch.no_grad():
@@ -217,6 +223,9 @@ def test_dpo_loss_rewards_and_gradients_against_torch():
     assert float(trace["dpo.rejected.ref_logp"]) == pytest.approx(ref["rejected"], rel=1e-5)
     for name, p in hf.named_parameters():
         np.testing.assert_allclose(trace[f"grad.param.{name}"], p.grad.numpy(), rtol=1e-4, atol=1e-7, err_msg=name)
+    # the trace keeps the chosen answer's forward: ∂L/∂logits of that pass
+    np.testing.assert_allclose(trace["grad.logits"], kept["chosen"].grad[0].numpy(), rtol=1e-4, atol=1e-8)
+    assert trace.meta["token_ids"] == tok_ids["prompt"] + tok_ids["chosen"]
     with torch.no_grad():
         for p in hf.parameters():
             p -= lr * p.grad

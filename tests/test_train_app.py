@@ -74,3 +74,13 @@ def test_chinese(monkeypatch):
     next(r for r in at.radio if r.key == "lang_choice").set_value("zh").run()
     assert at.title[0].value == "训练"
     assert not at.exception
+
+
+def test_every_page_opens_a_train_step_trace(monkeypatch, tmp_path):
+    pair = {"prompt": "明天", "chosen": "交報告", "rejected": "請"}
+    path = save_trace(tmp_path / "d.npz", dpo_step(load_model("toy-dense"), pair))
+    at = training_page(monkeypatch, str(path))
+    for page in ("run", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare"):
+        at.switch_page(f"views/{page}.py")
+        at.run()
+        assert not at.exception, (page, [e.value for e in at.exception])

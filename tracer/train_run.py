@@ -21,9 +21,9 @@ from tracer import backward_ops as bw
 from tracer.i18n import t
 from tracer.run import Model, check_tokens, token_labels
 from tracer.tracefile import Trace, record_meta
-from tracer.train import (DEFAULT_UPDATE_PARAMS, NOT_ASSISTANT, ROUTER_AUX_LOSS_COEF, Optimizer, Targets,
-                          answer_logprobs, backward, dpo_loss, grpo_advantages, lm_loss, param_grads, run_forward,
-                          select_params)
+from tracer.train import (DEFAULT_UPDATE_PARAMS, NOT_ASSISTANT, ROUTER_AUX_LOSS_COEF, Backward, Optimizer,
+                          Targets, answer_logprobs, backward, dpo_loss, grpo_advantages, lm_loss, param_grads,
+                          run_forward, select_params)
 from tracer.recorder import Recorder
 
 
@@ -243,6 +243,22 @@ def prompt_answer_ids(model: Model, prompt: str, answer: str, where: str) -> tup
     return ids, len(p_ids)
 
 
+def _logprob_grads(cfg: Any, p: dict[str, np.ndarray], outs: list[tuple[Recorder, np.ndarray, np.ndarray]],
+                   scales: list[float]) -> tuple[dict[str, np.ndarray], Backward]:
+    """Parameter gradients of L = Σ_s scale_s · Σ_t log π(answer token t of sequence s) (the sequences are separate
+    forward passes, so their parameter gradients add), and the backward pass of the first sequence."""
+    grads: dict[str, np.ndarray] = {}
+    backs = []
+    for (r, labels, _), d in zip(outs, scales):
+        logits = r.records["logits"]
+        dlogits = bw.token_logprob_backward(logits, labels, np.full(len(labels), d)).astype(logits.dtype)
+        b = backward(cfg, p, r.records, dlogits)
+        backs.append(b)
+        for n, g in b.params.items():
+            grads[n] = grads[n] + g if n in grads else g
+    return param_grads(p, grads), backs[0]
+
+
 def read_pair(model: Model, data: Any) -> tuple[tuple[list[int], int], tuple[list[int], int]]:
     """A DPO pair file: {"prompt": ..., "chosen": ..., "rejected": ...} (plain text, tokenised as given)."""
     prompt = _text_field(data, "prompt", "the --dpo pair file")
@@ -268,17 +284,12 @@ def dpo_step(model: Model, pair: Any, *, beta: float = 0.1, optimizer: Optimizer
         outs = [answer_logprobs(cfg, p, np.array(ids), start) for ids, start in seqs]
         logp = [float(np.sum(o[2], dtype=np.float64)) for o in outs]
         loss, d_chosen, rc, rr = dpo_loss(beta, (logp[0], logp[1]), (ref_logp[0], ref_logp[1]))
-        grads: dict[str, np.ndarray] = {}
-        if want_grads:
-            for (r, labels, _), d in zip(outs, (d_chosen, -d_chosen)):
-                dlogits = bw.token_logprob_backward(r.records["logits"], labels, np.full(len(labels), d))
-                for n, g in backward(cfg, p, r.records, dlogits.astype(r.records["logits"].dtype)).params.items():
-                    grads[n] = grads[n] + g if n in grads else g
-            grads = param_grads(p, grads)
-        return {"outs": outs, "logp": logp, "loss": loss, "rewards": (rc, rr)}, grads
+        grads, back = _logprob_grads(cfg, p, outs, [d_chosen, -d_chosen]) if want_grads else ({}, None)
+        return {"outs": outs, "logp": logp, "loss": loss, "rewards": (rc, rr), "back": back}, grads
 
     first, grads = evaluate(params, True)
-    rec = Recorder()
+    rec = first["outs"][0][0]  # the forward of prompt + chosen answer: its records and their gradients are kept
+    forward_names = list(rec.records)
     dtype = next(iter(params.values())).dtype
     for k, (name, (_, _, token_logp)) in enumerate(zip(("chosen", "rejected"), first["outs"])):
         rec(f"dpo.{name}.token_logp", token_logp)
@@ -286,8 +297,7 @@ def dpo_step(model: Model, pair: Any, *, beta: float = 0.1, optimizer: Optimizer
         rec(f"dpo.{name}.ref_logp", np.array(ref_logp[k], dtype=dtype))
         rec(f"dpo.{name}.reward", np.array(first["rewards"][k], dtype=dtype), f"dpo.{name}.logp", f"dpo.{name}.ref_logp")
     rec("train.loss", np.array(first["loss"], dtype=dtype), "dpo.chosen.reward", "dpo.rejected.reward", op="dpo_loss")
-    for n, g in grads.items():
-        rec(f"grad.param.{n}", g, n)
+    _record_grads(rec, forward_names, first["back"].grads, grads)
     meta: dict[str, Any] = {"objective": "dpo", "beta": beta, "losses": [first["loss"]], "prompt": pair["prompt"],
                             "dpo": {name: {"token_ids": ids, "answer_start": start,
                                            "token_labels": token_labels(model, ids)}
@@ -334,17 +344,12 @@ def grpo_step(model: Model, group: Any, *, optimizer: Optimizer | None = None, s
         outs = [answer_logprobs(cfg, p, np.array(ids), start) for ids, start in seqs]
         token_loss = [np.where(o[1] != bw.IGNORE_INDEX, -a, 0.0) for o, a in zip(outs, adv)]
         loss = float(sum(np.sum(t) for t in token_loss) / total)
-        grads: dict[str, np.ndarray] = {}
-        if want_grads:
-            for (r, labels, _), a in zip(outs, adv):
-                dlogits = bw.token_logprob_backward(r.records["logits"], labels, np.full(len(labels), -a / total))
-                for n, g in backward(cfg, p, r.records, dlogits.astype(r.records["logits"].dtype)).params.items():
-                    grads[n] = grads[n] + g if n in grads else g
-            grads = param_grads(p, grads)
-        return {"outs": outs, "token_loss": token_loss, "loss": loss}, grads
+        grads, back = _logprob_grads(cfg, p, outs, [-a / total for a in adv]) if want_grads else ({}, None)
+        return {"outs": outs, "token_loss": token_loss, "loss": loss, "back": back}, grads
 
     first, grads = evaluate(params, True)
-    rec = Recorder()
+    rec = first["outs"][0][0]  # the forward of prompt + completion 0: its records and their gradients are kept
+    forward_names = list(rec.records)
     dtype = next(iter(params.values())).dtype
     rec("grpo.rewards", rewards.astype(dtype))
     rec("grpo.advantages", adv.astype(dtype), "grpo.rewards")
@@ -353,8 +358,7 @@ def grpo_step(model: Model, group: Any, *, optimizer: Optimizer | None = None, s
         rec(f"grpo.{j}.token_loss", tl.astype(dtype), f"grpo.{j}.token_logp", "grpo.advantages")
     rec("train.loss", np.array(first["loss"], dtype=dtype), *[f"grpo.{j}.token_loss" for j in range(len(seqs))],
         op="grpo_loss")
-    for n, g in grads.items():
-        rec(f"grad.param.{n}", g, n)
+    _record_grads(rec, forward_names, first["back"].grads, grads)
     meta: dict[str, Any] = {"objective": "grpo", "losses": [first["loss"]], "prompt": group["prompt"],
                             "grpo": [{"token_ids": ids, "answer_start": start, "token_labels": token_labels(model, ids)}
                                      for ids, start in seqs]}
