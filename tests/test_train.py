@@ -310,3 +310,12 @@ def test_sft_from_the_command_line_shows_the_trained_spans(tmp_path, capsys):
     assert 'trained tokens (--sft, TRL assistant_only_loss): "<think>\\nadd\\n</think>\\n\\n2<|im_end|>\\n"' in out
     trace = load_trace(tmp_path / "t.npz")
     assert trace.meta["objective"] == "sft" and trace.meta["label_reasons"][0] == "not_assistant"
+
+
+def test_tracer_compare_numpy_and_torch_train_step_traces(tmp_path, capsys):
+    common = ["train-step", "qwen3-0.6b", *sum((["--set", o] for o in TINY_MOE), []), "--tokens", "5,17,3,99,42,7"]
+    assert main([*common, "--out", str(tmp_path / "n.npz")]) == 0
+    assert main([*common, "--backend", "torch", "--device", "cpu", "--out", str(tmp_path / "t.npz")]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "n.npz"), str(tmp_path / "t.npz")]) == 0
+    assert "0 DIFF, 0 SHAPE, 0 MISSING" in capsys.readouterr().out

@@ -122,6 +122,8 @@ def _install(cfg: Qwen3Config, model: Any, s: _Store, ids: np.ndarray, torch: An
 
     def on_embed(out: Any) -> None:
         s.value("tokens", ids)
+        if cfg.vocab_size <= 4096:  # as the engine: one-hot rows for small vocabularies (a constant, no gradient)
+            s.value("embed.onehot", (ids[:, None] == np.arange(cfg.vocab_size)).astype(s.np(out).dtype), derived=True)
         s.keep("embed.out", out, lambda x: x[0])
 
     post(m.embed_tokens, on_embed)
