@@ -4,6 +4,10 @@ A backward op takes what its forward op read (and, where cheaper, what it return
 loss with respect to its output, ``dy = ∂L/∂y``, and returns the gradient with respect to each input that can
 carry one. Shapes use the letters of ``ops.py``. Each formula is the chain rule written out for one op; every
 op is checked against torch autograd in float64 (``tests/test_backward_ops.py``).
+
+Ops without a backward: ``one_hot``, ``rope_inv_freq`` / ``rope_tables``, ``causal_mask`` and the ids of ``top_k``
+make constants (token ids, positions, the mask, the routing choice), and the sampling ops act after the loss.
+``apply_rope_interleaved`` (seed 001's layout) is not used by the model.
 """
 
 from __future__ import annotations
