@@ -37,6 +37,8 @@ def assert_grads_match(a, b, rtol=1e-4):
 @pytest.mark.parametrize("preset, overrides", [
     ("qwen3-0.6b", TINY), ("qwen3-0.6b", TINY_MOE), ("qwen3-0.6b", TINY_MOE[:-1] + ["norm_topk_prob=true"]),
     ("toy-dense", ["final_norm=true", "mask_value=null"]),
+    ("qwen3-0.6b", TINY + ['rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4}',
+                           "use_sliding_window=true", "sliding_window=3", "max_window_layers=1"]),
 ])
 def test_every_gradient_equals_torch_autograd_and_the_loss_transformers(preset, overrides):
     model = load_model(preset, overrides, seed=3)

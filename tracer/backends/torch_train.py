@@ -127,7 +127,14 @@ def _install(cfg: Qwen3Config, model: Any, s: _Store, ids: np.ndarray, torch: An
         s.keep("embed.out", out, lambda x: x[0])
 
     post(m.embed_tokens, on_embed)
-    post(m.rotary_emb, lambda out: (s.value("rope.cos", s.np(out[0][0])), s.value("rope.sin", s.np(out[1][0]))))
+    def on_rotary(out: Any) -> None:  # the table this forward used (dynamic NTK updates it first), as the engine
+        dtype = s.np(out[0]).dtype
+        s.value("rope.inv_freq", s.np(m.rotary_emb.inv_freq.to(out[0].dtype)))
+        s.value("rope.attention_factor", np.array(m.rotary_emb.attention_scaling, dtype=dtype))
+        s.value("rope.cos", s.np(out[0][0]))
+        s.value("rope.sin", s.np(out[1][0]))
+
+    post(m.rotary_emb, on_rotary)
     for i, layer in enumerate(m.layers):
         n = f"layers.{i}"
         att = layer.self_attn
