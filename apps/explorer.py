@@ -19,5 +19,6 @@ PAGES = [
     st.Page("views/tokens.py", title="Tokens & chat template"),
     st.Page("views/compare.py", title="Compare"),
     st.Page("views/long_context.py", title="Long context"),
+    st.Page("views/training.py", title="Training"),
 ]
 st.navigation(PAGES).run()

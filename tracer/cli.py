@@ -17,6 +17,8 @@ from tracer.show import format_record, select
 from tracer.storage import STORE_DTYPES
 from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
+from tracer.train_cli import add_parser as add_train_step_parser
+from tracer.train_cli import cmd_train_step
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "float64")
     i.add_argument("--batch", type=int, default=None, metavar="B", help="sequences at once for --context (default 1)")
     i.add_argument("--json", action="store_true", help="print the --context figures as JSON")
+    add_train_step_parser(sub)
     return parser
 
 
@@ -342,7 +345,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
             "export": cmd_export, "info": cmd_info, "compare": cmd_compare, "app": cmd_app,
-            "notebooks": cmd_notebooks}
+            "notebooks": cmd_notebooks, "train-step": cmd_train_step}
 
 
 def main(argv: list[str] | None = None) -> int:

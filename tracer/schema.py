@@ -73,6 +73,26 @@ OPS: dict[str, Op] = {
     "sampling_probs": Op(r"p = \mathrm{renorm}(\mathrm{top\text{-}p}(\mathrm{top\text{-}k}(\mathrm{softmax}(\ell'/T))))",
                          "p = softmax(ℓ'/T), keep top-k then top-p, renormalise"),
     "choose": Op(r"\text{next} = \arg\max p \text{ (greedy) or } \text{next} \sim p", "next = argmax p (greedy) or draw from p"),
+    # Training (tracer train-step): loss, backward, optimizer, preference objectives.
+    "label_shift": Op(r"y_t = \text{ids}_{t+1}\ \text{if counted, else } -100", "labels[t] = ids[t+1] if counted else −100"),
+    "token_cross_entropy": Op(r"\ell_t = -\log \mathrm{softmax}(z_t)_{y_t}", "ℓ[t] = −log softmax(logits[t])[labels[t]]  (0 where −100)"),
+    "mean_loss": Op(r"L = \frac{1}{N}\sum_{t: y_t \ne -100} \ell_t\ (+\, c\,\mathcal{L}_{\text{aux}})",
+                    "L = Σ ℓ[t] / N over counted tokens (+ coef · aux for MoE)"),
+    "aux_f": Op(r"f_i = \frac{\#\{\text{top-}k\text{ slots} = i\}}{R}", "f[i] = (# top-k slots given to expert i) / R rows"),
+    "aux_p": Op(r"P_i = \frac{1}{R}\sum_r p_{r,i}", "P[i] = Σ_r p[r,i] / R"),
+    "aux_loss": Op(r"\mathcal{L}_{\text{aux}} = E \sum_i f_i P_i", "aux = E · Σ_i f[i] · P[i]"),
+    "backward": Op(r"\frac{\partial L}{\partial x} = \sum_{y \leftarrow x} \left(\frac{\partial y}{\partial x}\right)^{\!\top} \frac{\partial L}{\partial y}",
+                   "∂L/∂x = Σ over records y computed from x of (∂y/∂x)ᵀ · ∂L/∂y"),
+    "param_grad": Op(r"\frac{\partial L}{\partial W}", "∂L/∂W, summed over every use of W"),
+    "param_update": Op(r"\Delta W = W_{\text{after}} - W_{\text{before}}", "ΔW = W after the optimizer steps − W before"),
+    "token_logprob": Op(r"\log \pi(y_t) = \log \mathrm{softmax}(z_{t-1})_{y_t}", "log π(y_t) = log softmax(logits[t−1])[y_t]"),
+    "sum_logprob": Op(r"\log \pi(y|x) = \sum_t \log \pi(y_t)", "log π(y|x) = Σ_t log π(y_t)"),
+    "dpo_reward": Op(r"r = \beta(\log\pi(y|x) - \log\pi_{\text{ref}}(y|x))", "r = β · (log π(y|x) − log π_ref(y|x))"),
+    "dpo_loss": Op(r"L = -\log\sigma(r_c - r_r)", "L = −log σ(r_chosen − r_rejected)"),
+    "grpo_advantage": Op(r"A_i = \frac{r_i - \bar r}{\mathrm{std}(r) + 10^{-4}}", "A_i = (r_i − mean r) / (std r + 1e-4)"),
+    "grpo_token_loss": Op(r"\ell_{i,t} = -\rho_{i,t} A_i,\ \rho = e^{\log\pi - \log\pi_{\text{old}}} = 1",
+                          "ℓ[i,t] = −ρ·A_i with ρ = exp(log π − log π_old) = 1 on the first step"),
+    "grpo_loss": Op(r"L = \frac{\sum_{i,t} \ell_{i,t}}{\sum_i |y_i|}", "L = Σ ℓ[i,t] / (all completion tokens)  (TRL loss_type dapo)"),
 }
 
 
@@ -182,9 +202,43 @@ SCHEMA: list[Entry] = [
     _e("sample.{s}.probs", "[V]", "greedy_probs", "Probability of each next token after temperature / top-k / top-p (one-hot for greedy).",
        "經過 temperature / top-k / top-p 後各 token 的機率(greedy 為 one-hot)。"),
     _e("sample.{s}.token_id", "[] int", "choose", "The chosen next token.", "選出的下一個 token。"),
+    _e("train.labels", "[T] int", "label_shift", "Targets: the next token at each position, −100 where the loss does not count it.",
+       "目標:每個位置的下一個 token;不計入損失的位置為 −100。"),
+    _e("train.token_loss", "[T]", "token_cross_entropy", "Cross-entropy of each position: −log of the probability given to its target (0 where masked).",
+       "每個位置的交叉熵:對目標 token 機率取 −log(被遮掉的位置為 0)。"),
+    _e("train.aux_f", "[E]", "aux_f", "Load balancing: share of top-k slots each expert received (sums to k).",
+       "負載平衡:每個專家拿到的 top-k 名額比例(總和為 k)。"),
+    _e("train.aux_p", "[E]", "aux_p", "Load balancing: mean router probability of each expert (sums to 1).",
+       "負載平衡:每個專家的平均 router 機率(總和為 1)。"),
+    _e("train.aux_loss", "[]", "aux_loss", "Load-balancing loss E·Σ f·P (k at perfect balance), added × router_aux_loss_coef.",
+       "負載平衡損失 E·Σ f·P(完全平衡時為 k),乘上 router_aux_loss_coef 後加入。"),
+    _e("train.loss", "[]", "mean_loss", "The loss of this step: mean cross-entropy over counted tokens (+ aux for MoE), or the DPO / GRPO loss.",
+       "本步損失:計入 token 的平均交叉熵(MoE 另加 aux),或 DPO / GRPO 損失。"),
+    _e("train.loss_after", "[]", "mean_loss", "The same loss after the optimizer steps (same batch).",
+       "優化器更新之後,同一批資料的損失。"),
+    _e("dpo.chosen.token_logp", "[T]", "token_logprob", "Log-probability of each chosen answer token under the policy (0 outside the answer).",
+       "策略模型下每個偏好回答 token 的 log 機率(回答以外為 0)。"),
+    _e("dpo.chosen.logp", "[]", "sum_logprob", "Summed log-probability of the chosen answer under the policy (no length normalisation).",
+       "策略模型下整個偏好回答的 log 機率總和(不做長度正規化)。"),
+    _e("dpo.chosen.ref_logp", "[]", "sum_logprob", "The same chosen-answer sum under the frozen reference (the starting weights).",
+       "偏好回答在凍結參考模型(起始權重)下的同一總和。"),
+    _e("dpo.chosen.reward", "[]", "dpo_reward", "Implicit reward of the chosen answer: β·(log π − log π_ref).", "偏好回答的隱式獎勵 β·(log π − log π_ref)。"),
+    _e("dpo.rejected.token_logp", "[T]", "token_logprob", "Log-probability of each rejected answer token under the policy (0 outside the answer).",
+       "策略模型下每個不偏好回答 token 的 log 機率(回答以外為 0)。"),
+    _e("dpo.rejected.logp", "[]", "sum_logprob", "Summed log-probability of the rejected answer under the policy (no length normalisation).",
+       "策略模型下整個不偏好回答的 log 機率總和(不做長度正規化)。"),
+    _e("dpo.rejected.ref_logp", "[]", "sum_logprob", "The same rejected-answer sum under the frozen reference (the starting weights).",
+       "不偏好回答在凍結參考模型(起始權重)下的同一總和。"),
+    _e("dpo.rejected.reward", "[]", "dpo_reward", "Implicit reward of the rejected answer: β·(log π − log π_ref).", "不偏好回答的隱式獎勵 β·(log π − log π_ref)。"),
+    _e("grpo.rewards", "[G]", "input", "The reward of each completion of the group.", "組內每個回答的獎勵。"),
+    _e("grpo.advantages", "[G]", "grpo_advantage", "Group-normalised advantage of each completion.", "每個回答經組內標準化的優勢值。"),
+    _e("grpo.{c}.token_logp", "[T]", "token_logprob", "Log-probability of each completion token under the policy.",
+       "策略模型下每個回答 token 的 log 機率。"),
+    _e("grpo.{c}.token_loss", "[T]", "grpo_token_loss", "Per-token loss −ρ·A of this completion (0 outside it).",
+       "此回答每個 token 的損失 −ρ·A(回答以外為 0)。"),
 ]
 
-_PLACEHOLDER = re.compile(r"\{(i|e|s)\}")
+_PLACEHOLDER = re.compile(r"\{(i|e|s|c)\}")
 _DECODE_PREFIX = re.compile(r"^decode\.(\d+)\.")
 
 
@@ -200,6 +254,10 @@ _DECODE_ONLY = {"layers.{i}.attn.k_cache", "layers.{i}.attn.v_cache"}
 
 def entry_for(name: str) -> Entry:
     """The schema entry of a record name; KeyError for a name the schema does not define."""
+    if name.startswith(("grad.param.", "update.param.")):
+        return _param_entry(name)
+    if name.startswith("grad."):
+        return _grad_entry(entry_for(name.removeprefix("grad.")))
     decode = _DECODE_PREFIX.match(name)
     bare = name[decode.end():] if decode else name
     for regex, entry in _COMPILED:
@@ -207,3 +265,20 @@ def entry_for(name: str) -> Entry:
                 decode and entry.pattern.startswith("sample.")):
             return entry
     raise KeyError(f"{name!r} is not a trace schema name")
+
+
+def _grad_entry(of: Entry) -> Entry:
+    """``grad.<record>``: ∂L/∂record, the same shape as the record (training step)."""
+    return Entry(f"grad.{of.pattern}", of.shape, "backward", f"Gradient of the loss with respect to this record. {of.en}",
+                 f"損失對此紀錄的梯度。{of.zh}")
+
+
+def _param_entry(name: str) -> Entry:
+    """``grad.param.<checkpoint tensor>`` and ``update.param.<checkpoint tensor>`` (training step)."""
+    if name.startswith("grad."):
+        return Entry("grad.param.{p}", "[like the weight]", "param_grad",
+                     "Gradient of the loss with respect to this checkpoint tensor (summed over all its uses).",
+                     "損失對此權重張量的梯度(所有用到它的地方加總)。")
+    return Entry("update.param.{p}", "[like the weight]", "param_update",
+                 "How much the optimizer steps changed this checkpoint tensor (after − before).",
+                 "優化器更新使此權重張量改變了多少(更新後 − 更新前)。")
