@@ -83,7 +83,8 @@ def _header(path: Path) -> dict[str, Any]:
 class CheckpointWeights(Mapping[str, np.ndarray]):
     """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use."""
 
-    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32):
+    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None):
         self.directory = directory
         self.dtype = np.dtype(dtype)
         files = weight_files(directory)
@@ -91,7 +92,7 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
         self._files = files
         self._maps: dict[Path, np.memmap] = {}
         self._made: dict[str, np.ndarray] = {}
-        self._shapes = weight_shapes(cfg)
+        self._shapes = dict(shapes) if shapes is not None else weight_shapes(cfg)
         for name, shape in self._shapes.items():
             if name not in files or name not in self._headers[files[name]]:
                 raise TracerError(f"checkpoint {directory} lacks tensor {name} (shape {list(shape)})")

@@ -39,6 +39,7 @@ class Model:
     suppress_tokens: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
     directory: Path | None = None
+    vision: Any = None  # tracer.vision.config.VisionConfig of a Qwen3-VL model, else None
     _tokenizer: Tokenizer | None = field(default=None, repr=False)
 
     @property
@@ -68,6 +69,10 @@ def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dty
         raise TracerError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if seed < 0:
         raise TracerError(f"--seed must be a non-negative whole number, got {seed}")
+    from tracer.vision.models import is_vision_model, load_vision_model
+
+    if is_vision_model(name):
+        return load_vision_model(name, overrides or [], seed, DTYPES[dtype])
     if name not in PRESETS and (Path(name).exists() or "/" in name or name.startswith(".")):
         directory = Path(name)
         cfg = read_config(directory).with_overrides(overrides or [])
@@ -165,10 +170,11 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
-              listener: Callable[[str], None] | None = None) -> Trace:
+              listener: Callable[[str], None] | None = None, images: list[Any] | None = None) -> Trace:
     """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
     ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``).
+    ``images`` (files, bytes or arrays) go to a Qwen3-VL model, one per ``<|image_pad|>`` of ``ids``.
     """
     if backend not in BACKENDS:
         raise TracerError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -186,7 +192,17 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener)
     stops = stop_tokens(model)
     versions: dict[str, str] = {}
-    if backend == "torch":
+    vision_meta = None
+    if images and model.vision is None:
+        raise TracerError(f"{model.name} is a text-only model; images need a Qwen3-VL model (qwen3-vl-tiny, "
+                          f"qwen3-vl-2b or a qwen3_vl checkpoint)")
+    if model.vision is not None:
+        from tracer.vision.run import generate_vision
+
+        gen, dtype, versions, vision_meta = generate_vision(
+            model, ids, list(images or []), rec, sampling, max_new_tokens, stops, backend, torch_dtype, device,
+            round_decimals)
+    elif backend == "torch":
         from tracer.backends import torch_backend as tb
 
         if round_decimals is not None:
@@ -219,4 +235,6 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         "vocab": list(model.toy_vocab) if model.toy_vocab else None,
         "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
     }
+    if vision_meta is not None:
+        meta["vision"] = vision_meta
     return Trace.in_memory(rec.records, meta)

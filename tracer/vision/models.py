@@ -1,0 +1,106 @@
+"""Qwen3-VL models: the presets on seeded random weights, Hugging Face checkpoint directories, and export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracer import TracerError
+from tracer.checkpoint import CheckpointWeights, bfloat16_bits
+from tracer.tokenizer import VOCAB_SIZE, write_tokenizer_files
+from tracer.vision.config import VisionConfig, from_hf_dict, split_overrides, to_hf_dict
+from tracer.vision.presets import VISION_PRESETS
+from tracer.vision.weights import VLRandomWeights, vl_weight_shapes
+
+
+def _checkpoint_config(directory: Path) -> dict[str, Any] | None:
+    """The directory's config.json when it is a Qwen3-VL one, else None."""
+    path = directory / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return raw if isinstance(raw, dict) and raw.get("model_type") == "qwen3_vl" else None
+
+
+def is_vision_model(name: str) -> bool:
+    """A Qwen3-VL preset name or a directory holding a qwen3_vl config.json."""
+    return name in VISION_PRESETS or (Path(name).is_dir() and _checkpoint_config(Path(name)) is not None)
+
+
+def check_pair(cfg: Any, vc: VisionConfig) -> None:
+    """The text model and the vision tower fit together."""
+    if sum(vc.mrope_section) != cfg.head_dim // 2:
+        raise TracerError(f"vision.mrope_section {list(vc.mrope_section)} must add up to head_dim / 2 = "
+                          f"{cfg.head_dim // 2} (one position axis per frequency pair)")
+    if vc.out_hidden_size != cfg.hidden_size:
+        raise TracerError(f"vision.out_hidden_size ({vc.out_hidden_size}) must equal the text hidden_size "
+                          f"({cfg.hidden_size}): merged image tokens replace token embeddings")
+    if len(vc.deepstack_visual_indexes) > cfg.num_hidden_layers:
+        raise TracerError(f"{len(vc.deepstack_visual_indexes)} DeepStack taps need as many text layers; the model "
+                          f"has {cfg.num_hidden_layers}")
+    for key in ("image_token_id", "vision_start_token_id", "vision_end_token_id"):
+        if not 0 <= getattr(vc, key) < cfg.vocab_size:
+            raise TracerError(f"vision.{key} ({getattr(vc, key)}) is outside the vocabulary (0..{cfg.vocab_size - 1})")
+
+
+def load_vision_model(name: str, overrides: list[str], seed: int, dtype: np.dtype) -> Any:
+    """A Qwen3-VL preset (seeded random weights) or checkpoint directory, as a ``tracer.run.Model``."""
+    from tracer.run import Model
+
+    if name in VISION_PRESETS:
+        preset = VISION_PRESETS[name]
+        cfg, vc = split_overrides(preset.text, preset.vision, overrides)
+        check_pair(cfg, vc)
+        return Model(name, cfg, VLRandomWeights(cfg, vc, seed, dtype), f"seeded random weights (seed {seed})", seed,
+                     notes=preset.notes, vision=vc)
+    directory = Path(name)
+    raw = _checkpoint_config(directory)
+    pre_path = directory / "preprocessor_config.json"
+    pre = None
+    if pre_path.is_file():
+        try:
+            pre = json.loads(pre_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise TracerError(f"{pre_path} is not valid JSON ({exc})") from None
+    cfg, vc = from_hf_dict(raw or {}, pre)
+    cfg, vc = split_overrides(cfg, vc, overrides)
+    check_pair(cfg, vc)
+    weights = CheckpointWeights(directory, cfg, dtype, shapes=vl_weight_shapes(cfg, vc))
+    return Model(str(directory), cfg, weights, f"checkpoint {directory}", None, directory=directory, vision=vc)
+
+
+def export_vision_checkpoint(name: str, overrides: list[str], seed: int, directory: Path, dtype: str = "float32"
+                             ) -> list[Path]:
+    """Write a preset's seeded random weights as a directory transformers loads with
+    Qwen3VLForConditionalGeneration: config.json, preprocessor_config.json, model.safetensors, tokenizer."""
+    from safetensors import TensorSpec, serialize_file
+
+    if dtype not in ("float32", "bfloat16"):
+        raise TracerError(f"--dtype for export must be float32 or bfloat16, got {dtype!r}")
+    model = load_vision_model(name, overrides, seed, np.dtype(np.float32))
+    cfg, vc = model.cfg, model.vision
+    directory.mkdir(parents=True, exist_ok=True)
+    hf = to_hf_dict(cfg, vc)
+    hf["torch_dtype"] = dtype
+    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
+    (directory / "preprocessor_config.json").write_text(json.dumps(vc.preprocessor_dict(), indent=2) + "\n",
+                                                        encoding="utf-8")
+    keep = {}
+    for n in vl_weight_shapes(cfg, vc):
+        w = np.ascontiguousarray(model.weights[n], dtype=np.float32)
+        keep[n] = w if dtype == "float32" else bfloat16_bits(w)
+    specs = {n: TensorSpec(dtype="float32" if dtype == "float32" else "bfloat16", shape=a.shape,
+                           data_ptr=a.ctypes.data, data_len=a.nbytes) for n, a in keep.items()}
+    path = directory / "model.safetensors"
+    serialize_file(specs, str(path), metadata={"format": "pt"})
+    if cfg.vocab_size >= VOCAB_SIZE:
+        from tracer.chat import official_template
+
+        write_tokenizer_files(directory, official_template())
+    return [path]

@@ -1,0 +1,128 @@
+"""Images to patches, the way Qwen2-VL's image processor (which Qwen3-VL uses) does it, every step recorded:
+decode (with a pixel cap read from the header first) -> RGB -> smart_resize (bicubic) -> rescale and
+normalise -> patches in merge-block order (``vision.pixel_values`` [N, C·T·P·P], ``vision.grid_thw``)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tracer import TracerError
+from tracer.recorder import Recorder
+from tracer.vision import ops as vops
+from tracer.vision.config import VisionConfig
+
+ImageSource = str | Path | bytes | np.ndarray
+
+# PIL modes refused: more than 8 bits per channel would be silently clipped by an RGB conversion.
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F", "RGBA;16", "RGB;16")
+
+
+@dataclass
+class Patches:
+    """The processor's output for a list of images."""
+
+    pixel_values: np.ndarray  # [N, C·T·P·P] float32
+    grid_thw: np.ndarray  # [images, 3] int64
+    sizes: list[tuple[int, int]]  # each image's (height, width) before resizing
+    resized: list[tuple[int, int]]  # and after
+
+    def token_counts(self, merge: int) -> list[int]:
+        """How many ``<|image_pad|>`` tokens each image becomes: t·gh·gw / merge²."""
+        return [int(t * h * w) // (merge * merge) for t, h, w in self.grid_thw]
+
+
+def _label(source: ImageSource) -> str:
+    return "the image array" if isinstance(source, np.ndarray) else (
+        "the image bytes" if isinstance(source, bytes) else f"image {source}")
+
+
+def load_rgb(source: ImageSource, max_pixels: int) -> np.ndarray:
+    """A PNG/JPEG/… file, its bytes, or an array [H, W], [H, W, 3] or [H, W, 4] (uint8) -> [H, W, 3] uint8.
+
+    The size is read from the header and checked against ``max_pixels`` before any pixel is decoded.
+    Grayscale, palette and alpha images become RGB as transformers makes them (alpha composited on white);
+    16-bit and floating-point images are refused.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise TracerError("images need Pillow: pip install 'qwen3-tracer[vision]'") from None
+    label = _label(source)
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.dtype != np.uint8:
+            raise TracerError(f"{label} has dtype {arr.dtype}; give 8-bit pixels (uint8, 0..255)")
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or 0 in arr.shape:
+            raise TracerError(f"{label} has shape {list(source.shape)}; expected [H, W], [H, W, 3] or [H, W, 4]")
+        if arr.shape[0] * arr.shape[1] > max_pixels:
+            raise TracerError(f"{label} has {arr.shape[0]}×{arr.shape[1]} pixels, more than the cap of {max_pixels}")
+        image = Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr))
+    else:
+        if isinstance(source, bytes):
+            stream = io.BytesIO(source)
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise TracerError(f"{label} does not exist or is not a file")
+            try:
+                stream = io.BytesIO(path.read_bytes())
+            except OSError as exc:
+                raise TracerError(f"{label} cannot be read ({exc.strerror})") from None
+        try:
+            image = Image.open(stream)  # reads the header only
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise TracerError(f"{label} is not an image Pillow can read (PNG, JPEG, WebP, …)") from None
+        width, height = image.size
+        if width * height > max_pixels:
+            raise TracerError(f"{label} is {width}×{height} = {width * height} pixels, more than the cap of "
+                              f"{max_pixels}; make it smaller or raise vision.max_image_pixels")
+        if image.mode in _WIDE_MODES:
+            raise TracerError(f"{label} has {image.mode} pixels (more than 8 bits per channel); convert it to "
+                              f"8-bit RGB first")
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise TracerError(f"{label} is damaged or truncated ({exc})") from None
+    if image.mode != "RGB":  # transformers' convert_rgb: composite on white, then drop alpha
+        background = Image.new("RGBA", image.size, (255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[H, W, 3] uint8 -> [height, width, 3] uint8 with Pillow's bicubic filter (an unchanged size is a copy)."""
+    from PIL import Image
+
+    if rgb.shape[:2] == (height, width):
+        return rgb.copy()
+    return np.asarray(Image.fromarray(rgb).resize((width, height), resample=Image.Resampling.BICUBIC))
+
+
+def preprocess(vc: VisionConfig, images: list[ImageSource], rec: Recorder) -> Patches:
+    """Each image through the processor, recorded under ``vision.images.{k}.…``, then all patches stacked."""
+    pixel_rows, grids, sizes, resized_sizes, names = [], [], [], [], []
+    for k, source in enumerate(images):
+        n = f"vision.images.{k}"
+        rgb = rec(f"{n}.rgb", load_rgb(source, vc.max_image_pixels))
+        h, w = rgb.shape[:2]
+        if max(h, w) / min(h, w) > 200:
+            raise TracerError(f"{_label(source)} is {w}×{h}: the aspect ratio must be at most 200 (Qwen-VL's rule)")
+        rh, rw = vops.smart_resize(h, w, vc.factor, vc.min_pixels, vc.max_pixels)
+        small = rec(f"{n}.resized", resize(rgb, rh, rw), rgb, op="resize_bicubic")
+        normed = rec(f"{n}.normalized", vops.rescale_normalize(small, vc.image_mean, vc.image_std), small)
+        rows = rec(f"{n}.patches", vops.patchify(normed, vc.patch_size, vc.temporal_patch_size,
+                                                 vc.spatial_merge_size), normed)
+        pixel_rows.append(rows)
+        names.append(rows)
+        grids.append((1, rh // vc.patch_size, rw // vc.patch_size))
+        sizes.append((h, w))
+        resized_sizes.append((rh, rw))
+    grid = rec("vision.grid_thw", np.array(grids, dtype=np.int64), *names)
+    pixels = rec("vision.pixel_values", np.concatenate(pixel_rows), *names)
+    return Patches(pixels, grid, sizes, resized_sizes)
