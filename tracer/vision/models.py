@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
-from tracer.checkpoint import CheckpointWeights, bfloat16_bits
-from tracer.tokenizer import VOCAB_SIZE, write_tokenizer_files
+from tracer.checkpoint import CheckpointWeights, export_checkpoint
 from tracer.vision.config import VisionConfig, from_hf_dict, split_overrides, to_hf_dict
 from tracer.vision.presets import VISION_PRESETS
 from tracer.vision.weights import VLRandomWeights, vl_weight_shapes
@@ -75,32 +74,13 @@ def load_vision_model(name: str, overrides: list[str], seed: int, dtype: np.dtyp
     return Model(str(directory), cfg, weights, f"checkpoint {directory}", None, directory=directory, vision=vc)
 
 
-def export_vision_checkpoint(name: str, overrides: list[str], seed: int, directory: Path, dtype: str = "float32"
-                             ) -> list[Path]:
-    """Write a preset's seeded random weights as a directory transformers loads with
-    Qwen3VLForConditionalGeneration: config.json, preprocessor_config.json, model.safetensors, tokenizer."""
-    from safetensors import TensorSpec, serialize_file
-
-    if dtype not in ("float32", "bfloat16"):
-        raise TracerError(f"--dtype for export must be float32 or bfloat16, got {dtype!r}")
-    model = load_vision_model(name, overrides, seed, np.dtype(np.float32))
+def export_vision_checkpoint(model: Any, directory: Path, dtype: str = "float32",
+                             max_shard_bytes: int = 2 * 1024**3) -> list[Path]:
+    """Write a Qwen3-VL model as a directory transformers loads with Qwen3VLForConditionalGeneration:
+    config.json, preprocessor_config.json, safetensors and (for Qwen's vocabulary) the tokenizer."""
     cfg, vc = model.cfg, model.vision
-    directory.mkdir(parents=True, exist_ok=True)
-    hf = to_hf_dict(cfg, vc)
-    hf["torch_dtype"] = dtype
-    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
+    files = export_checkpoint(cfg, model.weights, directory, dtype, max_shard_bytes,
+                              shapes=vl_weight_shapes(cfg, vc), hf_config=to_hf_dict(cfg, vc))
     (directory / "preprocessor_config.json").write_text(json.dumps(vc.preprocessor_dict(), indent=2) + "\n",
                                                         encoding="utf-8")
-    keep = {}
-    for n in vl_weight_shapes(cfg, vc):
-        w = np.ascontiguousarray(model.weights[n], dtype=np.float32)
-        keep[n] = w if dtype == "float32" else bfloat16_bits(w)
-    specs = {n: TensorSpec(dtype="float32" if dtype == "float32" else "bfloat16", shape=a.shape,
-                           data_ptr=a.ctypes.data, data_len=a.nbytes) for n, a in keep.items()}
-    path = directory / "model.safetensors"
-    serialize_file(specs, str(path), metadata={"format": "pt"})
-    if cfg.vocab_size >= VOCAB_SIZE:
-        from tracer.chat import official_template
-
-        write_tokenizer_files(directory, official_template())
-    return [path]
+    return files

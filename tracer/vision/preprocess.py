@@ -5,6 +5,7 @@ normalise -> patches in merge-block order (``vision.pixel_values`` [N, C·T·P·
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,8 +76,13 @@ def load_rgb(source: ImageSource, max_pixels: int) -> np.ndarray:
             except OSError as exc:
                 raise TracerError(f"{label} cannot be read ({exc.strerror})") from None
         try:
-            image = Image.open(stream)  # reads the header only
-        except (UnidentifiedImageError, OSError, ValueError):
+            with warnings.catch_warnings():  # the size is checked against our own cap just below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(stream)  # reads the header only
+        except Image.DecompressionBombError:
+            raise TracerError(f"{label} has more pixels than Pillow will open, more than the cap of {max_pixels}; "
+                              f"make it smaller") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
             raise TracerError(f"{label} is not an image Pillow can read (PNG, JPEG, WebP, …)") from None
         width, height = image.size
         if width * height > max_pixels:
@@ -104,25 +110,33 @@ def resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((width, height), resample=Image.Resampling.BICUBIC))
 
 
-def preprocess(vc: VisionConfig, images: list[ImageSource], rec: Recorder) -> Patches:
-    """Each image through the processor, recorded under ``vision.images.{k}.…``, then all patches stacked."""
-    pixel_rows, grids, sizes, resized_sizes, names = [], [], [], [], []
+def decode_images(vc: VisionConfig, images: list[ImageSource], rec: Recorder) -> list[np.ndarray]:
+    """Each image decoded to RGB (``vision.images.{k}.rgb``), its size and aspect ratio checked."""
+    out = []
     for k, source in enumerate(images):
-        n = f"vision.images.{k}"
-        rgb = rec(f"{n}.rgb", load_rgb(source, vc.max_image_pixels))
+        rgb = rec(f"vision.images.{k}.rgb", load_rgb(source, vc.max_image_pixels))
         h, w = rgb.shape[:2]
         if max(h, w) / min(h, w) > 200:
             raise TracerError(f"{_label(source)} is {w}×{h}: the aspect ratio must be at most 200 (Qwen-VL's rule)")
+        out.append(rgb)
+    return out
+
+
+def preprocess(vc: VisionConfig, images: list[ImageSource], rec: Recorder) -> Patches:
+    """Each image through the processor, recorded under ``vision.images.{k}.…``, then all patches stacked."""
+    pixel_rows, grids, sizes, resized_sizes = [], [], [], []
+    for k, rgb in enumerate(decode_images(vc, images, rec)):
+        n = f"vision.images.{k}"
+        h, w = rgb.shape[:2]
         rh, rw = vops.smart_resize(h, w, vc.factor, vc.min_pixels, vc.max_pixels)
         small = rec(f"{n}.resized", resize(rgb, rh, rw), rgb, op="resize_bicubic")
         normed = rec(f"{n}.normalized", vops.rescale_normalize(small, vc.image_mean, vc.image_std), small)
         rows = rec(f"{n}.patches", vops.patchify(normed, vc.patch_size, vc.temporal_patch_size,
                                                  vc.spatial_merge_size), normed)
         pixel_rows.append(rows)
-        names.append(rows)
         grids.append((1, rh // vc.patch_size, rw // vc.patch_size))
         sizes.append((h, w))
         resized_sizes.append((rh, rw))
-    grid = rec("vision.grid_thw", np.array(grids, dtype=np.int64), *names)
-    pixels = rec("vision.pixel_values", np.concatenate(pixel_rows), *names)
+    grid = rec("vision.grid_thw", np.array(grids, dtype=np.int64), *pixel_rows)
+    pixels = rec("vision.pixel_values", np.concatenate(pixel_rows), *pixel_rows)
     return Patches(pixels, grid, sizes, resized_sizes)

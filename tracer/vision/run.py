@@ -12,7 +12,7 @@ from tracer.model import Generation, KVCache, Sampling, decode_loop, forward
 from tracer.recorder import Recorder
 from tracer.vision.forward import vision_forward
 from tracer.vision.placement import Visual, expand_image_tokens, position_ids
-from tracer.vision.preprocess import preprocess
+from tracer.vision.preprocess import Patches, decode_images, preprocess
 from tracer.vision.weights import TextView
 
 PROBS_BYTES_LIMIT = 8 << 30
@@ -36,7 +36,12 @@ def generate_vision(model: Any, ids: list[int], images: list[Any], rec: Recorder
     """The prompt ids (one ``<|image_pad|>`` per image) and the images -> generation, dtype, library versions and
     the vision part of the trace's meta."""
     vc = model.vision
-    patches = preprocess(vc, images, rec) if images else None
+    if backend == "torch" and images:
+        from tracer.backends import torch_vision
+
+        patches: Patches | None = torch_vision.preprocess(model, decode_images(vc, images, rec), rec)
+    else:
+        patches = preprocess(vc, images, rec) if images else None
     counts = patches.token_counts(vc.spatial_merge_size) if patches is not None else []
     full_ids = expand_image_tokens(ids, counts, vc)
     bad = [t for t in full_ids if not 0 <= t < model.cfg.vocab_size]
