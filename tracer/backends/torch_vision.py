@@ -4,14 +4,14 @@ Nothing of transformers is edited or copied. The image processor is transformers
 (``Qwen2VLImageProcessorPil``, the Pillow path: torchvision is not needed) fed with the decoded RGB pixels.
 The text model is hooked by ``torch_backend``'s session (same names as Qwen3); the vision tower by module
 hooks, and its attention by a function registered with ``AttentionInterface`` that runs eager attention per
-image segment, as the library calls it, and records the segments assembled into [H, N, N]. Records
+image segment, as the library calls it, and records the segments assembled into [H, N, N]. Both sessions
+reach the attention function as keywords of the model call (``tracer_session``, ``tracer_vision``). Records
 recomputed rather than captured (q/k/v split from the fused qkv, the position embedding as embed −
 patch_embed, cross-image scores and the image mask) are marked ``derived``.
 """
 
 from __future__ import annotations
 
-import weakref
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,8 +25,6 @@ from tracer.vision.preprocess import Patches
 from tracer.vision.weights import vl_weight_shapes
 
 ATTENTION_NAME = "qwen3_tracer_vl"
-# vision attention module -> the recording state of the run in progress (weak: nothing outlives a run)
-_VISION: weakref.WeakKeyDictionary[Any, _VisionState] = weakref.WeakKeyDictionary()
 
 
 def hf_processor(model: Any) -> Any:
@@ -41,32 +39,31 @@ def hf_processor(model: Any) -> Any:
 
 
 def build_model(model: Any, dtype: str, device: str) -> Any:
-    """A real Qwen3VLForConditionalGeneration with these weights (or the checkpoint directory's)."""
+    """A real Qwen3VLForConditionalGeneration with these weights (or the checkpoint directory's), traced attention."""
     torch, transformers = tb.require_torch()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
     register_attention()
     torch_dtype = getattr(torch, dtype)
     cls = transformers.Qwen3VLForConditionalGeneration
-    if model.directory is not None:
-        hf = cls.from_pretrained(str(model.directory), local_files_only=True, dtype=torch_dtype,
-                                 attn_implementation=ATTENTION_NAME)
-    else:
-        config = transformers.Qwen3VLConfig(**{k: v for k, v in to_hf_dict(model.cfg, model.vision).items()
-                                               if k not in ("architectures", "model_type")})
-        with torch.device("meta"):
-            hf = cls._from_config(config, dtype=torch_dtype, attn_implementation=ATTENTION_NAME)
-        sd = {n: torch.from_numpy(np.ascontiguousarray(model.weights[n]))
-              for n in vl_weight_shapes(model.cfg, model.vision)}
-        if model.cfg.tie_word_embeddings:
-            sd["lm_head.weight"] = sd["model.language_model.embed_tokens.weight"]
-        hf.load_state_dict(sd, strict=True, assign=True)
-        text_rotary = hf.model.language_model.rotary_emb
-        hf.model.language_model.rotary_emb = type(text_rotary)(config=config.text_config)
-        hf.model.visual.rotary_pos_emb = type(hf.model.visual.rotary_pos_emb)(config=config.vision_config)
-        if model.cfg.tie_word_embeddings:
-            hf.tie_weights()
-        hf = hf.to(torch_dtype)
+    with tb.quiet_library():
+        if model.directory is not None:
+            hf = cls.from_pretrained(str(model.directory), local_files_only=True, dtype=torch_dtype)
+        else:
+            config = transformers.Qwen3VLConfig(**{k: v for k, v in to_hf_dict(model.cfg, model.vision).items()
+                                                   if k not in ("architectures", "model_type")})
+            with torch.device("meta"):
+                hf = cls(config)
+            sd = {n: torch.from_numpy(np.ascontiguousarray(model.weights[n]))
+                  for n in vl_weight_shapes(model.cfg, model.vision)}
+            if model.cfg.tie_word_embeddings:
+                sd["lm_head.weight"] = sd["model.language_model.embed_tokens.weight"]
+            hf.load_state_dict(sd, strict=True, assign=True)
+            text_rotary = hf.model.language_model.rotary_emb
+            hf.model.language_model.rotary_emb = type(text_rotary)(config=config.text_config)
+            hf.model.visual.rotary_pos_emb = type(hf.model.visual.rotary_pos_emb)(config=config.vision_config)
+            if model.cfg.tie_word_embeddings:
+                hf.tie_weights()
+            hf = hf.to(torch_dtype)
+        hf.set_attn_implementation(ATTENTION_NAME)
     return hf.to(device).eval()
 
 
@@ -82,8 +79,9 @@ def register_attention() -> None:
 
 def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float,
                dropout: float = 0.0, **kwargs: Any) -> tuple[Any, Any]:
-    state = _VISION.get(module)
-    if state is None:  # a text decoder layer
+    session: _VisionSession | None = kwargs.get("tracer_vision")
+    state = session.blocks.get(id(module)) if session is not None else None
+    if state is None:  # a text decoder layer (or a call outside a trace)
         return tb._traced_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
     return state.segment(module, query, key, value, scaling)
 
@@ -142,6 +140,7 @@ class _VisionSession:
         self.handles: list[Any] = []
         self.values: dict[str, np.ndarray] = {}
         self.deepstack_active = False
+        self.blocks: dict[int, _VisionState] = {}  # id of each vision attention module -> its block's state
         self.last_block = f"vision.blocks.{model.vision.depth - 1}.resid_post"
 
     def np(self, tensor: Any) -> np.ndarray:
@@ -203,7 +202,7 @@ class _VisionSession:
     def install_block(self, b: int, blk: Any) -> None:
         n, vc = f"vision.blocks.{b}", self.model.vision
         block_in = "vision.embed" if b == 0 else f"vision.blocks.{b - 1}.resid_post"
-        _VISION[blk.attn] = _VisionState(self, b)
+        self.blocks[id(blk.attn)] = _VisionState(self, b)
         self.out(blk.norm1, lambda o: self.rec(f"{n}.attn_norm", self.np(o), block_in, op="layer_norm"))
 
         def on_qkv(o: Any) -> None:
@@ -270,8 +269,6 @@ class _VisionSession:
     def remove(self) -> None:
         for h in self.handles:
             h.remove()
-        for blk in self.hf.model.visual.blocks:
-            _VISION.pop(blk.attn, None)
 
 
 def preprocess(model: Any, rgb: list[np.ndarray], rec: Recorder) -> Patches:
@@ -302,7 +299,7 @@ def generate(model: Any, ids: list[int], patches: Patches | None, rec: Recorder,
     session = _VisionSession(model, hf, rec, torch, num_patches)
     session.install()
     try:
-        with tb.tracing(model.cfg, proxy, rec, torch) as text, torch.no_grad():
+        with tb.tracing(model.cfg, proxy, rec, torch) as text, torch.no_grad():  # the text model's hooks
 
             def step(tokens: list[int], step_rec: Recorder) -> np.ndarray:
                 text.rec = step_rec
@@ -312,7 +309,8 @@ def generate(model: Any, ids: list[int], patches: Patches | None, rec: Recorder,
                 extra = {}
                 if step_rec is rec and inputs:
                     extra = dict(inputs, mm_token_type_ids=(t == model.vision.image_token_id).long())
-                hf(input_ids=t, past_key_values=cache, use_cache=True, **extra)
+                hf(input_ids=t, past_key_values=cache, use_cache=True, tracer_session=text, tracer_vision=session,
+                   **extra)
                 return text.logits
 
             gen = decode_loop(model.cfg, ids, rec, sampling, max_new_tokens, stops, step)
