@@ -19,11 +19,14 @@ RUNNER = Path(__file__).with_name("notebook_runner.py")
 ANSWER_CHECKS = {
     "01_dense_block_by_hand.py": [("box", 0.770, 0.5), ("box_f", 3.383, 1.964)],
     "02_moe_block_by_hand.py": [("box", 0.744, 0.5), ("box_z", 1.350, 1.974)],
+    # 448² is a multiple of 32: 28×28 patches, 196 tokens; the tiny picture's first text token is at 5 (0 start,
+    # image ids 1..3, end 4); Qwen3-VL-2B taps 3 vision blocks (facts note §2, seed 002)
+    "09_vision.py": [("box_448", 196, 784), ("box_pos", 5, 8), ("box_ds", 3, 28)],
 }
 
 
 def test_there_are_seven_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "09"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
