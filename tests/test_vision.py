@@ -279,3 +279,20 @@ def test_bad_image_input_is_one_line_and_exit_2(tmp_path, capsys, case, needle):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_info_counts_the_2b_parameters_as_transformers_does(capsys):
+    from tracer.vision.config import to_hf_dict
+
+    model = load_model("qwen3-vl-2b")
+    config = transformers.Qwen3VLConfig(**{k: v for k, v in to_hf_dict(model.cfg, model.vision).items()
+                                           if k not in ("architectures", "model_type")})
+    with torch.device("meta"):
+        hf = transformers.Qwen3VLForConditionalGeneration(config)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    vis = hf.model.visual
+    assert main(["info", "qwen3-vl-2b"]) == 0
+    out = capsys.readouterr().out
+    assert (f"vision parameters: {count(vis):,} (merger {count(vis.merger):,}, "
+            f"DeepStack mergers {count(vis.deepstack_merger_list):,})") in out
+    assert f"total with the text model: {count(hf):,}" in out  # lm_head tied: counted once

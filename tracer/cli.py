@@ -337,6 +337,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 
     model = load_model(args.model, args.set)
     print(model_card(model.cfg, model.name))
+    if model.vision is not None:
+        from tracer.vision.models import vision_card
+
+        print(vision_card(model))
     for note in model.notes:
         print(f"note: {note}")
 

@@ -84,3 +84,22 @@ def export_vision_checkpoint(model: Any, directory: Path, dtype: str = "float32"
     (directory / "preprocessor_config.json").write_text(json.dumps(vc.preprocessor_dict(), indent=2) + "\n",
                                                         encoding="utf-8")
     return files
+
+
+def vision_card(model: Any) -> str:
+    """Parameter counts of the vision tower, its mergers and the whole vision-language model."""
+    from tracer.info import count_params
+    from tracer.vision.forward import vision_weight_shapes
+
+    vc = model.vision
+    shapes = vision_weight_shapes(vc)
+    size = {n: int(np.prod(s)) for n, s in shapes.items()}
+    merger = sum(v for n, v in size.items() if ".merger." in n)
+    deepstack = sum(v for n, v in size.items() if ".deepstack_merger_list." in n)
+    vision = sum(size.values())
+    text = count_params(model.cfg).total
+    return (f"vision tower: {vc.depth} blocks of width {vc.hidden_size} ({vc.num_heads} heads), patch {vc.patch_size}, "
+            f"{vc.spatial_merge_size}×{vc.spatial_merge_size} merge, DeepStack taps "
+            f"{list(vc.deepstack_visual_indexes)}, M-RoPE sections {list(vc.mrope_section)}\n"
+            f"vision parameters: {vision:,} (merger {merger:,}, DeepStack mergers {deepstack:,})\n"
+            f"total with the text model: {vision + text:,}")
