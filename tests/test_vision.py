@@ -296,3 +296,35 @@ def test_info_counts_the_2b_parameters_as_transformers_does(capsys):
     assert (f"vision parameters: {count(vis):,} (merger {count(vis.merger):,}, "
             f"DeepStack mergers {count(vis.deepstack_merger_list):,})") in out
     assert f"total with the text model: {count(hf):,}" in out  # lm_head tied: counted once
+
+
+# --- 2. window attention (Qwen2.5-VL's, as a teaching variant) -------------------------------------------------
+
+
+@pytest.mark.parametrize("grids, window", [([(1, 12, 12)], 112), ([(1, 16, 16)], 112), ([(1, 8, 20), (2, 6, 4)], 56),
+                                           ([(1, 28, 28)], 448)])
+def test_window_ids_lay_out_the_windows_of_transformers_get_vision_window_index(grids, window):
+    from transformers.vision_utils import get_vision_window_index
+
+    from tracer.vision.ops import window_ids
+
+    grid = np.array(grids)
+    ids = window_ids(grid, merge=2, window_size=window, patch=14)[::4]  # one per merged token
+    ref_index, ref_cu = get_vision_window_index(torch.tensor(grids), 2, window, 14)
+    assert np.argsort(ids, kind="stable").tolist() == ref_index.tolist()  # tokens grouped window by window
+    cu = np.concatenate([[0], np.cumsum(np.bincount(ids)[np.bincount(ids) > 0] * 4)])
+    assert cu.tolist() == ref_cu.tolist()
+
+
+def test_window_attention_variant_confines_windowed_blocks(tmp_path):
+    model = load_model("qwen3-vl-tiny", ["vision.window_size=64", "vision.fullatt_block_indexes=[3]",
+                                         "vision.max_pixels=65536"])
+    image = np.random.default_rng(4).integers(0, 256, (128, 192, 3)).astype(np.uint8)
+    trace = run_trace(model, encode_prompt(model, f"{PLACEHOLDER}?"), images=[image])
+    windows = trace["vision.window_ids"]
+    assert windows.max() + 1 == 6  # 128×192 pixels in 64-pixel windows: 2 × 3
+    same = windows[:, None] == windows[None, :]
+    assert np.all(trace["vision.blocks.0.attn.probs"][:, ~same] == 0)
+    assert np.all(trace["vision.blocks.3.attn.probs"][:, ~same] > 0)  # a full-attention block
+    with pytest.raises(TracerError, match="teaching variant"):
+        run_trace(model, encode_prompt(model, f"{PLACEHOLDER}?"), images=[image], backend="torch")

@@ -50,6 +50,10 @@ class VisionConfig:
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
     max_image_pixels: int = 50_000_000
     """Largest image (width × height) the tracer will decode; checked from the header before decoding."""
+    window_size: int = 0
+    """Teaching variant: Qwen2.5-VL's window attention in pixels (a multiple of patch × merge); 0 = none (Qwen3-VL)."""
+    fullatt_block_indexes: tuple[int, ...] = ()
+    """With window_size: the blocks that still attend to the whole image (Qwen2.5-VL: 7, 15, 23, 31)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -113,6 +117,12 @@ class VisionConfig:
             raise TracerError(f"vision.min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels})")
         if len(self.image_mean) != self.in_channels or len(self.image_std) != self.in_channels:
             raise TracerError(f"vision.image_mean and image_std need {self.in_channels} values (one per channel)")
+        if self.window_size and (self.window_size < 0 or self.window_size % self.factor):
+            raise TracerError(f"vision.window_size must be a positive multiple of patch × merge = {self.factor} "
+                              f"pixels (or 0 for no windows), got {self.window_size}")
+        bad = [b for b in self.fullatt_block_indexes if not 0 <= b < self.depth]
+        if bad:
+            raise TracerError(f"vision.fullatt_block_indexes names blocks {bad} outside 0..{self.depth - 1}")
         if self.hidden_act != "gelu_pytorch_tanh":
             raise TracerError(f"vision.hidden_act {self.hidden_act!r} is not supported; Qwen3-VL uses "
                               f"'gelu_pytorch_tanh'")

@@ -82,6 +82,15 @@ def patch_attention_figure(trace: Trace, k: int, block: int, head: int, query: i
     fig = go.Figure(_image_trace(trace, k))
     fig.add_trace(go.Heatmap(z=np.kron(grid, np.ones((p, p))), opacity=0.6, colorscale="Inferno",
                              hovertemplate="%{z:.4f}<extra></extra>"))
+    windowed = "vision.window_ids" in trace and block not in vc.get("fullatt_block_indexes", [])
+    if windowed:  # Qwen2.5-VL-style window borders
+        step = vc["window_size"]
+        for x in range(0, gw * p + 1, step):
+            fig.add_shape(type="line", x0=x - 0.5, x1=x - 0.5, y0=-0.5, y1=gh * p - 0.5,
+                          line=dict(color="yellow", width=2, dash="dash"))
+        for y in range(0, gh * p + 1, step):
+            fig.add_shape(type="line", x0=-0.5, x1=gw * p - 0.5, y0=y - 0.5, y1=y - 0.5,
+                          line=dict(color="yellow", width=2, dash="dash"))
     r, c = vops.patch_coords(gh, gw, m)[query]
     fig.add_shape(type="rect", x0=c * p - 0.5, x1=(c + 1) * p - 0.5, y0=r * p - 0.5, y1=(r + 1) * p - 0.5,
                   line=dict(color="cyan", width=3))

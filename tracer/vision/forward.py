@@ -59,11 +59,17 @@ def vision_forward(vc: VisionConfig, weights: Mapping[str, np.ndarray], pixel_va
     # Attention segments: one per image frame; a patch attends only to patches of its own frame.
     lengths = np.repeat(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0])
     cu = rec("vision.cu_seqlens", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), grid_thw)
-    mask = vops.segment_mask(cu, float(np.finfo(dtype).min), dtype)
+    lowest = float(np.finfo(dtype).min)
+    mask = vops.segment_mask(cu, lowest, dtype)
+    window_mask = None
+    if vc.window_size:  # teaching variant: Qwen2.5-VL's window attention (same windows as its get_window_index)
+        windows = rec("vision.window_ids", vops.window_ids(grid_thw, m, vc.window_size, vc.patch_size), grid_thw)
+        window_mask = np.where(windows[:, None] == windows[None, :], 0, lowest).astype(dtype)
 
     deepstack = []
     for b in range(vc.depth):
-        x = block(vc, w, rec, b, x, rope, cu, mask)
+        windowed = window_mask is not None and b not in vc.fullatt_block_indexes
+        x = block(vc, w, rec, b, x, rope, "vision.window_ids" if windowed else cu, window_mask if windowed else mask)
         if b in vc.deepstack_visual_indexes:
             j = vc.deepstack_visual_indexes.index(b)
             deepstack.append(merger(vc, w, rec, f"vision.deepstack.{j}", f"{PREFIX}.deepstack_merger_list.{j}", x,
@@ -73,8 +79,9 @@ def vision_forward(vc: VisionConfig, weights: Mapping[str, np.ndarray], pixel_va
 
 
 def block(vc: VisionConfig, w: Params, rec: Recorder, b: int, x: np.ndarray, rope: tuple[np.ndarray, np.ndarray],
-          cu: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """One vision block: x + attn(LN(x)), then + MLP(LN(·)), the MLP being fc1 -> GELU(tanh) -> fc2."""
+          segments: np.ndarray | str, mask: np.ndarray) -> np.ndarray:
+    """One vision block: x + attn(LN(x)), then + MLP(LN(·)), the MLP being fc1 -> GELU(tanh) -> fc2.
+    ``mask`` confines attention to each image (``segments``: cu_seqlens), or to each window."""
     p, n = f"{PREFIX}.blocks.{b}", f"vision.blocks.{b}"
     cos, sin = rope
     w1, b1 = w(f"{p}.norm1.weight"), w(f"{p}.norm1.bias")
@@ -88,7 +95,7 @@ def block(vc: VisionConfig, w: Params, rec: Recorder, b: int, x: np.ndarray, rop
     q_rot = rec(f"{n}.attn.q_rope", ops.apply_rope(q, cos, sin), q, cos, sin)
     k_rot = rec(f"{n}.attn.k_rope", ops.apply_rope(k, cos, sin), k, cos, sin)
     scores = rec(f"{n}.attn.scores", ops.attention_scores(q_rot, k_rot, vc.head_dim ** -0.5), q_rot, k_rot)
-    seg_mask = rec(f"{n}.attn.mask", mask, cu, op="segment_mask")
+    seg_mask = rec(f"{n}.attn.mask", mask, segments, op="segment_mask")
     masked = rec(f"{n}.attn.masked_scores", scores + seg_mask, scores, seg_mask)
     probs = rec(f"{n}.attn.probs", ops.softmax(masked), masked)
     context = rec(f"{n}.attn.context", ops.attention_context(probs, v), probs, v)

@@ -79,6 +79,9 @@ def export_vision_checkpoint(model: Any, directory: Path, dtype: str = "float32"
     """Write a Qwen3-VL model as a directory transformers loads with Qwen3VLForConditionalGeneration:
     config.json, preprocessor_config.json, safetensors and (for Qwen's vocabulary) the tokenizer."""
     cfg, vc = model.cfg, model.vision
+    if vc.window_size:
+        raise TracerError("vision.window_size (window attention) is a teaching variant Qwen3-VL checkpoints cannot "
+                          "express; export without it")
     files = export_checkpoint(cfg, model.weights, directory, dtype, max_shard_bytes,
                               shapes=vl_weight_shapes(cfg, vc), hf_config=to_hf_dict(cfg, vc))
     (directory / "preprocessor_config.json").write_text(json.dumps(vc.preprocessor_dict(), indent=2) + "\n",

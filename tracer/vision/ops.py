@@ -249,3 +249,28 @@ def add_rows(x: np.ndarray, mask: np.ndarray, rows: np.ndarray) -> np.ndarray:
     out = x.copy()
     out[mask] = out[mask] + rows.astype(x.dtype)
     return out
+
+
+def window_ids(grid_thw: np.ndarray, merge: int, window_size: int, patch: int) -> np.ndarray:
+    """[images, 3] grids -> [N] the attention window of each patch (Qwen2.5-VL's window attention).
+
+    A window is ws × ws merged tokens, ws = window_size / merge / patch, laid over each frame's merged grid from the
+    top-left corner (the bottom and right windows may be partial); windows are numbered frame by frame in raster
+    order. Patches follow in merge-block order, 4 per merged token.
+
+    >>> window_ids(np.array([[1, 4, 6]]), merge=2, window_size=2, patch=1)[::4]   # merged grid 2×3, 1×1 windows
+    array([0, 1, 2, 3, 4, 5])
+    >>> window_ids(np.array([[1, 4, 6]]), merge=2, window_size=4, patch=1)[::4]   # windows of 2×2 merged tokens
+    array([0, 0, 1, 0, 0, 1])
+    """
+    ws = window_size // merge // patch
+    out, offset = [], 0
+    for t, gh, gw in np.asarray(grid_thw).tolist():
+        lh, lw = gh // merge, gw // merge
+        nh, nw = -(-lh // ws), -(-lw // ws)
+        rows, cols = np.meshgrid(np.arange(lh), np.arange(lw), indexing="ij")
+        unit = ((rows // ws) * nw + cols // ws).ravel()
+        for frame in range(t):
+            out.append(np.repeat(unit + offset + frame * nh * nw, merge * merge))
+        offset += t * nh * nw
+    return np.concatenate(out).astype(np.int64)

@@ -65,6 +65,9 @@ def generate_vision(model: Any, ids: list[int], images: list[Any], rec: Recorder
 
         if round_decimals is not None:
             raise TracerError("--round is a NumPy-engine mode; the torch backend computes at full precision")
+        if vc.window_size:
+            raise TracerError("vision.window_size is Qwen2.5-VL's window attention on a Qwen3-VL tower, a teaching "
+                              "variant transformers' Qwen3-VL cannot express; trace it with the NumPy engine")
         gen, versions = torch_vision.generate(model, full_ids, patches, rec, sampling, max_new_tokens, stops,
                                               torch_dtype, device)
         return gen, torch_dtype, versions, meta
