@@ -122,11 +122,11 @@ def cmd_trace(args: argparse.Namespace) -> None:
     model = load_model(args.model, args.set, args.seed, args.dtype if args.dtype in DTYPES else "float32")
     prompt = args.prompt
     if args.image:
+        from tracer.i18n import t
         from tracer.vision.placement import prompt_with_images
 
         if model.vision is None:
-            raise TracerError(f"{args.model} is a text-only model; --image needs a Qwen3-VL model (qwen3-vl-tiny, "
-                              f"qwen3-vl-2b or a qwen3_vl checkpoint directory)")
+            raise TracerError(t("vision.err_text_only", "en", model=args.model))
         if prompt is not None:
             prompt = prompt_with_images(prompt, len(args.image))
     if args.tokens is not None:

@@ -192,8 +192,9 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     versions: dict[str, str] = {}
     vision_meta = None
     if images and model.vision is None:
-        raise TracerError(f"{model.name} is a text-only model; images need a Qwen3-VL model (qwen3-vl-tiny, "
-                          f"qwen3-vl-2b or a qwen3_vl checkpoint)")
+        from tracer.i18n import t
+
+        raise TracerError(t("vision.err_text_only", "en", model=model.name))
     if model.vision is not None:
         from tracer.vision.run import generate_vision
 

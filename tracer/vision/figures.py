@@ -20,7 +20,7 @@ def image_info(trace: Trace, k: int) -> tuple[int, int, int, int]:
     """(first patch row, gh, gw, merge) of image k in a trace."""
     vc = trace.meta["vision"]["config"]
     grids = trace.meta["vision"]["grid_thw"]
-    start = sum(t * h * w for t, h, w in grids[:k])
+    start = sum(f * h * w for f, h, w in grids[:k])
     _, gh, gw = grids[k]
     return start, gh, gw, vc["spatial_merge_size"]
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracer import TracerError
+from tracer.i18n import t
 from tracer.vision.config import VisionConfig
 from tracer.vision.mrope import rope_index
 
@@ -54,19 +55,18 @@ def expand_image_tokens(ids: list[int], counts: list[int], vc: VisionConfig) -> 
     >>> expand_image_tokens([1, 151652, 151655, 151653], [3], vc)
     [1, 151652, 151655, 151655, 151655, 151653]
     """
-    slots = [k for k, t in enumerate(ids) if t == vc.image_token_id]
+    slots = [k for k, tok in enumerate(ids) if tok == vc.image_token_id]
     if len(slots) != len(counts):
-        more = "more images than" if len(counts) > len(slots) else "fewer images than"
-        raise TracerError(f"{len(counts)} image(s) but {len(slots)} <|image_pad|> placeholder(s) in the prompt "
-                          f"({more} placeholders); put one <|image_pad|> per image, or none to place them first")
+        key = "vision.err_more_images" if len(counts) > len(slots) else "vision.err_fewer_images"
+        raise TracerError(t(key, "en", images=len(counts), slots=len(slots)))
     out: list[int] = []
     image = 0
-    for t in ids:
-        if t == vc.image_token_id:
-            out.extend([t] * counts[image])
+    for tok in ids:
+        if tok == vc.image_token_id:
+            out.extend([tok] * counts[image])
             image += 1
         else:
-            out.append(t)
+            out.append(tok)
     return out
 
 
@@ -78,7 +78,6 @@ def position_ids(ids: list[int], grid_thw: np.ndarray, vc: VisionConfig) -> tupl
     # separate images must be separate runs of image tokens (a vision_end between them)
     runs = int(np.sum(mask[1:] & ~mask[:-1]) + (mask[0] if len(mask) else 0))
     if runs != len(grids):
-        raise TracerError(f"the prompt has {runs} run(s) of <|image_pad|> tokens for {len(grids)} image(s); "
-                          f"separate images with <|vision_end|><|vision_start|>")
+        raise TracerError(t("vision.err_runs", "en", runs=runs, images=len(grids)))
     pos, delta = rope_index(arr, mask, grids, vc.spatial_merge_size)
     return pos, delta, mask

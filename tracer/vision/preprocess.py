@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tracer import TracerError
+from tracer.i18n import t
 from tracer.recorder import Recorder
 from tracer.vision import ops as vops
 from tracer.vision.config import VisionConfig
@@ -51,18 +52,19 @@ def load_rgb(source: ImageSource, max_pixels: int) -> np.ndarray:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise TracerError("images need Pillow: pip install 'qwen3-tracer[vision]'") from None
+        raise TracerError(t("vision.err_pillow", "en")) from None
     label = _label(source)
     if isinstance(source, np.ndarray):
         arr = source
         if arr.dtype != np.uint8:
-            raise TracerError(f"{label} has dtype {arr.dtype}; give 8-bit pixels (uint8, 0..255)")
+            raise TracerError(t("vision.err_dtype", "en", label=label, dtype=arr.dtype))
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or 0 in arr.shape:
-            raise TracerError(f"{label} has shape {list(source.shape)}; expected [H, W], [H, W, 3] or [H, W, 4]")
+            raise TracerError(t("vision.err_shape", "en", label=label, shape=list(source.shape)))
         if arr.shape[0] * arr.shape[1] > max_pixels:
-            raise TracerError(f"{label} has {arr.shape[0]}×{arr.shape[1]} pixels, more than the cap of {max_pixels}")
+            raise TracerError(t("vision.err_too_big", "en", label=label, w=arr.shape[1], h=arr.shape[0],
+                                pixels=arr.shape[0] * arr.shape[1], cap=max_pixels))
         image = Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr))
     else:
         if isinstance(source, bytes):
@@ -70,31 +72,29 @@ def load_rgb(source: ImageSource, max_pixels: int) -> np.ndarray:
         else:
             path = Path(source)
             if not path.is_file():
-                raise TracerError(f"{label} does not exist or is not a file")
+                raise TracerError(t("vision.err_missing", "en", label=label))
             try:
                 stream = io.BytesIO(path.read_bytes())
             except OSError as exc:
-                raise TracerError(f"{label} cannot be read ({exc.strerror})") from None
+                raise TracerError(t("vision.err_unreadable", "en", label=label, reason=exc.strerror)) from None
         try:
             with warnings.catch_warnings():  # the size is checked against our own cap just below
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(stream)  # reads the header only
         except Image.DecompressionBombError:
-            raise TracerError(f"{label} has more pixels than Pillow will open, more than the cap of {max_pixels}; "
-                              f"make it smaller") from None
+            raise TracerError(t("vision.err_bomb", "en", label=label, cap=max_pixels)) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            raise TracerError(f"{label} is not an image Pillow can read (PNG, JPEG, WebP, …)") from None
+            raise TracerError(t("vision.err_not_image", "en", label=label)) from None
         width, height = image.size
         if width * height > max_pixels:
-            raise TracerError(f"{label} is {width}×{height} = {width * height} pixels, more than the cap of "
-                              f"{max_pixels}; make it smaller or raise vision.max_image_pixels")
+            raise TracerError(t("vision.err_too_big", "en", label=label, w=width, h=height, pixels=width * height,
+                                cap=max_pixels))
         if image.mode in _WIDE_MODES:
-            raise TracerError(f"{label} has {image.mode} pixels (more than 8 bits per channel); convert it to "
-                              f"8-bit RGB first")
+            raise TracerError(t("vision.err_wide", "en", label=label, mode=image.mode))
         try:
             image.load()
         except (OSError, ValueError, SyntaxError) as exc:
-            raise TracerError(f"{label} is damaged or truncated ({exc})") from None
+            raise TracerError(t("vision.err_truncated", "en", label=label, reason=exc)) from None
     if image.mode != "RGB":  # transformers' convert_rgb: composite on white, then drop alpha
         background = Image.new("RGBA", image.size, (255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
@@ -117,7 +117,7 @@ def decode_images(vc: VisionConfig, images: list[ImageSource], rec: Recorder) ->
         rgb = rec(f"vision.images.{k}.rgb", load_rgb(source, vc.max_image_pixels))
         h, w = rgb.shape[:2]
         if max(h, w) / min(h, w) > 200:
-            raise TracerError(f"{_label(source)} is {w}×{h}: the aspect ratio must be at most 200 (Qwen-VL's rule)")
+            raise TracerError(t("vision.err_aspect", "en", label=_label(source), w=w, h=h))
         out.append(rgb)
     return out
 

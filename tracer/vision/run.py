@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
+from tracer.i18n import t
 from tracer.model import Generation, KVCache, Sampling, decode_loop, forward
 from tracer.recorder import Recorder
 from tracer.vision.forward import vision_forward
@@ -25,9 +26,8 @@ def _check_size(model: Any, num_patches: int, rec: Recorder) -> None:
     captured = sum(rec.wants(f"vision.blocks.{b}.attn.{part}") for b in range(vc.depth)
                    for part in ("scores", "masked_scores", "probs"))
     if captured * per_block > PROBS_BYTES_LIMIT:
-        raise TracerError(f"{num_patches} patches: the recorded vision attention would take "
-                          f"{captured * per_block / 2**30:.1f} GiB; use smaller images (--set vision.max_pixels=…) "
-                          f"or leave attention out (--capture 'vision.merger.*' …)")
+        raise TracerError(t("vision.err_attention_memory", "en", patches=num_patches,
+                            gib=f"{captured * per_block / 2**30:.1f}"))
 
 
 def generate_vision(model: Any, ids: list[int], images: list[Any], rec: Recorder, sampling: Sampling,
@@ -44,12 +44,11 @@ def generate_vision(model: Any, ids: list[int], images: list[Any], rec: Recorder
         patches = preprocess(vc, images, rec) if images else None
     counts = patches.token_counts(vc.spatial_merge_size) if patches is not None else []
     full_ids = expand_image_tokens(ids, counts, vc)
-    bad = [t for t in full_ids if not 0 <= t < model.cfg.vocab_size]
+    bad = [tok for tok in full_ids if not 0 <= tok < model.cfg.vocab_size]
     if bad:
         raise TracerError(f"token id {bad[0]} is outside the vocabulary (0..{model.cfg.vocab_size - 1})")
     if len(full_ids) + max_new_tokens - 1 > model.cfg.max_position_embeddings:
-        raise TracerError(f"{len(full_ids)} tokens with the images expanded exceed max_position_embeddings "
-                          f"({model.cfg.max_position_embeddings}); use smaller images or a shorter prompt")
+        raise TracerError(t("vision.err_too_long", "en", tokens=len(full_ids), limit=model.cfg.max_position_embeddings))
     meta: dict[str, Any] = {"config": {k: list(v) if isinstance(v, tuple) else v
                                        for k, v in vc.__dict__.items()},
                             "image_sizes": [], "resized": [], "tokens_per_image": counts}
@@ -66,8 +65,7 @@ def generate_vision(model: Any, ids: list[int], images: list[Any], rec: Recorder
         if round_decimals is not None:
             raise TracerError("--round is a NumPy-engine mode; the torch backend computes at full precision")
         if vc.window_size:
-            raise TracerError("vision.window_size is Qwen2.5-VL's window attention on a Qwen3-VL tower, a teaching "
-                              "variant transformers' Qwen3-VL cannot express; trace it with the NumPy engine")
+            raise TracerError(t("vision.err_window_torch", "en"))
         gen, versions = torch_vision.generate(model, full_ids, patches, rec, sampling, max_new_tokens, stops,
                                               torch_dtype, device)
         return gen, torch_dtype, versions, meta
