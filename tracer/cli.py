@@ -14,6 +14,7 @@ from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
 from tracer.show import format_record, select
+from tracer.storage import STORE_DTYPES
 from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
 
@@ -48,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--top-p", type=float, metavar="P")
     t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids (or special tokens) never to generate")
     t.add_argument("--out", required=True, metavar="FILE.npz")
+    t.add_argument("--store-dtype", choices=STORE_DTYPES,
+                   help="keep the numbers in half precision, for display (about half the file; compare refuses it)")
     t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
     t.add_argument("--lang", choices=("en", "zh"), default="en")
 
@@ -110,7 +113,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="float32 (default) or float64; bfloat16 and float16 with --backend torch")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="numpy: the reference engine (default); torch: the real transformers model")
-    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", help="torch device: cpu, cuda, cuda:N, or auto (every GPU, then CPU memory, then "
+                                    "disk, for models larger than one GPU); default cuda when available, else cpu")
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
@@ -151,7 +155,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
     trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
                       backend=args.backend, torch_dtype=args.dtype, device=args.device, images=args.image)
-    trace.path = save_trace(out, trace)
+    trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
         for name in select(trace, args.show):
             print(format_record(trace, name, args.lang), end="\n\n")
