@@ -82,3 +82,15 @@ def test_show_prints_vision_records(vl_trace):
     _, trace = vl_trace
     for name in ("vision.pixel_values", "vision.blocks.0.attn.probs", "rope.position_ids", "layers.0.deepstack"):
         assert name in format_record(trace, name, "en")
+
+
+def test_pipeline_map_puts_the_vision_tower_above_the_text_layers(vl_trace):
+    from tracer.figures import pipeline_figure
+
+    _, trace = vl_trace
+    nodes = pipeline_figure(trace).data[1]
+    row = dict(zip(nodes.customdata, nodes.y))
+    assert row["vision.blocks.0.resid_post"] < row["vision.blocks.3.resid_post"] < row["tokens"] == 0
+    assert row["vision.merger.out"] == 0 and row["layers.0.deepstack"] == 1  # DeepStack marked in layer 0's row
+    edges = pipeline_figure(trace).data[0]
+    assert any(y == row["vision.deepstack.0.out"] for y in edges.y if y is not None)
