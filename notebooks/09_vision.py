@@ -18,7 +18,8 @@ from tracer.figures import heatmap
 from tracer.i18n import t
 from tracer.run import encode_prompt, load_model, run_trace
 from tracer.vision import ops as vops
-from tracer.vision.figures import deepstack_figure, mrope_figure, patch_attention_figure, patch_grid_figure, token_map_figure
+from tracer.vision.figures import (deepstack_figure, mrope_figure, patch_attention_figure, patch_grid_figure,
+                                   token_map_figure)
 from tracer.vision.mrope import axis_of_frequency
 from tracer.vision.placement import PLACEHOLDER
 from tracer.vision.presets import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
@@ -74,7 +75,8 @@ picture[16:48, 48:80] = 255
 model = load_model("qwen3-vl-tiny")
 prompt = PLACEHOLDER + "What is in the picture?"
 trace = run_trace(model, encode_prompt(model, prompt), images=[picture], prompt=prompt)
-print(trace.meta["vision"]["image_sizes"], "->", trace.meta["vision"]["resized"], "grid", trace.meta["vision"]["grid_thw"])
+v = trace.meta["vision"]
+print(v["image_sizes"], "->", v["resized"], "grid", v["grid_thw"])
 print("tokens:", trace.meta["token_labels"])
 patch_grid_figure(trace, 0).show()
 token_map_figure(trace, 0).show()

@@ -40,7 +40,8 @@ def check_pair(cfg: Any, vc: VisionConfig) -> None:
     if vc.out_hidden_size != cfg.hidden_size:
         raise TracerError(t("vision.err_out_hidden", "en", out=vc.out_hidden_size, hidden=cfg.hidden_size))
     if len(vc.deepstack_visual_indexes) > cfg.num_hidden_layers:
-        raise TracerError(t("vision.err_taps", "en", taps=len(vc.deepstack_visual_indexes), layers=cfg.num_hidden_layers))
+        raise TracerError(t("vision.err_taps", "en", taps=len(vc.deepstack_visual_indexes),
+                            layers=cfg.num_hidden_layers))
     for key in ("image_token_id", "vision_start_token_id", "vision_end_token_id"):
         if not 0 <= getattr(vc, key) < cfg.vocab_size:
             raise TracerError(t("vision.err_token_id", "en", key=key, value=getattr(vc, key), last=cfg.vocab_size - 1))
