@@ -168,3 +168,7 @@ for key in ("erratum_256", "erratum_min_pixels", "erratum_linear", "erratum_mrop
             "erratum_deepstack", "erratum_width"):
     print("•", t(f"vision.{key}", "en"))
     print("  ", t(f"vision.{key}", "zh"))
+print("\n" + t("vision.confirmed_title", "en"), "·", t("vision.confirmed_title", "zh"))
+for key in ("confirmed_patches", "confirmed_merge", "confirmed_text_ids", "confirmed_interleave", "confirmed_patch16",
+            "confirmed_posembed", "confirmed_splice", "confirmed_windows"):
+    print("✓", t(f"vision.{key}", "en"))

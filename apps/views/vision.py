@@ -14,6 +14,8 @@ from tracer.vision.placement import PLACEHOLDER
 
 ERRATA = ("erratum_256", "erratum_min_pixels", "erratum_linear", "erratum_mrope", "erratum_2drope",
           "erratum_deepstack", "erratum_width")
+CONFIRMED = ("confirmed_patches", "confirmed_merge", "confirmed_text_ids", "confirmed_interleave", "confirmed_patch16",
+             "confirmed_posembed", "confirmed_splice", "confirmed_windows")
 
 
 def test_picture() -> np.ndarray:
@@ -74,3 +76,6 @@ else:
 st.subheader(t("vision.errata_title", L))
 for key in ERRATA:
     st.markdown(f"- {t('vision.' + key, L)}")
+with st.expander(t("vision.confirmed_title", L)):
+    for key in CONFIRMED:
+        st.markdown(f"- {t('vision.' + key, L)}")
