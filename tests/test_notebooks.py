@@ -22,11 +22,16 @@ ANSWER_CHECKS = {
     # 448² is a multiple of 32: 28×28 patches, 196 tokens; the tiny picture's first text token is at 5 (0 start,
     # image ids 1..3, end 4); Qwen3-VL-2B taps 3 vision blocks (facts note §2, seed 002)
     "09_vision.py": [("box_448", 196, 784), ("box_pos", 5, 8), ("box_ds", 3, 28)],
+    # long-context notes §1, §2, §7: 24 pairs kept, a² = 1.29648, 4.50 GiB, W − 1 cached keys + the new one
+    "11_long_context.py": [("box_kept", 24, 40), ("box_a2", 1.2965, 1.1386), ("box_kv", 4.5, 9.0),
+                           ("box_window", 4, 11)],
 }
 
 
 def test_there_are_seven_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "09"]
+    assert [p.name[:2] for p in NOTEBOOKS][:7] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert "11" in [p.name[:2] for p in NOTEBOOKS]  # long context
+    assert "09" in [p.name[:2] for p in NOTEBOOKS]  # vision
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
