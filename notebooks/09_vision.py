@@ -18,8 +18,8 @@ from tracer.figures import heatmap
 from tracer.i18n import t
 from tracer.run import encode_prompt, load_model, run_trace
 from tracer.vision import ops as vops
-from tracer.vision.figures import (deepstack_figure, mrope_figure, patch_attention_figure, patch_grid_figure,
-                                   token_map_figure)
+from tracer.vision.figures import (deepstack_figure, mrope_figure, mrope_grid_figure, patch_attention_figure,
+                                   patch_grid_figure, token_map_figure)
 from tracer.vision.mrope import axis_of_frequency
 from tracer.vision.placement import PLACEHOLDER
 from tracer.vision.presets import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
@@ -101,6 +101,7 @@ heatmap(two["vision.blocks.0.attn.probs"][0], title="block 0, head 0: two images
 
 # %%
 mrope_figure(trace).show()
+mrope_grid_figure(trace).show()
 pos = trace["rope.position_ids"]
 first_text = int(np.flatnonzero(np.array(trace.meta["token_ids"]) == 151653)[0]) + 1
 print("rope delta (decoded tokens add it to their index):", int(pos.max()) + 1 - pos.shape[1])

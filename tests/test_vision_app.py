@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from tracer.run import encode_prompt, load_model, run_trace  # noqa: E402
 from tracer.show import format_record  # noqa: E402
 from tracer.tracefile import save_trace  # noqa: E402
-from tracer.vision.figures import patch_attention_figure, to_raster, token_map_figure  # noqa: E402
+from tracer.vision.figures import mrope_grid_figure, patch_attention_figure, to_raster, token_map_figure  # noqa: E402
 from tracer.vision.placement import PLACEHOLDER  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
@@ -42,7 +42,7 @@ def test_vision_page_shows_grid_attention_mrope_deepstack_and_errata(monkeypatch
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Vision (Qwen3-VL)"
     charts = [c.proto.spec for c in at.get("plotly_chart")]
-    assert len(charts) == 5
+    assert len(charts) == 6
     assert "64×96" in at.markdown[0].value and "6 tokens" in at.markdown[0].value
     assert any("1644" in m.value for m in at.markdown)  # the seed's erratum is listed
     at.number_input[0].set_value(3).run()  # vision block 3
@@ -63,7 +63,7 @@ def test_vision_page_on_a_text_trace_offers_a_demo(monkeypatch, tmp_path):
     assert "no image" in at.info[0].value
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert len(at.get("plotly_chart")) == 5
+    assert len(at.get("plotly_chart")) == 6
 
 
 def test_figures_follow_the_recorded_probabilities(vl_trace):
@@ -76,6 +76,8 @@ def test_figures_follow_the_recorded_probabilities(vl_trace):
     assert heat[16, 0] == pytest.approx(probs[2])  # patch 2 is row 1, col 0
     np.testing.assert_array_equal(to_raster(np.arange(8), 2, 4, 2), [[0, 1, 4, 5], [2, 3, 6, 7]])
     assert np.asarray(token_map_figure(trace, 0).data[0].z).max() == 5  # 4×6 patches -> 6 tokens
+    grid = mrope_grid_figure(trace).data[1]  # the image tokens at (w, h) = (s + col, s + row), s = 1
+    assert sorted(zip(grid.x, grid.y)) == [(w, h) for w in (1, 2, 3) for h in (1, 2)]
 
 
 def test_show_prints_vision_records(vl_trace):

@@ -8,8 +8,8 @@ from common import header, lang, open_trace, require_trace
 from tracer import TracerError
 from tracer.i18n import t
 from tracer.run import encode_prompt, load_model, run_trace
-from tracer.vision.figures import (deepstack_figure, image_info, mrope_figure, patch_attention_figure,
-                                   patch_grid_figure, token_map_figure)
+from tracer.vision.figures import (deepstack_figure, image_info, mrope_figure, mrope_grid_figure,
+                                   patch_attention_figure, patch_grid_figure, token_map_figure)
 from tracer.vision.placement import PLACEHOLDER
 
 ERRATA = ("erratum_256", "erratum_min_pixels", "erratum_linear", "erratum_mrope", "erratum_2drope",
@@ -69,6 +69,7 @@ else:
         st.caption(t("vision.attention_caption", L))
     if "rope.position_ids" in trace:
         st.plotly_chart(mrope_figure(trace, L), key="mrope")
+        st.plotly_chart(mrope_grid_figure(trace, L), key="mrope_grid")
         st.caption(t("vision.mrope_caption", L))
     if "layers.0.deepstack" in trace:
         st.plotly_chart(deepstack_figure(trace, L), key="deepstack")

@@ -128,3 +128,24 @@ def deepstack_figure(trace: Trace, lang: str = "en") -> Any:
     fig = go.Figure(go.Bar(x=layers, y=ratios))
     fig.update_layout(title=t("vision.fig_deepstack", lang), margin=dict(l=10, r=10, t=40, b=10), height=300)
     return fig
+
+
+def mrope_grid_figure(trace: Trace, lang: str = "en") -> Any:
+    """Every token placed at its (w, h) M-RoPE ids: text runs along the diagonal, each image is a small grid
+    beside it; colour is the t id."""
+    go = _go()
+    pos = np.asarray(trace["rope.position_ids"])
+    ids = np.asarray(trace.meta["token_ids"])
+    image = ids == trace.meta["vision"]["config"]["image_token_id"]
+    labels = [f"{i}: {s} (t={a}, h={b}, w={c})" for i, (s, a, b, c) in
+              enumerate(zip(trace.meta["token_labels"], pos[0], pos[1], pos[2]))]
+    fig = go.Figure()
+    for kind, rows, symbol in (("text", ~image, "circle"), ("image", image, "square")):
+        fig.add_trace(go.Scatter(
+            x=pos[2][rows], y=pos[1][rows], mode="markers", name=kind, text=[labels[i] for i in np.flatnonzero(rows)],
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(symbol=symbol, size=12, color=pos[0][rows], colorscale="Viridis", cmin=int(pos[0].min()),
+                        cmax=int(pos[0].max()), line=dict(width=1, color="black"))))
+    fig.update_layout(title=t("vision.fig_mrope_grid", lang), xaxis_title="w", yaxis_title="h",
+                      yaxis_autorange="reversed", margin=dict(l=10, r=10, t=40, b=10), height=420)
+    return fig
