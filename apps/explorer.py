@@ -20,5 +20,6 @@ PAGES = [
     st.Page("views/compare.py", title="Compare"),
     st.Page("views/long_context.py", title="Long context"),
     st.Page("views/training.py", title="Training"),
+    st.Page("views/vision.py", title="Vision (Qwen3-VL)"),
 ]
 st.navigation(PAGES).run()

@@ -83,7 +83,8 @@ def _header(path: Path) -> dict[str, Any]:
 class CheckpointWeights(Mapping[str, np.ndarray]):
     """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use."""
 
-    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32):
+    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None):
         self.directory = directory
         self.dtype = np.dtype(dtype)
         files = weight_files(directory)
@@ -91,7 +92,7 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
         self._files = files
         self._maps: dict[Path, np.memmap] = {}
         self._made: dict[str, np.ndarray] = {}
-        self._shapes = weight_shapes(cfg)
+        self._shapes = dict(shapes) if shapes is not None else weight_shapes(cfg)
         for name, shape in self._shapes.items():
             if name not in files or name not in self._headers[files[name]]:
                 raise TracerError(f"checkpoint {directory} lacks tensor {name} (shape {list(shape)})")
@@ -142,7 +143,9 @@ def bfloat16_bits(x: np.ndarray) -> np.ndarray:
 
 
 def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], directory: Path, dtype: str = "float32",
-                      max_shard_bytes: int = 2 * 1024**3, tokenizer: bool = True) -> list[Path]:
+                      max_shard_bytes: int = 2 * 1024**3, tokenizer: bool = True,
+                      shapes: Mapping[str, tuple[int, ...]] | None = None,
+                      hf_config: dict[str, Any] | None = None) -> list[Path]:
     """Write a Hugging Face checkpoint directory: config.json, safetensors (sharded past max_shard_bytes),
     and, for Qwen's real vocabulary, tokenizer.json and tokenizer_config.json with the chat template."""
     from safetensors import TensorSpec, serialize_file
@@ -150,13 +153,14 @@ def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], direc
     if dtype not in ("float32", "bfloat16"):
         raise TracerError(f"--dtype for export must be float32 or bfloat16, got {dtype!r}")
     directory.mkdir(parents=True, exist_ok=True)
-    hf = cfg.to_hf_dict()
+    hf = dict(hf_config) if hf_config is not None else cfg.to_hf_dict()
     hf["torch_dtype"] = dtype
+    shapes = dict(shapes) if shapes is not None else weight_shapes(cfg)
     (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
     shards: list[list[str]] = [[]]
     size = 0
     item = 4 if dtype == "float32" else 2
-    for name, shape in weight_shapes(cfg).items():
+    for name, shape in shapes.items():
         nbytes = int(np.prod(shape)) * item
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
@@ -176,7 +180,7 @@ def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], direc
         serialize_file(specs, str(directory / filename), metadata={"format": "pt"})
         written.append(directory / filename)
     if len(shards) > 1:
-        total = sum(int(np.prod(s)) * item for s in weight_shapes(cfg).values())
+        total = sum(int(np.prod(s)) * item for s in shapes.values())
         index = {"metadata": {"total_size": total},
                  "weight_map": {n: f for shard, f in zip(shards, names) for n in shard}}
         (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

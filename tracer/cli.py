@@ -32,12 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="run a model on a prompt and save every intermediate tensor")
-    t.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... qwen3-235b-a22b) "
-                                 "or checkpoint directory")
+    t.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... "
+                                 "qwen3-235b-a22b, qwen3-vl-tiny, qwen3-vl-2b) or checkpoint directory")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="text to tokenize")
     src.add_argument("--tokens", help="comma-separated token ids, e.g. 0,1,2,3")
     t.add_argument("--chat", action="store_true", help="wrap --prompt as a user turn with the chat template")
+    t.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an image for a Qwen3-VL model (repeatable); one per <|image_pad|> in the prompt, or all "
+                        "placed before the prompt when it has none")
     t.add_argument("--system", help="system prompt for --chat")
     t.add_argument("--no-thinking", action="store_true", help="with --chat: enable_thinking=False")
     _model_args(t)
@@ -131,6 +134,14 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError("--device goes with --backend torch")
     model = load_model(args.model, args.set, args.seed, args.dtype if args.dtype in DTYPES else "float32")
     prompt = args.prompt
+    if args.image:
+        from tracer.i18n import t
+        from tracer.vision.placement import prompt_with_images
+
+        if model.vision is None:
+            raise TracerError(t("vision.err_text_only", "en", model=args.model))
+        if prompt is not None:
+            prompt = prompt_with_images(prompt, len(args.image))
     if args.tokens is not None:
         if args.chat:
             raise TracerError("--chat wraps --prompt text; it cannot be used with --tokens")
@@ -152,7 +163,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
     sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
     trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
-                      backend=args.backend, torch_dtype=args.dtype, device=args.device)
+                      backend=args.backend, torch_dtype=args.dtype, device=args.device, images=args.image)
     trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
         for name in select(trace, args.show):
@@ -239,7 +250,12 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise TracerError(f"--max-shard-gb must be positive, got {args.max_shard_gb}")
     model = load_model(args.model, args.set, args.seed)
     try:
-        files = export_checkpoint(model.cfg, model.weights, out, args.dtype, int(args.max_shard_gb * 1024**3))
+        if model.vision is not None:
+            from tracer.vision.models import export_vision_checkpoint
+
+            files = export_vision_checkpoint(model, out, args.dtype, int(args.max_shard_gb * 1024**3))
+        else:
+            files = export_checkpoint(model.cfg, model.weights, out, args.dtype, int(args.max_shard_gb * 1024**3))
     except OSError as exc:
         raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"wrote {model.name} ({model.source}, {args.dtype}) to {out}: {len(files)} safetensors file(s)")
@@ -339,6 +355,10 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json))
         return
     print(model_card(model.cfg, model.name))
+    if model.vision is not None:
+        from tracer.vision.models import vision_card
+
+        print(vision_card(model))
     for note in model.notes:
         print(f"note: {note}")
 

@@ -41,6 +41,7 @@ class Model:
     suppress_tokens: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
     directory: Path | None = None
+    vision: Any = None  # tracer.vision.config.VisionConfig of a Qwen3-VL model, else None
     _tokenizer: Tokenizer | None = field(default=None, repr=False)
 
     @property
@@ -70,6 +71,10 @@ def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dty
         raise TracerError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if seed < 0:
         raise TracerError(f"--seed must be a non-negative whole number, got {seed}")
+    from tracer.vision.models import is_vision_model, load_vision_model
+
+    if is_vision_model(name):
+        return load_vision_model(name, overrides or [], seed, DTYPES[dtype])
     if name not in PRESETS and (Path(name).exists() or "/" in name or name.startswith(".")):
         directory = Path(name)
         cfg = read_config(directory).with_overrides(overrides or [])
@@ -167,11 +172,13 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
-              listener: Callable[[str], None] | None = None, max_memory: dict[Any, Any] | None = None) -> Trace:
+              listener: Callable[[str], None] | None = None, max_memory: dict[Any, Any] | None = None,
+              images: list[Any] | None = None) -> Trace:
     """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
     ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``:
     cpu, cuda, cuda:N, or auto — every GPU, then CPU memory, then disk, capped by ``max_memory``).
+    ``images`` (files, bytes or arrays) go to a Qwen3-VL model, one per ``<|image_pad|>`` of ``ids``.
     """
     if backend not in BACKENDS:
         raise TracerError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -187,7 +194,19 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener)
     stops = stop_tokens(model)
     versions: dict[str, str] = {}
-    if backend == "torch":
+    vision_meta = None
+    if images and model.vision is None:
+        from tracer.i18n import t
+
+        raise TracerError(t("vision.err_text_only", "en", model=model.name))
+    if model.vision is not None:
+        from tracer.vision.run import generate_vision
+
+        placed = None
+        gen, dtype, versions, vision_meta = generate_vision(
+            model, ids, list(images or []), rec, sampling, max_new_tokens, stops, backend, torch_dtype, device,
+            round_decimals)
+    elif backend == "torch":
         from tracer.backends import torch_backend as tb
 
         if round_decimals is not None:
@@ -232,4 +251,6 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         "vocab": list(model.toy_vocab) if model.toy_vocab else None,
         "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
     }
+    if vision_meta is not None:
+        meta["vision"] = vision_meta
     return Trace.in_memory(rec.records, meta)
