@@ -81,11 +81,16 @@ def _header(path: Path) -> dict[str, Any]:
 
 
 class CheckpointWeights(Mapping[str, np.ndarray]):
-    """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use."""
+    """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use.
 
-    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32):
+    ``stream=True`` keeps no converted tensor: each access reads the mapped bytes again and, once converted,
+    lets the kernel drop the file pages, so only the layer being computed is resident (big checkpoints).
+    """
+
+    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32, stream: bool = False):
         self.directory = directory
         self.dtype = np.dtype(dtype)
+        self.stream = stream
         files = weight_files(directory)
         self._headers = {path: _header(path) for path in sorted(set(files.values()))}
         self._files = files
@@ -102,6 +107,8 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
                 raise TracerError(f"tensor {name} is {info['dtype']}; supported: float32, bfloat16, float16")
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if self.stream:
+            return self._read(name)
         if name not in self._made:
             self._made[name] = self._read(name)
         return self._made[name]
