@@ -172,8 +172,14 @@ def token_bytes(model: Model, ids: list[int]) -> list[str]:
 
 
 def stop_tokens(model: Model) -> tuple[int, ...]:
+    """The tokenizer's stop tokens, plus the source's own stop strings (Ollama params) that are one token."""
     try:
-        return tuple(t for t in model.tokenizer.stop_ids() if t < model.cfg.vocab_size)
+        ids = list(model.tokenizer.stop_ids())
+        for text in model.defaults.get("stop", ()):
+            encoded = model.tokenizer.encode(text)
+            if len(encoded) == 1:
+                ids.append(encoded[0])
+        return tuple(t for t in dict.fromkeys(ids) if t < model.cfg.vocab_size)
     except TracerError:
         return ()
 

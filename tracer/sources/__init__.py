@@ -24,7 +24,7 @@ from tracer import TracerError
 from tracer.i18n import t
 
 
-def error(key: str, **values: Any) -> TracerError:
+def error(key: str, /, **values: Any) -> TracerError:
     """A one-line input error whose text lives in the ``sources`` language catalog."""
     return TracerError(t(f"sources.{key}", "en", **values))
 

@@ -33,11 +33,10 @@ def open_gguf(name: str, location: Location, overrides: list[str], dtype: np.dty
     defaults = sampling_defaults(extras.get("params", {}))
     if extras.get("system"):
         defaults["system"] = extras["system"]
-    stops = defaults.get("stop", ())
     extras["gguf"] = {"path": str(location.path), "types": file.type_counts(),
                       "file_type": file.value("general.file_type"), "name": file.value("general.name")}
     return Model(name, cfg, weights, location.label, None, template=file.value("tokenizer.chat_template"),
-                 tokenizer_factory=lambda: GGUFTokenizer.from_file(file, stops), defaults=defaults, extras=extras)
+                 tokenizer_factory=lambda: GGUFTokenizer.from_file(file), defaults=defaults, extras=extras)
 
 
 def source_lines(model: Model, lang: str = "en") -> list[str]:

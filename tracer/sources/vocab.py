@@ -8,7 +8,6 @@ byte-to-unicode spelling (``tokenizer.ggml.tokens``), a type per token (``token_
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from tracer.sources import error
@@ -42,7 +41,7 @@ class GGUFTokenizer:
     """The BPE a GGUF file describes, run by the ``tokenizers`` library (NFC, Qwen's split, byte level)."""
 
     def __init__(self, tokens: list[str], types: list[int], merges: list[str], label: str,
-                 eos: int | None = None, extra_stops: tuple[str, ...] = ()):
+                 eos: int | None = None):
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -50,7 +49,7 @@ class GGUFTokenizer:
         added = [{"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
                   "normalized": False, "special": types[i] == CONTROL}
                  for i, tok in enumerate(tokens) if types[i] in (CONTROL, USER_DEFINED)]
-        vocab = {tok: i for i, tok in enumerate(tokens) if types[i] not in (CONTROL, USER_DEFINED)}
+        vocab = {tok: i for i, tok in enumerate(tokens)}  # added tokens too, so they keep their ids
         pairs = []
         for merge in merges:
             left, sep, right = merge.partition(" ")
@@ -65,13 +64,13 @@ class GGUFTokenizer:
             raise error("gguf_bad_tokenizer", path=label, detail=exc) from None
         self.label = label
         self.tokens = tokens
-        stops = [i for t in (*STOP_TOKENS, *extra_stops) if (i := self._tok.token_to_id(t)) is not None]
+        stops = [i for t in STOP_TOKENS if (i := self._tok.token_to_id(t)) is not None]
         if eos is not None and 0 <= eos < len(tokens):
             stops.insert(0, eos)
         self._stops = tuple(dict.fromkeys(stops))
 
     @classmethod
-    def from_file(cls, file: Any, extra_stops: tuple[str, ...] = ()) -> GGUFTokenizer | None:
+    def from_file(cls, file: Any) -> GGUFTokenizer | None:
         """The tokenizer of a ``GGUFFile``, or None when it carries none."""
         model = file.value("tokenizer.ggml.model")
         if model is None:
@@ -87,7 +86,7 @@ class GGUFTokenizer:
         if len(types) != len(tokens):
             raise error("gguf_contradiction", path=file.label,
                         detail=f"{len(tokens)} tokens but {len(types)} token types")
-        return cls(tokens, types, merges, file.label, file.value("tokenizer.ggml.eos_token_id"), extra_stops)
+        return cls(tokens, types, merges, file.label, file.value("tokenizer.ggml.eos_token_id"))
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
@@ -101,6 +100,3 @@ class GGUFTokenizer:
     def stop_ids(self) -> tuple[int, ...]:
         return self._stops
 
-
-def describe(path: Path) -> str:
-    return f"GGUF {path}"
