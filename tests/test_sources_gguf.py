@@ -290,3 +290,16 @@ def test_teaching_variants_cannot_become_gguf(tmp_path, capsys):
     err = _one_line_error(capsys, "export", "toy-dense", "--format", "gguf", "--out", tmp_path / "toy.gguf")
     assert "qk_norm" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_streamed_bf16_checkpoint_matches_the_kept_one(tmp_path, capsys):
+    folder = tmp_path / "bf16"
+    sets = [x for s in DENSE for x in ("--set", s)]
+    assert run(capsys, "export", "qwen3-0.6b", *sets, "--dtype", "bfloat16", "--out", folder)[0] == 0
+    kept = load_model(str(folder))
+    streamed = load_model(str(folder), stream=True)
+    np.testing.assert_array_equal(run_trace(kept, IDS, max_new_tokens=2)["logits"],
+                                  run_trace(streamed, IDS, max_new_tokens=2)["logits"])
+    assert streamed.weights._made == {} and len(kept.weights._made) > 0
+    assert "preset" in _one_line_error(capsys, "trace", "toy-dense", "--stream", "--tokens", "1", "--out",
+                                       tmp_path / "t.npz")

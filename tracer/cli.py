@@ -137,6 +137,10 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError(f"the NumPy engine computes in float32 or float64; --dtype {args.dtype} needs --backend torch")
     if args.device and args.backend != "torch":
         raise TracerError("--device goes with --backend torch")
+    if args.stream and args.model in PRESETS:
+        from tracer.i18n import t
+
+        raise TracerError(t("sources.stream_preset", "en", model=args.model))
     model = load_model(args.model, args.set, args.seed, args.dtype if args.dtype in DTYPES else "float32",
                        stream=args.stream)
     reference = load_model(args.reference, args.set, args.seed) if args.reference else None

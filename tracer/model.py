@@ -71,6 +71,7 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     if cfg.vocab_size <= 4096:
         rec("embed.onehot", ops.one_hot(ids, cfg.vocab_size, dtype), ids)
     stream = rec("embed.out", ops.embedding(ids, table), ids, table)
+    del table  # the LM head asks for its matrix again: a streamed checkpoint holds no V×D table meanwhile
 
     # §3-5-5: rotary tables for these positions (shared by every layer).
     cos_table, sin_table = ops.rope_tables(np.arange(start, start + len(ids)), rope_inv_freq(cfg), dtype)

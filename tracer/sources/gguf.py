@@ -270,16 +270,23 @@ class GGUFFile:
         block, size = GGML_QUANT_SIZES[self.tensors[gguf_name(hf_name)[0]].tensor_type]
         return 8.0 * size / block
 
-    def read(self, hf_name: str) -> np.ndarray:
-        """One Hugging Face tensor as float32 (a read-only view of the file for F32 tensors)."""
+    def read(self, hf_name: str, stream: bool = False) -> np.ndarray:
+        """One Hugging Face tensor as float32: a read-only view of the file for F32 tensors, or (``stream``)
+        a copy, after which the tensor's file pages are released."""
         from gguf import GGMLQuantizationType, quants
 
         name, expert = gguf_name(hf_name)
         tensor = self.tensors[name]
         data = tensor.data if expert is None else tensor.data[expert]
         if tensor.tensor_type == GGMLQuantizationType.F32:
-            return data
-        return quants.dequantize(np.asarray(data), tensor.tensor_type).astype(np.float32, copy=False)
+            value = np.array(data) if stream else data
+        else:
+            value = quants.dequantize(np.asarray(data), tensor.tensor_type).astype(np.float32, copy=False)
+        if stream:
+            from tracer.sources.stream import release_pages
+
+            release_pages(self.reader.data, tensor.data_offset, tensor.data_offset + tensor.n_bytes)
+        return value
 
 
 class GGUFWeights(Mapping[str, np.ndarray]):
@@ -306,7 +313,7 @@ class GGUFWeights(Mapping[str, np.ndarray]):
             return self._made[name]
         if name not in self._shapes:
             raise KeyError(name)
-        value = self.file.read(name).reshape(self._shapes[name]).astype(self.dtype, copy=False)
+        value = self.file.read(name, self.stream).reshape(self._shapes[name]).astype(self.dtype, copy=False)
         if not self.stream:
             self._made[name] = value
         return value
