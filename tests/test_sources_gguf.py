@@ -13,6 +13,7 @@ from tracer import TracerError  # noqa: E402
 from tracer.cli import main  # noqa: E402
 from tracer.run import load_model, run_trace  # noqa: E402
 from tracer.sources.gguf import TENSOR_NAMES, gguf_name  # noqa: E402
+from tracer.sources.kquants import QUANTIZERS  # noqa: E402
 from tracer.sources.quantize import write_gguf  # noqa: E402
 from tracer.tracefile import load_trace  # noqa: E402
 from tracer.weights import weight_shapes  # noqa: E402
@@ -78,15 +79,25 @@ def test_the_name_table_is_llama_cpps(checkpoint):
 
 
 def _predicted_rel_error(w, qtype):
-    """Uniform-rounding model: per block a step Δ, error ~ U(−Δ/2, Δ/2), RMS Δ/√12; relative to RMS(w)."""
-    blocks = w.reshape(-1, 32).astype(np.float64)
+    """Uniform-rounding model: per block a step Δ, error ~ U(−Δ/2, Δ/2), RMS Δ/√12; relative to RMS(w).
+
+    Δ is the block's range over its number of levels: max|x|/127 (Q8_0), /16 (Q5_0), /8 (Q4_0), /32 (Q6_K,
+    16-value sub-blocks), (max − min)/31 (Q5_1), /15 (Q4_1); K-quants with a minimum use (max − min(min, 0)).
+    """
+    size = 16 if qtype == "Q6_K" else 32
+    blocks = w.reshape(-1, size).astype(np.float64)
     amax = np.abs(blocks).max(axis=1)
     span = blocks.max(axis=1) - blocks.min(axis=1)
-    step = {"Q8_0": amax / 127, "Q5_0": amax / 16, "Q4_0": amax / 8, "Q5_1": span / 31, "Q4_1": span / 15}[qtype]
+    span_k = blocks.max(axis=1) - np.minimum(blocks.min(axis=1), 0)
+    step = {"Q8_0": amax / 127, "Q5_0": amax / 16, "Q4_0": amax / 8, "Q5_1": span / 31, "Q4_1": span / 15,
+            "Q6_K": amax / 32, "Q5_K": span_k / 31, "Q4_K": span_k / 15}[qtype]
     return float(np.sqrt(np.mean(step ** 2) / 12) / np.sqrt(np.mean(blocks ** 2)))
 
 
-@pytest.mark.parametrize("qtype", ["Q8_0", "Q5_0", "Q4_0", "Q5_1", "Q4_1", "F16", "BF16"])
+BITS = {"Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K": 5.5, "Q5_0": 5.5, "Q4_K": 4.5, "Q4_0": 4.5, "Q5_1": 6.0, "Q4_1": 5.0}
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q4_K", "Q4_0", "Q5_1", "Q4_1", "F16", "BF16"])
 def test_quantized_types_err_as_the_type_implies(checkpoint, tmp_path, capsys, qtype):
     path = tmp_path / f"{qtype}.gguf"
     code, out, _ = run(capsys, "quantize", checkpoint, "--type", qtype, "--out", path)
@@ -110,11 +121,13 @@ def test_quantized_types_err_as_the_type_implies(checkpoint, tmp_path, capsys, q
         else:
             predicted = _predicted_rel_error(w, qtype)
             assert 0.8 * predicted <= stats[2] <= 1.2 * predicted, (name, stats[2], predicted)
-            # and the same numbers as the gguf package's own quantize -> dequantize round trip
+            # and the same numbers as a quantize -> dequantize round trip with gguf's dequantizer (and gguf's
+            # own quantizer for the legacy types)
             qt = gguf.GGMLQuantizationType[qtype]
-            round_trip = gguf.quants.dequantize(gguf.quants.quantize(w.astype(np.float32), qt), qt)
+            quantize = QUANTIZERS.get(qtype, lambda x: gguf.quants.quantize(x, qt))
+            round_trip = gguf.quants.dequantize(quantize(w.astype(np.float32)), qt)
             np.testing.assert_allclose(stats[0], np.abs(round_trip - w).max(), rtol=1e-6)
-            assert stats[3] == {"Q8_0": 8.5, "Q5_0": 5.5, "Q4_0": 4.5, "Q5_1": 6.0, "Q4_1": 5.0}[qtype]
+            assert stats[3] == BITS[qtype]
         worst = max(worst, stats[2])
     # through two layers the logits drift by a few times the worst weight's error (measured: about 3x)
     assert rel(trace["logits"], logits(checkpoint)) <= 5 * worst

@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quantize", help="write a model as a block-quantized GGUF file (gguf package quantizers)")
     q.add_argument("model", help=MODEL_HELP)
-    q.add_argument("--type", required=True, metavar="TYPE", help="Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16 or F32")
+    q.add_argument("--type", required=True, metavar="TYPE", help="Q8_0, Q6_K, Q5_K, Q5_0, Q5_1, Q4_K, Q4_0, Q4_1, F16, BF16 or F32")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", required=True, metavar="FILE.gguf")

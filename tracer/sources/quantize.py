@@ -4,7 +4,7 @@ costs (``tracer trace QUANTIZED --reference MODEL``).
 Block quantization cuts each weight row into blocks of 32 and stores, per block, one fp16 scale ``d`` and
 small integer codes ``q``: Q8_0 ``x ≈ d·q`` (q int8), Q4_0 ``x ≈ d·(q − 8)`` (q 4-bit), Q5_0 ``x ≈ d·(q − 16)``,
 Q4_1 / Q5_1 ``x ≈ d·q + m``. The quantizers are the ``gguf`` package's own (its Q8_0 is bit-exact with
-ggml's reference); K-quants (Q4_K, Q6_K …) are read but not written here: they come from llama-quantize.
+ggml's reference), and for the K-quants Q4_K, Q5_K, Q6_K (blocks of 256) the project's (``kquants``).
 As llama.cpp does, 1-D tensors (norms) and the MoE router stay F32, and a tensor whose rows are not a
 whole number of blocks is kept F32.
 """
@@ -22,10 +22,13 @@ import numpy as np
 from tracer.config import Qwen3Config
 from tracer.sources import error
 from tracer.sources.gguf import gguf_name, require_gguf
+from tracer.sources.kquants import QUANTIZERS
 from tracer.weights import weight_shapes
 
-# ggml type -> general.file_type (llama.cpp's LlamaFileType) for the types written here
-FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "BF16": 32}
+# ggml type -> general.file_type (llama.cpp's LlamaFileType) for the types written here; a file of one
+# K-quant type is llama.cpp's "_S" (small) variant of it
+FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q5_0": 8, "Q5_1": 9, "Q4_K": 14, "Q5_K": 16,
+              "Q6_K": 18, "BF16": 32}
 QUANT_TYPES = tuple(FILE_TYPES)
 
 
@@ -117,7 +120,8 @@ def write_gguf(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], path: Path, 
                 writer.add_tensor(gname, value)
             else:
                 qt = gguf.GGMLQuantizationType[kind]
-                writer.add_tensor(gname, gguf.quants.quantize(value, qt), raw_dtype=qt)
+                blocks = QUANTIZERS[kind](value) if kind in QUANTIZERS else gguf.quants.quantize(value, qt)
+                writer.add_tensor(gname, blocks, raw_dtype=qt)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
