@@ -18,5 +18,6 @@ PAGES = [
     st.Page("views/sampling.py", title="Logits & sampling"),
     st.Page("views/tokens.py", title="Tokens & chat template"),
     st.Page("views/compare.py", title="Compare"),
+    st.Page("views/quant.py", title="Quantization drift"),
 ]
 st.navigation(PAGES).run()

@@ -102,3 +102,28 @@ def quantize_q6_k(rows: np.ndarray) -> np.ndarray:
 
 
 QUANTIZERS = {"Q4_K": quantize_q4_k, "Q5_K": quantize_q5_k, "Q6_K": quantize_q6_k}
+
+
+def q4_k_fields(block: np.ndarray) -> dict[str, np.ndarray]:
+    """One Q4_K super-block (144 bytes) taken apart: fp16 ``d`` and ``dmin``, the 8 six-bit ``scales`` and
+    ``mins``, the 4-bit ``codes`` [8, 32], and the ``values`` they stand for, ``d·sc_j·q − dmin·m_j`` [8, 32].
+
+    >>> x = np.linspace(-0.04, 0.05, 256, dtype=np.float32)
+    >>> f = q4_k_fields(quantize_q4_k(x))
+    >>> f["codes"].shape, int(f["codes"].max()) <= 15, float(np.abs(f["values"].ravel() - x).max()) < 0.002
+    ((8, 32), True, True)
+    """
+    raw = np.asarray(block, dtype=np.uint8).reshape(-1)
+    if raw.size != 144:
+        raise ValueError(f"a Q4_K block is 144 bytes, got {raw.size}")
+    d = float(raw[0:2].view(np.float16)[0])
+    dmin = float(raw[2:4].view(np.float16)[0])
+    packed = raw[4:16]
+    scales = np.concatenate([packed[0:4] & 0x3F, (packed[8:12] & 0x0F) | ((packed[0:4] >> 6) << 4)])
+    mins = np.concatenate([packed[4:8] & 0x3F, (packed[8:12] >> 4) | ((packed[4:8] >> 6) << 4)])
+    groups = raw[16:144].reshape(4, 32)
+    codes = np.stack([groups & 0x0F, groups >> 4], axis=1).reshape(8, 32)
+    values = (np.float32(d) * scales[:, None].astype(np.float32) * codes.astype(np.float32)
+              - np.float32(dmin) * mins[:, None].astype(np.float32))
+    return {"d": np.float32(d), "dmin": np.float32(dmin), "scales": scales, "mins": mins, "codes": codes,
+            "values": values}
