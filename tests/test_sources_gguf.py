@@ -316,3 +316,16 @@ def test_streamed_bf16_checkpoint_matches_the_kept_one(tmp_path, capsys):
     assert streamed.weights._made == {} and len(kept.weights._made) > 0
     assert "preset" in _one_line_error(capsys, "trace", "toy-dense", "--stream", "--tokens", "1", "--out",
                                        tmp_path / "t.npz")
+
+
+def test_reference_errors_of_a_bfloat16_checkpoint(checkpoint, tmp_path, capsys):
+    """--reference works for any two sources: a bfloat16 export against its float32 source errs by rounding."""
+    bf16 = tmp_path / "bf16"
+    assert run(capsys, "export", checkpoint, "--dtype", "bfloat16", "--out", bf16)[0] == 0
+    out = tmp_path / "t.npz"
+    assert run(capsys, "trace", bf16, "--tokens", "1,2,3", "--reference", checkpoint, "--capture", "quant.*",
+               "--capture", "logits", "--out", out)[0] == 0
+    trace = load_trace(out)
+    stats = trace["quant.model.layers.0.self_attn.q_proj.weight.error"]
+    assert stats[3] == 16.0 and 0 < stats[2] <= 2.0 ** -8
+    assert set(trace.names) == {"logits"} | {f"quant.{n}.error" for n in weight_shapes(load_model(str(bf16)).cfg)}

@@ -122,6 +122,10 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
     def stored_dtypes(self) -> set[str]:
         return {self._headers[self._files[n]][n]["dtype"] for n in self._shapes}
 
+    def stored_bits(self, name: str) -> float:
+        """Bits per weight of a tensor as stored in the file (16 for bfloat16 and float16)."""
+        return 8.0 * np.dtype(SAFETENSORS_DTYPES[self._headers[self._files[name]][name]["dtype"]]).itemsize
+
     def _read(self, name: str) -> np.ndarray:
         path = self._files[name]
         info = self._headers[path][name]

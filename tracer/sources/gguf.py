@@ -326,3 +326,7 @@ class GGUFWeights(Mapping[str, np.ndarray]):
 
     def stored_dtypes(self) -> set[str]:
         return {self.file.tensor_type(n) for n in self._shapes}
+
+    def stored_bits(self, name: str) -> float:
+        """Bits per weight of a tensor's ggml type (Q4_K: 4.5, Q8_0: 8.5, F32: 32)."""
+        return self.file.bits_per_weight(name)

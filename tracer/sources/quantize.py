@@ -162,14 +162,15 @@ def quant_errors(model: Any, reference: Any, capture: list[str] | None = None) -
         differ = next(n for n in {**shapes, **ref_shapes} if shapes.get(n) != ref_shapes.get(n))
         raise error("reference_mismatch", model=model.name, reference=reference.name, tensor=differ,
                     shape=list(shapes.get(differ, ())), ref_shape=list(ref_shapes.get(differ, ())))
-    file = getattr(model.weights, "file", None)
+    stored_bits = getattr(model.weights, "stored_bits", None)
     out = {}
     for name in shapes:
         record = f"quant.{name}.error"
         if capture is not None and not any(fnmatch.fnmatchcase(record, p) for p in capture):
             continue
-        bits = file.bits_per_weight(name) if file is not None else 8.0 * np.dtype(model.weights[name].dtype).itemsize
-        out[record] = error_stats(model.weights[name], reference.weights[name], bits)
+        weight = model.weights[name]
+        bits = stored_bits(name) if stored_bits is not None else 8.0 * weight.dtype.itemsize
+        out[record] = error_stats(weight, reference.weights[name], bits)
     return out
 
 
