@@ -103,12 +103,6 @@ def is_gguf(path: Path) -> bool:
         return False
 
 
-def ggml_types() -> Any:
-    from gguf import GGMLQuantizationType
-
-    return GGMLQuantizationType
-
-
 def dequantizable() -> set[str]:
     """Names of the ggml types the installed ``gguf`` package can dequantize."""
     from gguf import quants
@@ -179,20 +173,6 @@ class GGUFFile:
         if isinstance(found, list) or isinstance(found, str):
             raise error("gguf_bad_key", path=self.label, key=f"{self.arch}.{key}", detail=f"got {found!r}")
         return found
-
-    def metadata(self) -> dict[str, Any]:
-        """Every scalar key (arrays summarised by their length), for ``tracer info``."""
-        out: dict[str, Any] = {}
-        for key, field in self.reader.fields.items():
-            if key.startswith("GGUF."):
-                continue
-            from gguf import GGUFValueType
-
-            if field.types and field.types[0] == GGUFValueType.ARRAY:
-                out[key] = f"[{len(field.data)} values]"
-            else:
-                out[key] = self.value(key)
-        return out
 
     # --- config ----------------------------------------------------------------------------------
     @cached_property

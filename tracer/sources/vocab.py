@@ -8,6 +8,7 @@ byte-to-unicode spelling (``tokenizer.ggml.tokens``), a type per token (``token_
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tracer.sources import error
@@ -56,8 +57,6 @@ class GGUFTokenizer:
             if not sep:
                 raise error("gguf_bad_merge", path=label, merge=merge)
             pairs.append((left, right))
-        import json
-
         try:
             self._tok = Tokenizer.from_str(json.dumps(bpe_tokenizer_json(vocab, pairs, added)))
         except Exception as exc:  # the library raises a bare Exception for inconsistent tables
