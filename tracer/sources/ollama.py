@@ -37,8 +37,15 @@ HOST = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,79}$")
 DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 
 
+SERVICE_STORE = Path("/usr/share/ollama/.ollama/models")  # Linux systemd install (runs as user ollama)
+
+
 def store_root() -> Path:
-    return Path(os.environ.get("OLLAMA_MODELS") or Path.home() / ".ollama" / "models").expanduser()
+    """``$OLLAMA_MODELS``, else ``~/.ollama/models``, else the Linux service's store if only that exists."""
+    if os.environ.get("OLLAMA_MODELS"):
+        return Path(os.environ["OLLAMA_MODELS"]).expanduser()
+    home = Path.home() / ".ollama" / "models"
+    return SERVICE_STORE if not home.is_dir() and SERVICE_STORE.is_dir() else home
 
 
 def parse_name(name: str) -> tuple[str, str, str, str]:
