@@ -16,6 +16,7 @@ from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, loa
 from tracer.chat import official_template
 from tracer.presets import PRESETS
 from tracer.show import format_record, select
+from tracer.storage import STORE_DTYPES
 from tracer.tokenizer import VOCAB_SIZE as QWEN_VOCAB
 from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stream", action="store_true",
                    help="keep no converted weight in memory: read each layer from the mapped file when it runs")
     t.add_argument("--out", required=True, metavar="FILE.npz")
+    t.add_argument("--store-dtype", choices=STORE_DTYPES,
+                   help="keep the numbers in half precision, for display (about half the file; compare refuses it)")
     t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
     t.add_argument("--lang", choices=("en", "zh"), default="en")
 
@@ -128,7 +131,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="float32 (default) or float64; bfloat16 and float16 with --backend torch")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="numpy: the reference engine (default); torch: the real transformers model")
-    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", help="torch device: cpu, cuda, cuda:N, or auto (every GPU, then CPU memory, then "
+                                    "disk, for models larger than one GPU); default cuda when available, else cpu")
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
@@ -175,7 +179,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
         from tracer.sources.quantize import with_quant_errors
 
         trace = with_quant_errors(trace, model, reference, args.capture)
-    trace.path = save_trace(out, trace)
+    trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
         for name in select(trace, args.show):
             print(format_record(trace, name, args.lang), end="\n\n")

@@ -1,4 +1,4 @@
-"""The trace schema (v1): every record name, its shape, the op that makes it, and what it means.
+"""The trace schema (v2): every record name, its shape, the op that makes it, and what it means.
 
 This table is the one source of truth for what a trace record is (``docs/trace-schema.md`` is the prose
 version). Backends emit these names; viewers read formulas and explanations from here via ``__meta__``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
