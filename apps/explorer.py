@@ -19,5 +19,6 @@ PAGES = [
     st.Page("views/tokens.py", title="Tokens & chat template"),
     st.Page("views/compare.py", title="Compare"),
     st.Page("views/quant.py", title="Quantization drift"),
+    st.Page("views/long_context.py", title="Long context"),
 ]
 st.navigation(PAGES).run()

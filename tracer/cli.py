@@ -22,7 +22,8 @@ from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
 
 
-MODEL_HELP = ("preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b), checkpoint directory, FILE.gguf, "
+MODEL_HELP = ("preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... qwen3-235b-a22b), "
+              "checkpoint directory, FILE.gguf, "
               "hf:ORG/NAME[@REVISION] (Hugging Face cache) or ollama:NAME[:TAG] (Ollama store)")
 
 
@@ -120,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help=MODEL_HELP)
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    i.add_argument("--context", type=int, metavar="N", help="memory of N tokens: weights, KV cache, activations")
+    i.add_argument("--dtype", default=None, help="bytes per value for --context: bfloat16 (default), float16, float32, "
+                   "float64")
+    i.add_argument("--batch", type=int, default=None, metavar="B", help="sequences at once for --context (default 1)")
+    i.add_argument("--json", action="store_true", help="print the --context figures as JSON")
     return parser
 
 
@@ -386,6 +392,11 @@ def cmd_info(args: argparse.Namespace) -> None:
     from tracer.info import model_card
 
     model = load_model(args.model, args.set)
+    if args.context is not None or args.json or args.dtype is not None or args.batch is not None:
+        from tracer.memory import memory_command
+
+        print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json))
+        return
     print(model_card(model.cfg, model.name))
     for note in model.notes:
         print(f"note: {note}")
