@@ -329,3 +329,20 @@ def test_reference_errors_of_a_bfloat16_checkpoint(checkpoint, tmp_path, capsys)
     stats = trace["quant.model.layers.0.self_attn.q_proj.weight.error"]
     assert stats[3] == 16.0 and 0 < stats[2] <= 2.0 ** -8
     assert set(trace.names) == {"logits"} | {f"quant.{n}.error" for n in weight_shapes(load_model(str(bf16)).cfg)}
+
+
+def test_yarn_rope_scaling_round_trips_through_gguf_metadata(tmp_path, capsys):
+    yarn = '{"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":64}'
+    sets = [x for s in DENSE + ["max_position_embeddings=256", f"rope_scaling={yarn}"] for x in ("--set", s)]
+    path = tmp_path / "yarn.gguf"
+    assert run(capsys, "export", "qwen3-0.6b", *sets, "--seed", "7", "--format", "gguf", "--out", path)[0] == 0
+    reader = gguf.GGUFReader(str(path))  # llama.cpp's keys, read by gguf's own reader
+    assert reader.get_field("qwen3.rope.scaling.type").contents() == "yarn"
+    assert reader.get_field("qwen3.rope.scaling.original_context_length").contents() == 64
+    source, loaded = load_model("qwen3-0.6b", [s for s in sets if s != "--set"], seed=7), load_model(str(path))
+    assert loaded.cfg.rope_scaling == source.cfg.rope_scaling
+    ids = list(range(100, 200))  # past the original 64-token window
+    np.testing.assert_array_equal(run_trace(loaded, ids)["logits"], run_trace(source, ids)["logits"])
+    err = _one_line_error(capsys, "export", "qwen3-0.6b", *sets[:-2], "--set", "use_sliding_window=true",
+                          "--format", "gguf", "--out", tmp_path / "swa.gguf")
+    assert "use_sliding_window" in err

@@ -178,9 +178,6 @@ class GGUFFile:
     @cached_property
     def config(self) -> Qwen3Config:
         """The Qwen3Config the metadata describes, checked against every tensor's shape."""
-        scaling = self.value(f"{self.arch}.rope.scaling.type")
-        if scaling not in (None, "none"):
-            raise error("gguf_rope_scaling", path=self.label, kind=scaling)
         if "token_embd.weight" not in self.tensors:
             raise error("gguf_missing_tensor", path=self.label, tensor="token_embd.weight")
         heads = int(self.number("attention.head_count"))
@@ -198,6 +195,7 @@ class GGUFFile:
             "rms_norm_eps": _decimal(self.number("attention.layer_norm_rms_epsilon")),
             "tie_word_embeddings": "output.weight" not in self.tensors,
         }
+        fields["rope_scaling"] = self._rope_scaling()
         value_length = self.number("attention.value_length", fields["head_dim"])
         if value_length != fields["head_dim"]:
             raise error("gguf_contradiction", path=self.label,
@@ -213,6 +211,24 @@ class GGUFFile:
             raise error("gguf_contradiction", path=self.label, detail=exc) from None
         self._check_shapes(cfg)
         return cfg
+
+    def _rope_scaling(self) -> Any:
+        """``{arch}.rope.scaling.*`` (llama.cpp's keys) as the config's rope_scaling, or None."""
+        from tracer.longctx import RopeScaling
+
+        kind = self.value(f"{self.arch}.rope.scaling.type")
+        if kind in (None, "none"):
+            return None
+        spec: dict[str, Any] = {"rope_type": kind, "factor": _decimal(self.number("rope.scaling.factor"))}
+        for key, name in (("rope.scaling.original_context_length", "original_max_position_embeddings"),
+                          ("rope.scaling.yarn_beta_fast", "beta_fast"), ("rope.scaling.yarn_beta_slow", "beta_slow")):
+            found = self.value(f"{self.arch}.{key}")
+            if found is not None:
+                spec[name] = int(found) if name.startswith("original") else _decimal(found)
+        try:
+            return RopeScaling.parse(spec, f"{self.arch}.rope.scaling")
+        except TracerError as exc:
+            raise error("gguf_rope_scaling", path=self.label, kind=kind, detail=exc) from None
 
     def _check_shapes(self, cfg: Qwen3Config) -> None:
         expected: dict[str, tuple[int, ...]] = {}

@@ -56,6 +56,10 @@ def check_exportable(cfg: Qwen3Config) -> None:
         ("mask_value", cfg.mask_value is not None), ("expert_act", cfg.expert_act != "swiglu"),
         ("router_bias", cfg.router_bias), ("final_norm", not cfg.final_norm),
         ("mlp_only_layers", cfg.is_moe and any(not cfg.is_sparse_layer(i) for i in range(cfg.num_hidden_layers))),
+        ("use_sliding_window", cfg.use_sliding_window),
+        ("rope_scaling", cfg.rope_scaling is not None and (cfg.rope_scaling.rope_type not in ("linear", "yarn") or any(
+            getattr(cfg.rope_scaling, f) is not None for f in ("attention_factor", "mscale", "mscale_all_dim",
+                                                               "truncate")))),
     ) if bad]
     if variants:
         raise error("gguf_cannot_express", fields=", ".join(variants))
@@ -85,6 +89,16 @@ def write_gguf(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], path: Path, 
     writer.add_key_length(cfg.head_dim)
     writer.add_value_length(cfg.head_dim)
     writer.add_rope_freq_base(cfg.rope_theta)
+    if cfg.rope_scaling is not None:
+        scaling = cfg.rope_scaling
+        writer.add_rope_scaling_type(gguf.RopeScalingType(scaling.rope_type))
+        writer.add_rope_scaling_factor(scaling.factor)
+        if scaling.original_max_position_embeddings is not None:
+            writer.add_rope_scaling_orig_ctx_len(scaling.original_max_position_embeddings)
+        if scaling.beta_fast is not None:
+            writer.add_rope_scaling_yarn_beta_fast(scaling.beta_fast)
+        if scaling.beta_slow is not None:
+            writer.add_rope_scaling_yarn_beta_slow(scaling.beta_slow)
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     if cfg.is_moe:
         writer.add_expert_count(cfg.num_experts)
