@@ -346,3 +346,9 @@ def test_yarn_rope_scaling_round_trips_through_gguf_metadata(tmp_path, capsys):
     err = _one_line_error(capsys, "export", "qwen3-0.6b", *sets[:-2], "--set", "use_sliding_window=true",
                           "--format", "gguf", "--out", tmp_path / "swa.gguf")
     assert "use_sliding_window" in err
+
+
+def test_info_describes_the_gguf_file(small_gguf, capsys):
+    code, out, _ = run(capsys, "info", small_gguf)
+    assert code == 0 and f"source: GGUF {small_gguf}" in out
+    assert "GGUF tensor types: F32 ×9, Q8_0 ×15" in out and "Q8_0 (general.file_type 7)" in out

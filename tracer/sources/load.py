@@ -49,6 +49,12 @@ def source_lines(model: Model, lang: str = "en") -> list[str]:
     if gguf:
         types = ", ".join(f"{k} ×{v}" for k, v in sorted(gguf["types"].items()))
         lines.append(t("sources.info_gguf_types", lang, types=types))
+        if gguf["file_type"] is not None:
+            from gguf import LlamaFileType
+
+            known = gguf["file_type"] in LlamaFileType._value2member_map_
+            kind = LlamaFileType(gguf["file_type"]).name.removeprefix("MOSTLY_") if known else "?"
+            lines.append(t("sources.info_file_type", lang, kind=kind, value=gguf["file_type"]))
     for key, value in model.defaults.items():
         if key != "system":
             lines.append(t("sources.info_default", lang, key=key, value=value))
