@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from tracer import TracerError, __version__
-from tracer.chat import load_json_file, thinking_mode
+from tracer.chat import load_json_file, official_template, thinking_mode
 from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
-from tracer.chat import official_template
 from tracer.presets import PRESETS
 from tracer.show import format_record, select
 from tracer.storage import STORE_DTYPES
@@ -98,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="safetensors: a checkpoint folder (default); gguf: one GGUF file (F32, or BF16 with --dtype)")
     e.add_argument("--out", required=True, metavar="DIR or FILE.gguf")
 
-    q = sub.add_parser("quantize", help="write a model as a block-quantized GGUF file (gguf package quantizers)")
+    q = sub.add_parser("quantize", help="write a model as a block-quantized GGUF file (Q8_0, Q4_K …)")
     q.add_argument("model", help=MODEL_HELP)
-    q.add_argument("--type", required=True, metavar="TYPE", help="Q8_0, Q6_K, Q5_K, Q5_0, Q5_1, Q4_K, Q4_0, Q4_1, F16, BF16 or F32")
+    q.add_argument("--type", required=True, metavar="TYPE",
+                   help="Q8_0, Q6_K, Q5_K, Q5_0, Q5_1, Q4_K, Q4_0, Q4_1, F16, BF16 or F32")
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", required=True, metavar="FILE.gguf")
