@@ -212,6 +212,14 @@ def test_ollama_models_load_with_their_defaults(store, tmp_path, monkeypatch, ca
     b = load_trace(out_b)
     assert b.meta["sampling"]["temperature"] == 0.0 and "<|im_start|>system\nS<|im_end|>" in b.meta["prompt"]
     np.testing.assert_array_equal(a["embed.out"][-3:], load_trace(out_b)["embed.out"][-3:])
+    # tracer chat --model: the system layer is the conversation's system turn unless it has its own
+    messages = tmp_path / "m.json"
+    messages.write_text(json.dumps([{"role": "user", "content": "hi"}]))
+    code, out, _ = run(capsys, "chat", "--messages", messages, "--model", "ollama:tiny")
+    assert code == 0 and out.startswith("<|im_start|>system\nYou are a careful tutor.<|im_end|>\n")
+    messages.write_text(json.dumps([{"role": "system", "content": "Own."}, {"role": "user", "content": "hi"}]))
+    code, out, _ = run(capsys, "chat", "--messages", messages, "--model", "ollama:tiny")
+    assert code == 0 and out.startswith("<|im_start|>system\nOwn.<|im_end|>\n") and "careful" not in out
 
 
 def test_ollama_store_damage_is_refused(store, tmp_path, monkeypatch, capsys):

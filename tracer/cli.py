@@ -253,6 +253,10 @@ def cmd_chat(args: argparse.Namespace) -> None:
     messages = load_json_file(args.messages, "messages")
     tools = load_json_file(args.tools, "tools") if args.tools else None
     model, tokenizer = _text_tools(args.model)
+    system = model.defaults.get("system") if model is not None else None
+    if system and isinstance(messages, list) and not any(isinstance(m, dict) and m.get("role") == "system"
+                                                         for m in messages):
+        messages = [{"role": "system", "content": system}, *messages]  # the model's default (Ollama system layer)
     text = render_messages(model, messages, tools, not args.no_generation_prompt, not args.no_thinking)
     if args.json:
         print(json.dumps({"text": text, "ids": tokenizer.encode(text)}, ensure_ascii=False))
