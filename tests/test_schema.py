@@ -72,7 +72,8 @@ def test_full_size_qwen3_0_6b_trace_holds_every_schema_name(tmp_path, capsys):
     dense_names = [p for p in doc_names() if ".moe." not in p and not p.endswith(("k_cache", "v_cache"))
                    and p != "embed.onehot"  # V = 151936 > 4096: no one-hot rows
                    and not p.startswith(("train.", "dpo.", "grpo."))  # names of tracer train-step
-                   and not p.startswith(vision_language)]
+                   and not p.startswith(vision_language)
+                   and not p.startswith("quant.")]  # quantization errors: only with --reference
     expected = set()
     for pattern in dense_names:
         expected |= {pattern.replace("{i}", str(i)).replace("{s}", "0") for i in range(28)}

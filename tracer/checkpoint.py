@@ -81,12 +81,17 @@ def _header(path: Path) -> dict[str, Any]:
 
 
 class CheckpointWeights(Mapping[str, np.ndarray]):
-    """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use."""
+    """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use.
+
+    ``stream=True`` keeps no converted tensor: each access reads the mapped bytes again and, once converted,
+    releases the file pages (``tracer.sources.stream``), so only the layer being computed is resident.
+    """
 
     def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32,
-                 shapes: Mapping[str, tuple[int, ...]] | None = None):
+                 shapes: Mapping[str, tuple[int, ...]] | None = None, stream: bool = False):
         self.directory = directory
         self.dtype = np.dtype(dtype)
+        self.stream = stream
         files = weight_files(directory)
         self._headers = {path: _header(path) for path in sorted(set(files.values()))}
         self._files = files
@@ -103,6 +108,8 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
                 raise TracerError(f"tensor {name} is {info['dtype']}; supported: float32, bfloat16, float16")
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if self.stream:
+            return self._read(name)
         if name not in self._made:
             self._made[name] = self._read(name)
         return self._made[name]
@@ -116,6 +123,10 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
     def stored_dtypes(self) -> set[str]:
         return {self._headers[self._files[n]][n]["dtype"] for n in self._shapes}
 
+    def stored_bits(self, name: str) -> float:
+        """Bits per weight of a tensor as stored in the file (16 for bfloat16 and float16)."""
+        return 8.0 * np.dtype(SAFETENSORS_DTYPES[self._headers[self._files[name]][name]["dtype"]]).itemsize
+
     def _read(self, name: str) -> np.ndarray:
         path = self._files[name]
         info = self._headers[path][name]
@@ -123,12 +134,39 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
             self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
         start = info["start"]
         end = start + info["data_offsets"][1] - info["data_offsets"][0]
-        raw = self._maps[path][start:end].view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-        if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32: shift it back, exactly
-            return (raw.astype(np.uint32) << 16).view(np.float32).astype(self.dtype, copy=False)
+        stored = SAFETENSORS_DTYPES[info["dtype"]]
+        if self.stream:
+            return self._read_streamed(self._maps[path], start, stored, info["shape"])
+        raw = self._maps[path][start:end].view(stored).reshape(info["shape"])
         if raw.dtype == self.dtype:
             return raw
-        return raw.astype(self.dtype)
+        return _widen(raw, self.dtype)
+
+    def _read_streamed(self, mapped: np.memmap, start: int, stored: Any, shape: list[int]) -> np.ndarray:
+        """Convert a slab at a time into a new array, releasing each slab's file pages once converted, so
+        the peak is the converted tensor plus one slab (not plus the whole mapped tensor)."""
+        from tracer.sources.stream import release_pages
+
+        out = np.empty(shape, dtype=self.dtype)
+        flat = out.reshape(-1)
+        item = np.dtype(stored).itemsize
+        for first in range(0, flat.size, STREAM_SLAB):
+            last = min(flat.size, first + STREAM_SLAB)
+            flat[first:last] = _widen(mapped[start + first * item:start + last * item].view(stored), self.dtype)
+            release_pages(mapped, start + first * item, start + last * item)
+        return out
+
+
+STREAM_SLAB = 1 << 22  # elements converted at a time by a streamed read (16 MiB of float32)
+
+
+def _widen(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Stored values (float32, float16, or bfloat16 bit patterns as uint16) -> ``dtype``."""
+    if raw.dtype == np.uint16:  # bfloat16 is the top half of a float32: shift it back, exactly
+        wide = raw.astype(np.uint32)
+        wide <<= 16  # in place: no second full-size temporary
+        return wide.view(np.float32).astype(dtype, copy=False)
+    return raw.astype(dtype)
 
 
 def bfloat16_bits(x: np.ndarray) -> np.ndarray:

@@ -83,6 +83,7 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     stream = rec("embed.out", ops.embedding(ids, table), ids, table)
     if visual is not None and visual.embeds is not None:  # seed 002: image tokens replace the <|image_pad|> rows
         stream = rec("embed.spliced", vops.splice_rows(stream, visual.mask, visual.embeds), stream, visual.embeds)
+    del table  # the LM head asks for its matrix again: a streamed checkpoint holds no V×D table meanwhile
 
     # §3-5-5: rotary tables for these positions (shared by every layer). RoPE scaling sets the frequencies ω
     # (dynamic NTK from the current length) and a factor a on cos and sin, so every score is multiplied by a².

@@ -72,6 +72,8 @@ OPS: dict[str, Op] = {
     "greedy_probs": Op(r"p = \mathrm{onehot}(\arg\max \ell')", "p = onehot(argmax ℓ')"),
     "sampling_probs": Op(r"p = \mathrm{renorm}(\mathrm{top\text{-}p}(\mathrm{top\text{-}k}(\mathrm{softmax}(\ell'/T))))",
                          "p = softmax(ℓ'/T), keep top-k then top-p, renormalise"),
+    "quant_error": Op(r"\big[\max|W-R|,\ \overline{|W-R|},\ \lVert W-R\rVert_F / \lVert R\rVert_F,\ \text{bits/weight}\big]",
+                      "[max|W−R|, mean|W−R|, ‖W−R‖_F / ‖R‖_F, bits per weight]"),
     "choose": Op(r"\text{next} = \arg\max p \text{ (greedy) or } \text{next} \sim p", "next = argmax p (greedy) or draw from p"),
     # Training (tracer train-step): loss, backward, optimizer, preference objectives.
     "label_shift": Op(r"y_t = \text{ids}_{t+1}\ \text{if counted, else } -100", "labels[t] = ids[t+1] if counted else −100"),
@@ -333,15 +335,18 @@ SCHEMA: list[Entry] = [
        "策略模型下每個回答 token 的 log 機率。"),
     _e("grpo.{c}.token_loss", "[T]", "grpo_token_loss", "Per-token loss −ρ·A of this completion (0 outside it).",
        "此回答每個 token 的損失 −ρ·A(回答以外為 0)。"),
+    _e("quant.{w}.error", "[4]", "quant_error",
+       "Quantization error of this checkpoint weight, dequantized, against the reference: max abs, mean abs, relative Frobenius, bits per weight.",
+       "此權重反量化後相對參考權重的誤差:最大絕對誤差、平均絕對誤差、相對 Frobenius 誤差、每個權重的位元數。"),
 ]
 
-_PLACEHOLDER = re.compile(r"\{(i|e|s|c)\}")
+_PLACEHOLDER = re.compile(r"\{(i|e|s|c|w)\}")  # {c}: a GRPO completion; {w}: a checkpoint weight's dotted name
 _DECODE_PREFIX = re.compile(r"^decode\.(\d+)\.")
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
     parts = _PLACEHOLDER.split(pattern)
-    regex = "".join(re.escape(p) if k % 2 == 0 else r"(\d+)" for k, p in enumerate(parts))
+    regex = "".join(re.escape(p) if k % 2 == 0 else r"(.+)" if p == "w" else r"(\d+)" for k, p in enumerate(parts))
     return re.compile(f"^{regex}$")
 
 
