@@ -13,6 +13,7 @@ from tracer import TracerError
 from tracer.chat import check_messages, checkpoint_template, render_chat, render_jinja
 from tracer.checkpoint import CheckpointWeights, read_config
 from tracer.config import Qwen3Config
+from tracer.interventions import Editor, Interventions
 from tracer.model import Sampling, generate
 from tracer.presets import PRESETS, get_preset
 from tracer.recorder import Recorder
@@ -165,10 +166,11 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
-              listener: Callable[[str], None] | None = None) -> Trace:
+              listener: Callable[[str], None] | None = None, interventions: Interventions | None = None) -> Trace:
     """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
     ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``).
+    ``interventions``: heads to zero, experts to drop, records to patch (listed in the meta).
     """
     if backend not in BACKENDS:
         raise TracerError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -183,7 +185,10 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
     if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
         raise TracerError(f"top_p must be in (0, 1], got {sampling.top_p}")
-    rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener)
+    if interventions is not None:
+        interventions.check(model.cfg)
+    editor = Editor(interventions) if interventions else None
+    rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener, edit=editor)
     stops = stop_tokens(model)
     versions: dict[str, str] = {}
     if backend == "torch":
@@ -200,12 +205,15 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         torch, _ = tb.require_torch()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         hf_model = tb.build_model(model.cfg, model.weights, model.directory, torch_dtype, device)
-        gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device)
+        gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device,
+                                interventions)
         dtype = torch_dtype
         versions = tb.library_versions()
     else:
-        gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops)
+        gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops, interventions)
         dtype = str(model.weights[next(iter(model.weights))].dtype)
+    if editor is not None:
+        editor.check_applied()
     meta = {
         "model": model.name, "source": model.source, "seed": model.seed, "backend": backend, "device": device,
         "dtype": dtype, "round": round_decimals, "backend_versions": versions,
@@ -218,5 +226,6 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
                      "suppress": list(sampling.suppress), "seed": sampling.seed},
         "vocab": list(model.toy_vocab) if model.toy_vocab else None,
         "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
+        "interventions": interventions.describe() if interventions else None,
     }
     return Trace.in_memory(rec.records, meta)
