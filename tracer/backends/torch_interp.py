@@ -66,7 +66,7 @@ class Interp:
         return self.patches.get(self.rec.prefix + name)
 
     def tensor(self, array: np.ndarray, like: Any) -> Any:
-        return self.torch.from_numpy(np.ascontiguousarray(array)).to(dtype=like.dtype, device=like.device)
+        return self.torch.tensor(np.asarray(array), dtype=like.dtype, device=like.device)
 
     def replace_output(self, module: Any, fn: Callable[[Any], Any]) -> None:
         """Register first a forward hook whose result (when not None) becomes the module's output."""
