@@ -361,19 +361,27 @@ def sampling_probs(logits: np.ndarray, temperature: float, top_k: int | None, to
 
 
 def top_probs(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """[T, V] -> ids [T, n] int, probs [T, n]. The n likeliest tokens of softmax(logits), best first.
+    """[T, V] -> ids [T, n] int, probs [T, n]. The n largest logits, best first (ties: lower id first), and
+    their probabilities p = softmax(logits) = exp(ℓ − max ℓ) / Σ_v exp(ℓ_v − max ℓ).
 
-    One softmax over V per row; ``argpartition`` finds the n best without sorting all of V.
+    ``partition`` finds the n best without sorting all of V; only the n chosen probabilities are divided out.
 
-    >>> top_probs(np.array([[0.0, np.log(3.0), -50.0]]), 2)[0], top_probs(np.array([[0.0, np.log(3.0)]]), 2)[1]
+    >>> top_probs(np.array([[0.0, np.log(3.0), -50.0]]), 2)
     (array([[1, 0]]), array([[0.75, 0.25]]))
+    >>> top_probs(np.array([[1.0, 2.0, 2.0, 2.0]]), 2)[0]
+    array([[1, 2]])
     """
     n = min(n, logits.shape[-1])
-    probs = softmax(logits.astype(np.promote_types(logits.dtype, np.float32))).astype(logits.dtype)
-    part = np.argpartition(-logits, n - 1, axis=-1)[:, :n]
-    order = np.argsort(-np.take_along_axis(logits, part, axis=-1), axis=-1, kind="stable")
-    ids = np.take_along_axis(part, order, axis=-1).astype(np.int64)
-    return ids, np.take_along_axis(probs, ids, axis=-1)
+    x = logits.astype(np.promote_types(logits.dtype, np.float32))
+    top = x.max(axis=-1, keepdims=True)
+    total = np.exp(x - top).sum(axis=-1, keepdims=True)
+    nth = -np.partition(-x, n - 1, axis=-1)[:, n - 1]
+    ids = np.empty((len(x), n), dtype=np.int64)
+    for t, row in enumerate(x):
+        candidates = np.flatnonzero(row >= nth[t])  # the n best, and every token tied with the n-th
+        ids[t] = candidates[np.lexsort((candidates, -row[candidates]))[:n]]
+    probs = np.exp(np.take_along_axis(x, ids, axis=-1) - top) / total
+    return ids, probs.astype(logits.dtype)
 
 
 def zero_heads(context: np.ndarray, heads: list[int]) -> np.ndarray:

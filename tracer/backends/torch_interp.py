@@ -232,7 +232,8 @@ class Interp:
             rec(f"{n}.logits", s.np(logits), *sources, derived=True)
             sources = (s.full(f"{n}.logits"),)
         probs = torch.nn.functional.softmax(logits.float(), dim=-1)
-        value, ids = torch.topk(probs, min(LENS_TOP, probs.shape[-1]), dim=-1)
+        ids = torch.sort(logits, dim=-1, descending=True, stable=True).indices[:, :LENS_TOP]  # ties: lower id first
+        value = probs.gather(-1, ids)
         rec(f"{n}.top_ids", ids.cpu().numpy().astype(np.int64), *sources, derived=True)
         rec(f"{n}.top_probs", s.np(value.to(logits.dtype)), *sources, derived=True)
 
