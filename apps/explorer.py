@@ -18,5 +18,9 @@ PAGES = [
     st.Page("views/sampling.py", title="Logits & sampling"),
     st.Page("views/tokens.py", title="Tokens & chat template"),
     st.Page("views/compare.py", title="Compare"),
+    st.Page("views/lens.py", title="Logit lens & attribution"),
+    st.Page("views/heads.py", title="All heads"),
+    st.Page("views/prompts.py", title="Compare prompts"),
+    st.Page("views/whatif.py", title="What if"),
 ]
 st.navigation(PAGES).run()

@@ -8,6 +8,7 @@ model follow the same edits with hooks (``tracer.backends.torch_interventions``)
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,3 +180,18 @@ def export_record(trace: Any, name: str | None, out: str) -> str:
     array = np.asarray(trace[name])
     np.save(path, array)
     return t("interp.npy_wrote", "en", name=name, shape=list(array.shape), dtype=array.dtype, file=out)
+
+
+def model_of(meta: dict[str, Any]) -> Any:
+    """The model a trace was made with, rebuilt from its meta (preset + the config fields that differ, or the
+    checkpoint directory), to run it again with interventions."""
+    from tracer.presets import PRESETS, get_preset
+    from tracer.run import load_model
+
+    name, config = meta["model"], meta["config"]
+    dtype = meta.get("dtype") if meta.get("dtype") in ("float32", "float64") else "float32"
+    if name not in PRESETS:
+        return load_model(name, dtype=dtype)
+    base = get_preset(name).config.as_dict()
+    overrides = [f"{k}={json.dumps(v)}" for k, v in config.items() if k in base and base[k] != v]
+    return load_model(name, overrides, meta.get("seed") or 0, dtype)

@@ -163,6 +163,13 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
         return ()
 
 
+def _explained_labels(model: Model, rec: Recorder) -> dict[str, str]:
+    """Text of every token id the logit lens and the attribution name, so viewers need no tokenizer."""
+    found = [v for n, v in rec.records.items() if n.endswith((".top_ids", "attrib.target_ids"))]
+    ids = np.unique(np.concatenate([np.ravel(v) for v in found])).tolist() if found else []
+    return dict(zip(map(str, ids), token_labels(model, ids)))
+
+
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
@@ -227,5 +234,6 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         "vocab": list(model.toy_vocab) if model.toy_vocab else None,
         "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
         "interventions": interventions.describe() if interventions else None,
+        "vocab_labels": _explained_labels(model, rec),
     }
     return Trace.in_memory(rec.records, meta)
