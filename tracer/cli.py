@@ -142,12 +142,6 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError("give the input with --prompt TEXT or --tokens 0,1,2,3")
     if (args.system or args.no_thinking) and not args.chat:
         raise TracerError("--system and --no-thinking go with --chat")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise TracerError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if args.top_k is not None and args.top_k < 1:
-        raise TracerError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.temperature < 0:
-        raise TracerError(f"--temperature must not be negative, got {args.temperature}")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
     from tracer.interventions import from_flags
@@ -279,7 +273,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_app(args: argparse.Namespace) -> None:
+def cmd_app(args: argparse.Namespace) -> int:
     import os
 
     script = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
@@ -296,13 +290,12 @@ def cmd_app(args: argparse.Namespace) -> None:
         load_trace(args.trace).close()  # a one-line error now, rather than in the browser
         env["QWEN3_TRACER_TRACE"] = str(Path(args.trace).resolve())
     print(f"qwen3-tracer explorer on http://localhost:{args.port}", flush=True)
-    # become the Streamlit server (exec, not a child process): stopping this command stops the server
-    os.execve(sys.executable, [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-                               "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
-                               "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env)
+    return _become([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+                    "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+                    "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env)
 
 
-def cmd_notebooks(args: argparse.Namespace) -> None:
+def cmd_notebooks(args: argparse.Namespace) -> int:
     import os
     import shutil
 
@@ -321,11 +314,22 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
     print(f"JupyterLab on http://localhost:{args.port}/lab (notebooks in {folder})", flush=True)
-    # become the JupyterLab server (exec, not a child process): stopping this command stops the server
     # local only (127.0.0.1), so no token is needed; root (containers, CI) must be allowed explicitly
     command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}", "--no-browser",
                "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token="]
-    os.execv(sys.executable, command + (["--allow-root"] if os.geteuid() == 0 else []))
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0  # POSIX only; Windows has no root
+    return _become(command + (["--allow-root"] if is_root else []), dict(os.environ))
+
+
+def _become(command: list[str], env: dict[str, str]) -> int:
+    """Run a server in place of this command: exec on POSIX (stopping this command stops the server), a child
+    process waited for where a process cannot be replaced (Windows)."""
+    import os
+    import subprocess
+
+    if os.name == "posix":
+        os.execve(command[0], command, env)
+    return subprocess.call(command, env=env)
 
 
 def cmd_info(args: argparse.Namespace) -> None:

@@ -190,8 +190,6 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     bad = [t for t in sampling.suppress if not 0 <= t < model.cfg.vocab_size]
     if bad:
         raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
-    if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
-        raise TracerError(f"top_p must be in (0, 1], got {sampling.top_p}")
     if interventions is not None:
         interventions.check(model.cfg)
     editor = Editor(interventions) if interventions else None

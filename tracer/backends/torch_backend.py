@@ -91,31 +91,44 @@ def state_dict(cfg: Qwen3Config, weights: Any, torch: Any) -> dict[str, Any]:
     return sd
 
 
+@contextmanager
+def quiet_library() -> Iterator[None]:
+    """transformers' warnings and progress bars off while a model loads; the caller's settings restored after."""
+    _, transformers = require_torch()
+    log = transformers.utils.logging
+    verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
+    log.set_verbosity_error()
+    log.disable_progress_bar()
+    try:
+        yield
+    finally:
+        log.set_verbosity(verbosity)
+        if bars:
+            log.enable_progress_bar()
+
+
 def build_model(cfg: Qwen3Config, weights: Any, directory: Any, dtype: str, device: str, traced: bool = True) -> Any:
     """A real Qwen3ForCausalLM / Qwen3MoeForCausalLM with these weights: traced attention and eager experts,
     or (``traced=False``, for benchmarks) the library's defaults."""
     torch, transformers = require_torch()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
     register_attention()
     torch_dtype = getattr(torch, dtype)
     cls = transformers.Qwen3MoeForCausalLM if cfg.is_moe else transformers.Qwen3ForCausalLM
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
-    if traced:
-        kwargs["attn_implementation"] = ATTENTION_NAME
-        if cfg.is_moe:
-            kwargs["experts_implementation"] = "eager"
-    if directory is not None:
-        model = cls.from_pretrained(str(directory), local_files_only=True, **kwargs)
-    else:
-        config = hf_config(cfg)
-        with torch.device("meta"):
-            model = cls._from_config(config, **kwargs)
-        model.load_state_dict(state_dict(cfg, weights, torch), strict=True, assign=True)
-        model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
-        if cfg.tie_word_embeddings:
-            model.tie_weights()
-        model = model.to(torch_dtype)
+    with quiet_library():
+        if directory is not None:
+            model = cls.from_pretrained(str(directory), local_files_only=True, dtype=torch_dtype)
+        else:
+            with torch.device("meta"):
+                model = cls(hf_config(cfg))
+            model.load_state_dict(state_dict(cfg, weights, torch), strict=True, assign=True)
+            model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
+            if cfg.tie_word_embeddings:
+                model.tie_weights()
+            model = model.to(torch_dtype)
+        if traced:
+            model.set_attn_implementation(ATTENTION_NAME)
+            if cfg.is_moe:
+                model.set_experts_implementation("eager")
     apply_teaching_variants(model, cfg, torch)
     return model.to(device).eval()
 
@@ -137,9 +150,6 @@ def apply_teaching_variants(model: Any, cfg: Qwen3Config, torch: Any) -> None:
             model.model.rotary_emb.original_inv_freq = radians.clone()
 
 
-_ACTIVE: list[_Session] = []
-
-
 def register_attention() -> None:
     """Register the tracing attention function and, under the same name, the library's eager mask."""
     import transformers
@@ -151,10 +161,14 @@ def register_attention() -> None:
 
 def _traced_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float,
                       dropout: float = 0.0, **kwargs: Any) -> tuple[Any, Any]:
-    """Eager attention (same ops as ``eager_attention_forward``) with every intermediate recorded."""
+    """Eager attention (same ops as ``eager_attention_forward``) with every intermediate recorded.
+
+    The run's session arrives as the keyword ``tracer_session``, which transformers passes from the model call
+    down to the attention function; without one (the model used outside a trace) nothing is recorded.
+    """
     import torch
 
-    s = _ACTIVE[-1]
+    s: _Session = kwargs.get("tracer_session") or _Session.silent()
     n = f"layers.{module.layer_idx}.attn"
     t = query.shape[2]
     s.rec(f"{n}.q_rope", s.np(query[0]), s.full(f"{n}.q_norm"), s.full("rope.cos"), s.full("rope.sin"))
@@ -192,6 +206,22 @@ class _Session:
         self.ids: Any = None
         self.logits: np.ndarray | None = None
         self.weighted_names: list[str] = []
+
+    @classmethod
+    def silent(cls) -> _Session:
+        """A session that records nothing (for the traced attention called outside a trace)."""
+        torch, _ = require_torch()
+        return cls(None, None, Recorder(capture=[]), torch)  # type: ignore[arg-type]
+
+    def forward(self, tokens: list[int], rec: Recorder, cache: Any, device: str) -> np.ndarray:
+        """One forward pass of the model on ``tokens`` (continuing ``cache`` when given), recorded into ``rec``;
+        returns the logits [T, V]."""
+        self.rec = rec
+        self.ids = np.array(tokens, dtype=np.int64)
+        ids = self.torch.tensor([tokens], dtype=self.torch.long, device=device)
+        self.model(input_ids=ids, past_key_values=cache, use_cache=cache is not None, tracer_session=self)
+        assert self.logits is not None
+        return self.logits
 
     def np(self, tensor: Any) -> np.ndarray:
         """A tensor as a NumPy array (half precision widened to float32, which is exact)."""
@@ -342,11 +372,9 @@ class _Session:
 def tracing(cfg: Qwen3Config, model: Any, rec: Recorder, torch: Any) -> Iterator[_Session]:
     session = _Session(cfg, model, rec, torch)
     session.install()
-    _ACTIVE.append(session)
     try:
         yield session
     finally:
-        _ACTIVE.pop()
         session.remove()
 
 
@@ -358,15 +386,8 @@ def generate_torch(cfg: Qwen3Config, model: Any, prompt: list[int], rec: Recorde
     check_patchable(interventions)
     cache = transformers.DynamicCache(config=model.config)
     with tracing(cfg, model, rec, torch) as session, interp(cfg, model, session, interventions), torch.no_grad():
-
-        def step(tokens: list[int], step_rec: Recorder) -> np.ndarray:
-            session.rec = step_rec
-            session.ids = np.array(tokens, dtype=np.int64)
-            model(input_ids=torch.tensor([tokens], dtype=torch.long, device=device), past_key_values=cache,
-                  use_cache=True)
-            return session.logits
-
-        return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens, step)
+        return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens,
+                           lambda tokens, step_rec: session.forward(tokens, step_rec, cache, device))
 
 
 def library_versions() -> dict[str, str]:
