@@ -167,7 +167,11 @@ def _explained_labels(model: Model, rec: Recorder) -> dict[str, str]:
     """Text of every token id the logit lens and the attribution name, so viewers need no tokenizer."""
     found = [v for n, v in rec.records.items() if n.endswith((".top_ids", "attrib.target_ids"))]
     ids = np.unique(np.concatenate([np.ravel(v) for v in found])).tolist() if found else []
-    return dict(zip(map(str, ids), token_labels(model, ids)))
+    try:
+        labels = model.tokenizer.token_strings(ids)
+    except TracerError:  # no tokenizer, or an id it does not know (Qwen3 pads its vocabulary): one by one
+        labels = [token_labels(model, [i])[0] for i in ids]
+    return dict(zip(map(str, ids), labels))
 
 
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
