@@ -19,11 +19,12 @@ RUNNER = Path(__file__).with_name("notebook_runner.py")
 ANSWER_CHECKS = {
     "01_dense_block_by_hand.py": [("box", 0.770, 0.5), ("box_f", 3.383, 1.964)],
     "02_moe_block_by_hand.py": [("box", 0.744, 0.5), ("box_z", 1.350, 1.974)],
+    "08_why.py": [("box1", 10.638, 9.584)],  # §4-6-2: the chosen token's logit is the sum of the direct terms
 }
 
 
-def test_there_are_seven_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+def test_there_are_eight_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07", "08"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
