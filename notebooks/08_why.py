@@ -91,12 +91,14 @@ print("direct term of the dropped expert:", round(float(experts[top_expert]), 4)
       " logit change:", round(float(dropped["logits"][last, target] - clean["logits"][last, target]), 4))
 
 # %% [markdown]
-# The change is not exactly the dropped term: another expert takes its slot with its own contribution, and
-# renormalised gate weights change the others. Direct attribution says who wrote the logit; an intervention says
-# what happens without them.
+# Compare the two numbers. In this toy they match: the expert that takes the free slot writes nothing along this
+# token's direction. In general they need not: the replacement expert brings its own term and renormalised gate
+# weights change the others. Direct attribution says who wrote the logit; an intervention says what happens
+# without them.
 #
-# 變化量並不完全等於被拿掉的那一項:另一個專家補上了空位並帶來自己的貢獻,重新正規化的 gate 權重也改變了
-# 其他專家。直接歸因告訴我們「誰寫了這個 logit」;干預告訴我們「少了它會怎樣」。
+# 比較這兩個數。在這個 toy 中它們相等:補上空位的專家沿這個 token 的方向沒有寫入任何東西。一般情況下不一定相等:
+# 替補的專家會帶來自己的貢獻,重新正規化的 gate 權重也會改變其他專家。直接歸因告訴我們「誰寫了這個 logit」;
+# 干預告訴我們「少了它會怎樣」。
 
 # %% [markdown]
 # ## 3 · The same question at full width / 完整寬度上的同一個問題

@@ -68,7 +68,7 @@ def lens_grid(trace: Trace, prefix: str = "", lang: str = "en") -> Any:
     probs = np.stack([np.asarray(trace[f"{prefix}lens.{i}.top_probs"], dtype=np.float64) for i in range(layers)])
     ids = np.stack([np.asarray(trace[f"{prefix}lens.{i}.top_ids"]) for i in range(layers)])
     text = [[_short(token_text(trace, int(ids[i, p, 0]))) for p in range(ids.shape[1])] for i in range(layers)]
-    hover = [["<br>".join(f"{token_text(trace, int(ids[i, p, j]))!r}  {probs[i, p, j]:.3f}"
+    hover = [["<br>".join(f"{token_text(trace, int(ids[i, p, j]))!r}  {probs[i, p, j]:.3g}"
                           for j in range(min(5, ids.shape[2]))) for p in range(ids.shape[1])] for i in range(layers)]
     cols = [f"{p}:{_short(tok, 10)}" for p, tok in enumerate(tokens)]
     rows = [f"{t('interp.layer', lang)} {i}" for i in range(layers)]
