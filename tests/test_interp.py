@@ -70,6 +70,12 @@ def test_full_lens_logits_only_when_captured():
     assert not any(n.startswith("attrib.") for n in trace.names)  # not captured: not computed
 
 
+def test_one_layers_attribution_alone():
+    trace = _trace(capture=["attrib.2.*"])
+    assert trace.names == ["attrib.2.heads", "attrib.2.experts"]
+    np.testing.assert_array_equal(trace["attrib.2.heads"], _trace()["attrib.2.heads"])
+
+
 def test_lens_is_not_computed_when_not_captured():
     trace = _trace(capture=["logits"])
     assert trace.names == ["logits"]

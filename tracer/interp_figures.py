@@ -116,7 +116,8 @@ def stream_stats(trace: Trace, prefix: str = "") -> dict[str, np.ndarray]:
 
 def has_stream(trace: Trace, prefix: str = "") -> bool:
     last = layer_count(trace) - 1
-    return all(f"{prefix}{n}" in trace for n in ("embed.out", f"layers.{last}.resid_post", f"layers.{last}.attn.o_proj"))
+    needed = ("embed.out", f"layers.{last}.resid_post", f"layers.{last}.attn.o_proj")
+    return all(f"{prefix}{n}" in trace for n in needed)
 
 
 def stream_figure(trace: Trace, position: int, prefix: str = "", lang: str = "en") -> Any:

@@ -43,6 +43,7 @@ class KVCache:
 
 Rope = tuple[np.ndarray, np.ndarray]  # cos, sin tables [T, Dh] of the positions being computed
 LENS_TOP = 20  # tokens kept per position by the logit lens
+LENS_BATCH_BYTES = 256 << 20  # the lens reads the LM head once per this many bytes of lens logits
 
 
 @dataclass
@@ -88,8 +89,9 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     cos_table, sin_table = ops.rope_tables(np.arange(start, start + len(ids)), rope_inv_freq(cfg), dtype)
     rope = (rec("rope.cos", cos_table, ids), rec("rope.sin", sin_table, ids))
 
-    attributing = wants_attribution(rec, interventions)
+    attributing = wants_attribution(cfg, rec, interventions)
     taps: list[Taps] = []
+    lens_streams: list[tuple[int, np.ndarray]] = []  # each block's output, for the logit lens
     for i in range(cfg.num_hidden_layers):
         n = f"layers.{i}"
         layer_cache = cache.layers[i] if cache is not None else None
@@ -103,8 +105,8 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
         if tap is not None:
             tap.mlp = mlp_out
             taps.append(tap)
-        if i < cfg.num_hidden_layers - 1:
-            lens(cfg, w, rec, i, stream)
+        if i < cfg.num_hidden_layers - 1 and wants_lens(rec, i):
+            lens_streams.append((i, stream))
     if cache is not None:
         cache.length = start + len(ids)
 
@@ -116,8 +118,8 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     head = w(lm_head_name(cfg))
     logits = rec("logits", ops.linear(stream, head), stream, head)
 
-    # Why this token: the last block's lens is the output itself; each block's direct share of the top logit.
-    lens(cfg, w, rec, cfg.num_hidden_layers - 1, last_stream, logits)
+    # Why this token: what each block's stream would predict; each block's direct share of the top logit.
+    lens(cfg, w, rec, lens_streams, logits)
     if attributing:
         attribute(cfg, w, rec, embedded, last_stream, logits, taps)
     return logits
@@ -128,38 +130,50 @@ def keeps(rec: Recorder, *names: str) -> bool:
     return any(rec.wants(rec.prefix + name) for name in names)
 
 
-def lens(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, stream: np.ndarray,
-         logits: np.ndarray | None = None) -> None:
-    """Logit lens: the residual stream after block i read through the final norm and the LM head as if it
-    were the last block; its 20 likeliest next tokens (``lens.{i}.logits`` only when ``--capture`` asks).
+def wants_lens(rec: Recorder, i: int) -> bool:
+    """Whether any logit lens record of block i is kept (``lens.{i}.logits`` only when asked for by name)."""
+    return rec.asks(f"lens.{i}.logits") or keeps(rec, f"lens.{i}.top_ids", f"lens.{i}.top_probs")
 
-    ``logits``: the model's own output, which is the last block's lens."""
+
+def lens(cfg: Qwen3Config, w: Params, rec: Recorder, streams: list[tuple[int, np.ndarray]],
+         logits: np.ndarray) -> None:
+    """Logit lens: the residual stream after block i read through the final norm and the LM head as if it were
+    the last block, and its 20 likeliest next tokens. The last block's lens is the model's own ``logits``.
+
+    Computed after the last block for all blocks together: the LM head ([V, D], the largest matrix of the model)
+    is then read once per group of blocks instead of once per block."""
+    head = w(lm_head_name(cfg))
+    norm_w = w("model.norm.weight") if cfg.final_norm else None
+    rows = len(logits)
+    per_group = max(1, LENS_BATCH_BYTES // max(1, rows * head.shape[0] * head.itemsize))
+    for g in range(0, len(streams), per_group):
+        group = streams[g:g + per_group]
+        x = np.concatenate([stream for _, stream in group])
+        normed = ops.rms_norm(x, norm_w, cfg.rms_norm_eps) if norm_w is not None else x
+        together = ops.linear(normed, head)
+        for k, (i, stream) in enumerate(group):
+            source = (stream, head) if norm_w is None else (stream, norm_w, head)
+            _lens_records(rec, i, together[k * rows:(k + 1) * rows], source)
+    last = cfg.num_hidden_layers - 1
+    if wants_lens(rec, last):
+        _lens_records(rec, last, logits, (logits,))
+
+
+def _lens_records(rec: Recorder, i: int, logits: np.ndarray, source: tuple[np.ndarray, ...]) -> None:
     n = f"lens.{i}"
-    full = rec.asks(f"{n}.logits")
-    if not (full or keeps(rec, f"{n}.top_ids", f"{n}.top_probs")):
-        return
-    if logits is None:
-        x = stream
-        if cfg.final_norm:
-            norm_w = w("model.norm.weight")
-            x = ops.rms_norm(stream, norm_w, cfg.rms_norm_eps)
-        head = w(lm_head_name(cfg))
-        logits = ops.linear(x, head)
-        source: tuple[np.ndarray, ...] = (stream, norm_w, head) if cfg.final_norm else (stream, head)
-    else:
-        source = (logits,)
-    if full:
-        logits = rec(f"{n}.logits", logits.copy() if len(source) == 1 else logits, *source)
+    if rec.asks(f"{n}.logits"):
+        logits = rec(f"{n}.logits", logits.copy(), *source)
         source = (logits,)
     top_ids, top_p = ops.top_probs(logits, LENS_TOP)
     rec(f"{n}.top_ids", top_ids, *source)
     rec(f"{n}.top_probs", top_p, *source)
 
 
-def wants_attribution(rec: Recorder, interventions: Interventions | None) -> bool:
+def wants_attribution(cfg: Qwen3Config, rec: Recorder, interventions: Interventions | None) -> bool:
     """Direct logit attribution is computed when kept and the stream is still the sum of its writes."""
-    return (interventions is None or interventions.attributable) and keeps(
-        rec, "attrib.target_ids", "attrib.embed", "attrib.0.heads", "attrib.0.mlp", "attrib.0.experts")
+    names = ["attrib.target_ids", "attrib.scale", "attrib.embed"] + [
+        f"attrib.{i}.{part}" for i in range(cfg.num_hidden_layers) for part in ("heads", "mlp", "experts")]
+    return (interventions is None or interventions.attributable) and keeps(rec, *names)
 
 
 def attribute(cfg: Qwen3Config, w: Params, rec: Recorder, embedded: np.ndarray, stream: np.ndarray,
@@ -178,7 +192,8 @@ def attribute(cfg: Qwen3Config, w: Params, rec: Recorder, embedded: np.ndarray, 
     for i, tap in enumerate(taps):
         wo = w(f"model.layers.{i}.self_attn.o_proj.weight")
         assert tap.context is not None and tap.mlp is not None
-        rec(f"attrib.{i}.heads", ops.head_attribution(tap.context, wo, direction), tap.context, wo, target, derived=derived)
+        rec(f"attrib.{i}.heads", ops.head_attribution(tap.context, wo, direction), tap.context, wo, target,
+            derived=derived)
         if not cfg.is_sparse_layer(i):
             rec(f"attrib.{i}.mlp", np.sum(tap.mlp * direction, axis=-1), tap.mlp, target, derived=derived)
             continue

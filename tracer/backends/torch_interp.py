@@ -164,7 +164,7 @@ class Interp:
     # -- collection ----------------------------------------------------------------------------------
 
     def on_embed(self, _m: Any, _a: Any, out: Any) -> None:
-        self.attributing = wants_attribution(self.rec, self.iv)
+        self.attributing = wants_attribution(self.cfg, self.rec, self.iv)
         self.taps = []
         self.embedded = self.session.np(out[0]) if self.attributing else None
 
@@ -212,7 +212,8 @@ class Interp:
                      s.full("logits"): s.np(out[0])}
             for i, tap in enumerate(self.taps):
                 named[s.full(f"layers.{i}.attn.context")] = tap.context
-                named[s.full(f"layers.{i}.moe.out" if cfg.is_sparse_layer(i) else f"layers.{i}.mlp.down_proj")] = tap.mlp
+                written = f"layers.{i}.moe.out" if cfg.is_sparse_layer(i) else f"layers.{i}.mlp.down_proj"
+                named[s.full(written)] = tap.mlp
             inputs = self.rec.params(named)
             for name in named:
                 inputs(name)
