@@ -22,5 +22,6 @@ PAGES = [
     st.Page("views/heads.py", title="All heads"),
     st.Page("views/prompts.py", title="Compare prompts"),
     st.Page("views/whatif.py", title="What if"),
+    st.Page("views/long_context.py", title="Long context"),
 ]
 st.navigation(PAGES).run()

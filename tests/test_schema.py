@@ -8,6 +8,7 @@ import pytest
 
 from tracer.cli import main
 from tracer.schema import OPS, SCHEMA, entry_for
+from tracer.tracefile import load_trace
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "trace-schema.md"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "trace-schema.md"
@@ -66,14 +67,14 @@ def test_full_size_qwen3_0_6b_trace_holds_every_schema_name(tmp_path, capsys):
     ids = [(i * 4099) % 151936 for i in range(32)]
     out = tmp_path / "q.npz"
     assert main(["trace", "qwen3-0.6b", "--seed", "0", "--tokens", ",".join(map(str, ids)), "--out", str(out)]) == 0
-    npz = np.load(out, allow_pickle=False)
+    npz = load_trace(out)
     dense_names = [p for p in doc_names() if ".moe." not in p and not p.endswith(("k_cache", "v_cache"))
                    and p != "embed.onehot"  # V = 151936 > 4096: no one-hot rows
                    and p not in ("lens.{i}.logits", "attrib.{i}.experts")]  # only when captured; MoE only
     expected = set()
     for pattern in dense_names:
         expected |= {pattern.replace("{i}", str(i)).replace("{s}", "0") for i in range(28)}
-    assert expected <= set(npz.files)
+    assert expected <= set(npz.names)
     shapes = {"tokens": (32,), "embed.out": (32, 1024), "rope.cos": (32, 128), "layers.27.attn.q_proj": (16, 32, 128),
               "layers.27.attn.k_rope": (8, 32, 128), "layers.27.attn.scores": (16, 32, 32),
               "layers.27.attn.mask": (32, 32), "layers.27.attn.context": (16, 32, 128),

@@ -169,3 +169,34 @@ def test_missing_torch_gives_an_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(TracerError, match=r"pip install 'qwen3-tracer\[torch\]'"):
         torch_backend.require_torch()
+
+
+@pytest.mark.parametrize("source", ["preset", "checkpoint"])
+def test_device_auto_offloads_layers_to_disk_and_records_the_same_names(tmp_path, source):
+    """--device auto on a CPU-only machine, with CPU memory capped so that two of the three layers (one of them
+    MoE) are offloaded to disk: the records still equal the NumPy engine's, and the meta says where each ran."""
+    pytest.importorskip("accelerate")
+    directory = None
+    if source == "checkpoint":
+        directory = tmp_path / "ckpt"
+        assert main(["export", "qwen3-0.6b", *sum((["--set", o] for o in TINY_MOE), []), "--seed", "2",
+                     "--out", str(directory)]) == 0
+    model = load_model(str(directory) if directory else "qwen3-0.6b", [] if directory else TINY_MOE, seed=2)
+    a = run_trace(model, [5, 17, 3, 99], max_new_tokens=3)
+    b = run_trace(model, [5, 17, 3, 99], max_new_tokens=3, backend="torch", device="auto",
+                  max_memory={"cpu": 600_000})
+    assert_parity(a, b)
+    placed = b.meta["placement"]
+    assert placed["model.embed_tokens"] == "cpu" and "disk" in placed.values(), placed
+    assert not list(tmp_path.glob("qwen3-tracer-offload-*"))
+
+
+def test_device_auto_on_the_command_line_and_cuda_without_a_gpu(tmp_path, capsys):
+    args = ["trace", "qwen3-0.6b", *sum((["--set", o] for o in TINY), []), "--tokens", "1,2,3", "--backend", "torch"]
+    assert main([*args, "--device", "auto", "--out", str(tmp_path / "a.npz")]) == 0
+    assert load_trace(tmp_path / "a.npz").meta["placement"] is not None
+    if not torch.cuda.is_available():
+        capsys.readouterr()
+        assert main([*args, "--device", "cuda", "--out", str(tmp_path / "c.npz")]) == 2
+        err = capsys.readouterr().err
+        assert "no CUDA GPU" in err and err.count("\n") == 1

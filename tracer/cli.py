@@ -14,6 +14,7 @@ from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
 from tracer.show import format_record, select
+from tracer.storage import STORE_DTYPES
 from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
 
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="run a model on a prompt and save every intermediate tensor")
-    t.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b) or checkpoint directory")
+    t.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... qwen3-235b-a22b) "
+                                 "or checkpoint directory")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="text to tokenize")
     src.add_argument("--tokens", help="comma-separated token ids, e.g. 0,1,2,3")
@@ -45,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--top-p", type=float, metavar="P")
     t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids (or special tokens) never to generate")
     t.add_argument("--out", required=True, metavar="FILE.npz")
+    t.add_argument("--store-dtype", choices=STORE_DTYPES,
+                   help="keep the numbers in half precision, for display (about half the file; compare refuses it)")
     t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
     t.add_argument("--lang", choices=("en", "zh"), default="en")
     t.add_argument("--zero-head", action="append", metavar="L.H",
@@ -103,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help="preset or checkpoint directory")
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    i.add_argument("--context", type=int, metavar="N", help="memory of N tokens: weights, KV cache, activations")
+    i.add_argument("--dtype", default=None, help="bytes per value for --context: bfloat16 (default), float16, float32, "
+                   "float64")
+    i.add_argument("--batch", type=int, default=None, metavar="B", help="sequences at once for --context (default 1)")
+    i.add_argument("--json", action="store_true", help="print the --context figures as JSON")
     return parser
 
 
@@ -114,7 +123,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="float32 (default) or float64; bfloat16 and float16 with --backend torch")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="numpy: the reference engine (default); torch: the real transformers model")
-    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", help="torch device: cpu, cuda, cuda:N, or auto (every GPU, then CPU memory, then "
+                                    "disk, for models larger than one GPU); default cuda when available, else cpu")
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
@@ -151,7 +161,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
                       backend=args.backend, torch_dtype=args.dtype, device=args.device,
                       interventions=interventions or None)
-    trace.path = save_trace(out, trace)
+    trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
         for name in select(trace, args.show):
             print(format_record(trace, name, args.lang), end="\n\n")
@@ -336,6 +346,11 @@ def cmd_info(args: argparse.Namespace) -> None:
     from tracer.info import model_card
 
     model = load_model(args.model, args.set)
+    if args.context is not None or args.json or args.dtype is not None or args.batch is not None:
+        from tracer.memory import memory_command
+
+        print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json))
+        return
     print(model_card(model.cfg, model.name))
     for note in model.notes:
         print(f"note: {note}")

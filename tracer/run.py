@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from tracer.chat import check_messages, checkpoint_template, render_chat, render
 from tracer.checkpoint import CheckpointWeights, read_config
 from tracer.config import Qwen3Config
 from tracer.interventions import Editor, Interventions
+from tracer.longctx import context_limit
 from tracer.model import Sampling, generate
 from tracer.presets import PRESETS, get_preset
 from tracer.recorder import Recorder
@@ -135,9 +137,9 @@ def check_tokens(cfg: Qwen3Config, ids: list[int], max_new_tokens: int) -> None:
     if bad:
         raise TracerError(f"token id {bad[0]} is outside the vocabulary (0..{cfg.vocab_size - 1})")
     total = len(ids) + max_new_tokens - 1
-    if total > cfg.max_position_embeddings:
+    if total > context_limit(cfg):
         raise TracerError(f"{len(ids)} prompt tokens + {max_new_tokens - 1} decode steps exceed "
-                          f"max_position_embeddings ({cfg.max_position_embeddings}); shorten the prompt")
+                          f"max_position_embeddings ({context_limit(cfg)}); shorten the prompt")
 
 
 def token_labels(model: Model, ids: list[int]) -> list[str]:
@@ -177,10 +179,12 @@ def _explained_labels(model: Model, rec: Recorder) -> dict[str, str]:
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
-              listener: Callable[[str], None] | None = None, interventions: Interventions | None = None) -> Trace:
+              listener: Callable[[str], None] | None = None, max_memory: dict[Any, Any] | None = None,
+              interventions: Interventions | None = None) -> Trace:
     """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
-    ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``).
+    ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``:
+    cpu, cuda, cuda:N, or auto — every GPU, then CPU memory, then disk, capped by ``max_memory``).
     ``interventions``: heads to zero, experts to drop, records to patch (listed in the meta).
     """
     if backend not in BACKENDS:
@@ -213,18 +217,30 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
                               f"NumPy engine, or override what the library cannot express")
         torch, _ = tb.require_torch()
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        hf_model = tb.build_model(model.cfg, model.weights, model.directory, torch_dtype, device)
-        gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device,
-                                interventions)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise TracerError(f"--device {device}: this machine has no CUDA GPU that torch can use; "
+                              f"use --device cpu or --device auto")
+        # disk offload (``--device auto``) needs a folder; it is removed when the run ends
+        offload = tempfile.TemporaryDirectory(prefix="qwen3-tracer-offload-") if device == "auto" else None
+        try:
+            hf_model = tb.build_model(model.cfg, model.weights, model.directory, torch_dtype, device,
+                                      offload_dir=offload.name if offload else None, max_memory=max_memory)
+            gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device,
+                                    interventions)
+            placed = tb.placement(hf_model) if device == "auto" else None
+        finally:
+            if offload is not None:
+                offload.cleanup()
         dtype = torch_dtype
         versions = tb.library_versions()
     else:
+        placed = None
         gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops, interventions)
         dtype = str(model.weights[next(iter(model.weights))].dtype)
     if editor is not None:
         editor.check_applied()
     meta = {
-        "model": model.name, "source": model.source, "seed": model.seed, "backend": backend, "device": device,
+        "model": model.name, "source": model.source, "seed": model.seed, "backend": backend, "device": device, "placement": placed,
         "dtype": dtype, "round": round_decimals, "backend_versions": versions,
         "config": model.cfg.as_dict(), "model_type": model.cfg.model_type, "prompt": prompt,
         "token_ids": gen.prompt, "token_labels": token_labels(model, gen.prompt),

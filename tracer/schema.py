@@ -1,4 +1,4 @@
-"""The trace schema (v1): every record name, its shape, the op that makes it, and what it means.
+"""The trace schema (v2): every record name, its shape, the op that makes it, and what it means.
 
 This table is the one source of truth for what a trace record is (``docs/trace-schema.md`` is the prose
 version). Backends emit these names; viewers read formulas and explanations from here via ``__meta__``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,18 @@ OPS: dict[str, Op] = {
     "input": Op(r"\text{ids} = \mathrm{tokenize}(\text{prompt})", "ids = tokenize(prompt)"),
     "one_hot": Op(r"X_{\text{onehot}}[t, v] = [v = \text{ids}_t]", "X_onehot[t, v] = 1 if v == ids[t] else 0"),
     "embedding": Op(r"X^{(0)} = X_{\text{onehot}} E", "X(0) = X_onehot · E  (row ids[t] of E)"),
-    "rope_cos": Op(r"C_{t,d} = \cos\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
-                   "C[t,d] = cos(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · θ^(−2j/Dh)"),
-    "rope_sin": Op(r"S_{t,d} = \sin\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
-                   "S[t,d] = sin(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · θ^(−2j/Dh)"),
+    "rope_cos": Op(r"C_{t,d} = a\cos\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
+                   "C[t,d] = a · cos(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · ω_j,  ω_j = θ^(−2j/Dh)  "
+                   "(ω = rope.inv_freq after any scaling, a = rope.attention_factor)"),
+    "rope_sin": Op(r"S_{t,d} = a\sin\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
+                   "S[t,d] = a · sin(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · ω_j,  ω_j = θ^(−2j/Dh)  "
+                   "(ω = rope.inv_freq after any scaling, a = rope.attention_factor)"),
+    "rope_inv_freq": Op(r"\omega_j = \theta^{-2j/D_h}\ \text{(linear: } /s\text{; dynamic: } \theta';\ \text{YaRN: ramp between } \omega_j \text{ and } \omega_j/s)",
+                        "ω_j = θ^(−2j/Dh)  (linear: ÷factor; dynamic: θ'; YaRN: ramp between ω_j and ω_j/factor)"),
+    "rope_attention_factor": Op(r"a = 0.1 \ln s + 1\ \text{(YaRN)},\ 1\ \text{otherwise}",
+                                "a = 0.1·ln(factor) + 1 (YaRN), 1 otherwise"),
+    "sliding_window_mask": Op(r"M_{ts} = \begin{cases}0 & t - W < s \le t\\ -\infty & \text{otherwise}\end{cases}",
+                              "M[t,s] = 0 if t − W < s ≤ t else −∞ (sliding window W)"),
     "rms_norm": Op(r"y = \frac{x}{\sqrt{\mathrm{mean}(x^2) + \epsilon}} \odot w",
                    "y = x / sqrt(mean(x²) + ε) ⊙ w"),
     "l2_norm": Op(r"y = \frac{x}{\lVert x \rVert_2} \odot w", "y = x / ‖x‖₂ ⊙ w"),
@@ -99,6 +107,10 @@ SCHEMA: list[Entry] = [
        "One-hot 矩陣:第 t 列只在 ids[t] 欄為 1(僅在 V ≤ 4096 時記錄)。"),
     _e("embed.out", "[T, D]", "embedding", "Embedding lookup: row ids[t] of the embedding table E.",
        "Embedding 查表:取 E 的第 ids[t] 列。"),
+    _e("rope.inv_freq", "[Dh/2]", "rope_inv_freq", "Rotary frequencies ω (radians per position of each dimension pair) after any RoPE scaling.",
+       "旋轉頻率 ω(每對維度每個位置轉過的弧度),已套用 RoPE 縮放。"),
+    _e("rope.attention_factor", "[]", "rope_attention_factor", "Factor a multiplying cos and sin (YaRN; 1 otherwise): every score is multiplied by a².",
+       "乘在 cos 與 sin 上的係數 a(YaRN;其他情況為 1):每個注意力分數因此乘上 a²。"),
     _e("rope.cos", "[T, Dh]", "rope_cos", "Cosine of each position's rotation angle per dimension pair (rotate_half layout).",
        "每個位置、每對維度旋轉角的 cos(rotate_half 排列)。"),
     _e("rope.sin", "[T, Dh]", "rope_sin", "Sine of each position's rotation angle per dimension pair (rotate_half layout).",

@@ -63,7 +63,7 @@ def hf_config(cfg: Qwen3Config) -> Any:
     _, transformers = require_torch()
     d = {k: v for k, v in cfg.to_hf_dict().items() if k not in ("architectures", "model_type", "qk_norm",
                                                                   "rope_degrees_per_position")}
-    d["rope_parameters"] = {"rope_type": "default", "rope_theta": d.pop("rope_theta")}
+    d["rope_parameters"] = {**(d.pop("rope_scaling", None) or {"rope_type": "default"}), "rope_theta": d.pop("rope_theta")}
     if cfg.is_moe:
         hf = transformers.Qwen3MoeConfig(**d)
         hf.head_dim = cfg.head_dim
@@ -94,29 +94,41 @@ def state_dict(cfg: Qwen3Config, weights: Any, torch: Any) -> dict[str, Any]:
 @contextmanager
 def quiet_library() -> Iterator[None]:
     """transformers' warnings and progress bars off while a model loads; the caller's settings restored after."""
+    import logging
+
     _, transformers = require_torch()
     log = transformers.utils.logging
     verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
+    accelerate_log = logging.getLogger("accelerate")  # "offloaded to disk": the trace meta says where layers ran
+    accelerate_level = accelerate_log.level
     log.set_verbosity_error()
     log.disable_progress_bar()
+    accelerate_log.setLevel(logging.ERROR)
     try:
         yield
     finally:
         log.set_verbosity(verbosity)
         if bars:
             log.enable_progress_bar()
+        accelerate_log.setLevel(accelerate_level)
 
 
-def build_model(cfg: Qwen3Config, weights: Any, directory: Any, dtype: str, device: str, traced: bool = True) -> Any:
+def build_model(cfg: Qwen3Config, weights: Any, directory: Any, dtype: str, device: str, traced: bool = True,
+                offload_dir: str | None = None, max_memory: dict[Any, Any] | None = None) -> Any:
     """A real Qwen3ForCausalLM / Qwen3MoeForCausalLM with these weights: traced attention and eager experts,
-    or (``traced=False``, for benchmarks) the library's defaults."""
+    or (``traced=False``, for benchmarks) the library's defaults.
+
+    ``device="auto"`` spreads the layers over every visible GPU, then CPU memory, then ``offload_dir`` on disk
+    (accelerate's ``device_map="auto"``; ``max_memory`` caps each, e.g. ``{"cpu": "2GiB"}``).
+    """
     torch, transformers = require_torch()
     register_attention()
     torch_dtype = getattr(torch, dtype)
     cls = transformers.Qwen3MoeForCausalLM if cfg.is_moe else transformers.Qwen3ForCausalLM
+    placed = {"device_map": "auto", "offload_folder": offload_dir, "max_memory": max_memory} if device == "auto" else {}
     with quiet_library():
         if directory is not None:
-            model = cls.from_pretrained(str(directory), local_files_only=True, dtype=torch_dtype)
+            model = cls.from_pretrained(str(directory), local_files_only=True, dtype=torch_dtype, **placed)
         else:
             with torch.device("meta"):
                 model = cls(hf_config(cfg))
@@ -125,12 +137,51 @@ def build_model(cfg: Qwen3Config, weights: Any, directory: Any, dtype: str, devi
             if cfg.tie_word_embeddings:
                 model.tie_weights()
             model = model.to(torch_dtype)
+            apply_teaching_variants(model, cfg, torch)
+            if device == "auto":
+                model = dispatch(model, offload_dir, max_memory)
         if traced:
             model.set_attn_implementation(ATTENTION_NAME)
             if cfg.is_moe:
                 model.set_experts_implementation("eager")
-    apply_teaching_variants(model, cfg, torch)
-    return model.to(device).eval()
+    if directory is not None:
+        apply_teaching_variants(model, cfg, torch)
+    return (model if device == "auto" else model.to(device)).eval()
+
+
+def dispatch(model: Any, offload_dir: str | None, max_memory: dict[Any, Any] | None) -> Any:
+    """Place a model built in memory over GPUs, CPU and disk, keeping each decoder layer whole."""
+    try:
+        from accelerate import dispatch_model, infer_auto_device_map
+    except ImportError:
+        raise TracerError("--device auto needs accelerate: pip install 'qwen3-tracer[torch]'") from None
+    layer_class = type(model.model.layers[0]).__name__
+    device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=[layer_class])
+    if set(device_map) == {""}:
+        if device_map[""] == "disk":
+            raise TracerError("--device auto: not even the first layer fits in the memory allowed; allow more")
+        return model.to(device_map[""])  # it fits on one device
+    return dispatch_model(model, device_map=device_map, offload_dir=offload_dir, main_device=torch_device_of(device_map))
+
+
+def torch_device_of(device_map: dict[str, Any]) -> str:
+    """The device the first layers run on: the first GPU or CPU in the map (disk-offloaded layers run there)."""
+    devices = [d for d in device_map.values() if d not in ("disk", "cpu")]
+    return f"cuda:{devices[0]}" if devices and isinstance(devices[0], int) else str(devices[0]) if devices else "cpu"
+
+
+def placement(model: Any) -> dict[str, str]:
+    """Where each part of a model placed by ``--device auto`` lives (module name -> cuda:N, cpu or disk)."""
+    device_map = getattr(model, "hf_device_map", None) or {"": next(model.parameters()).device}  # all on one
+    return {name: (f"cuda:{d}" if isinstance(d, int) else str(d)) for name, d in device_map.items()}
+
+
+def input_device(model: Any, device: str) -> str:
+    """Where the input ids go: the embedding's device (``--device auto``: accelerate moves them on)."""
+    if device != "auto":
+        return device
+    weight = model.get_input_embeddings().weight
+    return "cpu" if weight.device.type == "meta" else str(weight.device)
 
 
 def apply_teaching_variants(model: Any, cfg: Qwen3Config, torch: Any) -> None:
@@ -261,8 +312,13 @@ class _Session:
             self.rec("embed.out", self.np(out[0]), self.full("tokens"), "model.embed_tokens.weight")
 
         def on_rotary(out: Any) -> None:
-            self.rec("rope.cos", self.np(out[0][0]), self.full("tokens"))
-            self.rec("rope.sin", self.np(out[1][0]), self.full("tokens"))
+            # the rotary module's table as this forward used it (dynamic NTK updates it before computing cos/sin)
+            self.rec("rope.inv_freq", self.np(m.rotary_emb.inv_freq.to(out[0].dtype)))
+            self.rec("rope.attention_factor", np.array(m.rotary_emb.attention_scaling, dtype=self.np(out[0]).dtype))
+            self.rec("rope.cos", self.np(out[0][0]), self.full("tokens"), self.full("rope.inv_freq"),
+                     self.full("rope.attention_factor"))
+            self.rec("rope.sin", self.np(out[1][0]), self.full("tokens"), self.full("rope.inv_freq"),
+                     self.full("rope.attention_factor"))
 
         self.hook(m.embed_tokens, on_embed)
         self.hook(m.rotary_emb, on_rotary)
@@ -334,6 +390,11 @@ class _Session:
         """Each chosen expert's MLP recomputed from the library's stacked weights, checked against its output."""
         torch = self.torch
         hidden, ids, weights = args
+        if any(p.device.type == "meta" for p in module.parameters()):  # offloaded to disk: load for the recompute
+            from accelerate.utils import align_module_device
+
+            with align_module_device(module, hidden.device):
+                return self.on_experts(n, p, module, args, out)
         m = f"{n}.moe"
         total = torch.zeros_like(hidden)
         self.weighted_names = []
@@ -385,9 +446,10 @@ def generate_torch(cfg: Qwen3Config, model: Any, prompt: list[int], rec: Recorde
     torch, transformers = require_torch()
     check_patchable(interventions)
     cache = transformers.DynamicCache(config=model.config)
+    where = input_device(model, device)
     with tracing(cfg, model, rec, torch) as session, interp(cfg, model, session, interventions), torch.no_grad():
         return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens,
-                           lambda tokens, step_rec: session.forward(tokens, step_rec, cache, device))
+                           lambda tokens, step_rec: session.forward(tokens, step_rec, cache, where))
 
 
 def library_versions() -> dict[str, str]:
