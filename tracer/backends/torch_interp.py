@@ -13,7 +13,7 @@ Hooks added to a tracing session (``torch_backend.tracing``), nothing of the lib
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -180,6 +180,11 @@ class Interp:
             return
         torch = self.torch
         hidden, ids, weights = args
+        if any(p.is_meta for p in module.parameters()):  # offloaded to disk: load for the recompute
+            from accelerate.utils import align_module_device
+
+            with align_module_device(module, hidden.device):
+                return self.on_experts(i, module, args)
         for e in range(self.cfg.num_experts):
             rows = torch.nonzero((ids == e).any(dim=1)).flatten()
             if rows.numel() == 0:
@@ -217,7 +222,8 @@ class Interp:
             inputs = self.rec.params(named)
             for name in named:
                 inputs(name)
-            attribute(cfg, self.rec.params(_LibraryWeights(self.model, cfg, s)), self.rec, self.embedded, last,
+            library = _LibraryWeights(self.model, s)
+            attribute(cfg, self.rec.params(library), self.rec, self.embedded, last,
                       named[s.full("logits")], self.taps, derived=True)
 
     def lens(self, i: int, hidden: Any) -> None:
@@ -239,26 +245,33 @@ class Interp:
         rec(f"{n}.top_probs", s.np(value.to(logits.dtype)), *sources, derived=True)
 
 
-class _LibraryWeights:
-    """The library's own parameters as NumPy arrays, by checkpoint name (what ``attribute`` reads)."""
+class _LibraryWeights(Mapping[str, np.ndarray]):
+    """The library's own parameters as NumPy arrays, by checkpoint name (what ``attribute`` reads); a parameter
+    offloaded to disk (``--device auto``) is loaded for the copy."""
 
-    def __init__(self, model: Any, cfg: Qwen3Config, session: Any):
-        self.model, self.cfg, self.session = model, cfg, session
+    def __init__(self, model: Any, session: Any):
+        self.model, self.session = model, session
         self._cache: dict[str, np.ndarray] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self._cache:
-            self._cache[name] = self.session.np(self.model.get_parameter(name))
+            param = self.model.get_parameter(name)
+            if param.is_meta:
+                from accelerate.utils import align_module_device
+
+                owner, _, leaf = name.rpartition(".")
+                module = self.model.get_submodule(owner)
+                with align_module_device(module, "cpu"):
+                    self._cache[name] = self.session.np(module.get_parameter(leaf)).copy()
+            else:
+                self._cache[name] = self.session.np(param)
         return self._cache[name]
 
-    def __contains__(self, name: object) -> bool:
-        return True
-
-    def __iter__(self) -> Any:
-        return iter(())
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self.model.named_parameters())
 
     def __len__(self) -> int:
-        return 0
+        return sum(1 for _ in self.model.named_parameters())
 
 
 @contextmanager
