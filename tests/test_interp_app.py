@@ -96,3 +96,11 @@ def test_what_if_patches_from_another_prompt(monkeypatch, traces):
     at.text_input[2].set_value("明天交報告")  # toy vocabulary: 4 tokens, like the open trace
     at.button[0].click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
+
+
+def test_compare_prompts_runs_a_second_prompt(monkeypatch, traces):
+    at = open_page(monkeypatch, traces["toy-dense"], "prompts")
+    at.text_input[1].set_value("明天交報告")  # the same prompt: nothing diverges
+    at.run()
+    assert not at.exception and not at.error
+    assert "agrees on the top token" in " ".join(m.value for m in at.markdown)

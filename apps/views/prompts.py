@@ -7,16 +7,25 @@ from common import header, lang, read_trace, read_upload, require_trace
 from tracer import TracerError
 from tracer.i18n import t
 from tracer.interp_figures import can_compare_prompts, prompt_diff, prompt_diff_figure
+from tracer.interventions import model_of
+from tracer.run import encode_prompt, run_trace
 
 header("Compare prompts", "比較兩個提示")
 a = require_trace()
 uploaded = st.file_uploader(t("interp.second_trace", lang()), type=["npz"], key="prompts_upload")
 typed = st.text_input(t("interp.second_path", lang()), key="prompts_path")
-if uploaded is None and not typed.strip():
+other = st.text_input(t("interp.second_prompt", lang()), key="prompts_other")
+if uploaded is None and not typed.strip() and not other.strip():
     st.info(t("interp.prompts_help", lang()))
     st.stop()
 try:
-    b = read_upload(uploaded) if uploaded is not None else read_trace(typed.strip())
+    if uploaded is not None:
+        b = read_upload(uploaded)
+    elif typed.strip():
+        b = read_trace(typed.strip())
+    else:
+        model = model_of(a.meta)
+        b = run_trace(model, encode_prompt(model, other), prompt=other)
 except TracerError as exc:
     st.error(str(exc))
     st.stop()
