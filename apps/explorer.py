@@ -22,6 +22,9 @@ PAGES = [
     st.Page("views/heads.py", title="All heads"),
     st.Page("views/prompts.py", title="Compare prompts"),
     st.Page("views/whatif.py", title="What if"),
+    st.Page("views/quant.py", title="Quantization drift"),
     st.Page("views/long_context.py", title="Long context"),
+    st.Page("views/training.py", title="Training"),
+    st.Page("views/vision.py", title="Vision (Qwen3-VL)"),
 ]
 st.navigation(PAGES).run()
