@@ -207,7 +207,8 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
               listener: Callable[[str], None] | None = None, max_memory: dict[Any, Any] | None = None,
-              images: list[Any] | None = None, interventions: Interventions | None = None) -> Trace:    """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
+              images: list[Any] | None = None, interventions: Interventions | None = None) -> Trace:
+    """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
     ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``:
     cpu, cuda, cuda:N, or auto — every GPU, then CPU memory, then disk, capped by ``max_memory``).
