@@ -94,10 +94,9 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     ids = rec("tokens", np.asarray(tokens, dtype=np.int64))
     if cfg.vocab_size <= 4096:
         rec("embed.onehot", ops.one_hot(ids, cfg.vocab_size, dtype), ids)
-    stream = rec("embed.out", ops.embedding(ids, table), ids, table)
+    stream = embedded = rec("embed.out", ops.embedding(ids, table), ids, table)
     if visual is not None and visual.embeds is not None:  # seed 002: image tokens replace the <|image_pad|> rows
         stream = rec("embed.spliced", vops.splice_rows(stream, visual.mask, visual.embeds), stream, visual.embeds)
-    embedded = stream
     del table  # the LM head asks for its matrix again: a streamed checkpoint holds no V×D table meanwhile
 
     # §3-5-5: rotary tables for these positions (shared by every layer). RoPE scaling sets the frequencies ω
@@ -115,8 +114,8 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
         rope = (rec("rope.cos", (cos_table * factor).astype(dtype), position_ids, omega, scale, op="mrope_cos"),
                 rec("rope.sin", (sin_table * factor).astype(dtype), position_ids, omega, scale, op="mrope_sin"))
 
-    # DeepStack features are writes into the stream that no block makes: no direct attribution then
-    attributing = wants_attribution(cfg, rec, interventions) and (visual is None or not visual.deepstack)
+    # lens and attribution explain text models (Qwen3-VL's DeepStack writes into the stream outside any block)
+    attributing = visual is None and wants_attribution(cfg, rec, interventions)
     taps: list[Taps] = []
     lens_streams: list[tuple[int, np.ndarray]] = []  # each block's output, for the logit lens
     for i in range(cfg.num_hidden_layers):
@@ -135,7 +134,7 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
         if tap is not None:
             tap.mlp = mlp_out
             taps.append(tap)
-        if i < cfg.num_hidden_layers - 1 and wants_lens(rec, i):
+        if visual is None and i < cfg.num_hidden_layers - 1 and wants_lens(rec, i):
             lens_streams.append((i, stream))
     if cache is not None:
         cache.length = start + len(ids)
@@ -149,7 +148,8 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     logits = rec("logits", ops.linear(stream, head), stream, head)
 
     # Why this token: what each block's stream would predict; each block's direct share of the top logit.
-    lens(cfg, w, rec, lens_streams, logits)
+    if visual is None:
+        lens(cfg, w, rec, lens_streams, logits)
     if attributing:
         attribute(cfg, w, rec, embedded, last_stream, logits, taps)
     return logits
