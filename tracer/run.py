@@ -259,11 +259,7 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         if reason:
             raise TracerError(f"{model.name} cannot run through transformers' Qwen3: {reason}; trace it with the "
                               f"NumPy engine, or override what the library cannot express")
-        torch, _ = tb.require_torch()
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise TracerError(f"--device {device}: this machine has no CUDA GPU that torch can use; "
-                              f"use --device cpu or --device auto")
+        device = tb.check_device(device)
         # disk offload (``--device auto``) needs a folder; it is removed when the run ends
         offload = tempfile.TemporaryDirectory(prefix="qwen3-tracer-offload-") if device == "auto" else None
         try:

@@ -201,8 +201,7 @@ def train_step_torch(model: Model, ids: list[int], counted: np.ndarray | None = 
     targets = Targets.next_token(tokens, np.ones(len(ids), dtype=bool) if counted is None else counted)
     if not np.any(targets.labels != bw.IGNORE_INDEX):
         raise TracerError(t("train.err_all_masked", "en"))
-    torch, _ = tb.require_torch()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = tb.check_device(device)
     hf = tt.build(model.cfg, model.weights, model.directory, dtype, device)
     rec, losses = tt.train_step_torch(model.cfg, hf, ids, targets.labels, aux_coef)
     meta: dict[str, Any] = {"prompt": prompt, "objective": "sft" if sft else "next_token", "backend": "torch",

@@ -45,6 +45,28 @@ def require_torch() -> tuple[Any, Any]:
     return torch, transformers
 
 
+def check_device(device: str | None) -> str:
+    """The torch device a run may use: ``None`` -> cuda when available, else cpu; cpu, cuda, cuda:N and auto
+    as given (cuda only where torch sees a GPU, N below their count); mps only where torch has it."""
+    from tracer.i18n import t
+
+    torch, _ = require_torch()
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    mps = torch.backends.mps.is_available()
+    kind, colon, index = device.partition(":")
+    if kind == "cuda" and (not colon or index.isdigit()):
+        if not torch.cuda.is_available():
+            raise TracerError(t("backends.err_no_cuda", "en", device=device))
+        count = torch.cuda.device_count()
+        if colon and int(index) >= count:
+            raise TracerError(t("backends.err_cuda_index", "en", device=device, count=count, last=count - 1))
+        return device
+    if device in ("cpu", "auto") or (device == "mps" and mps):
+        return device
+    raise TracerError(t("backends.err_device", "en", device=device, mps=" or mps" if mps else ""))
+
+
 def unsupported(cfg: Qwen3Config) -> str | None:
     """Why transformers' Qwen3 cannot express this config, or None when it can."""
     reasons = []
