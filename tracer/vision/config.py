@@ -6,17 +6,24 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from tracer import TracerError
 from tracer.config import Qwen3Config, _coerce
+from tracer.i18n import t
 
 IMAGE_TOKEN_ID = 151655  # <|image_pad|>
 VIDEO_TOKEN_ID = 151656  # <|video_pad|>
 VISION_START_TOKEN_ID = 151652  # <|vision_start|>
 VISION_END_TOKEN_ID = 151653  # <|vision_end|>
+
+
+def _finite(x: Any) -> bool:
+    """Whether ``x`` is a finite real number (not a bool, not a string)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,10 @@ class VisionConfig:
             raise TracerError(f"vision.min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels})")
         if len(self.image_mean) != self.in_channels or len(self.image_std) != self.in_channels:
             raise TracerError(f"vision.image_mean and image_std need {self.in_channels} values (one per channel)")
+        if not all(_finite(m) for m in self.image_mean):
+            raise TracerError(t("vision.err_image_mean", "en", mean=list(self.image_mean)))
+        if not all(_finite(s) and s > 0 for s in self.image_std):
+            raise TracerError(t("vision.err_image_std", "en", std=list(self.image_std)))
         if self.window_size and (self.window_size < 0 or self.window_size % self.factor):
             raise TracerError(f"vision.window_size must be a positive multiple of patch × merge = {self.factor} "
                               f"pixels (or 0 for no windows), got {self.window_size}")
