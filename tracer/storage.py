@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from tracer import ops
+from tracer import TracerError, ops
+from tracer.i18n import t
 
 STORE_DTYPES = ("float16", "bfloat16")
 """Half-precision storage for display; parity verdicts (``tracer compare``) refuse such traces."""
@@ -78,17 +79,23 @@ LOW_BYTES = ".lo"
 """Suffix of the zip member holding a half-precision record's low bytes (its high bytes are under its name)."""
 
 
-def encode_numbers(value: np.ndarray, store_dtype: str | None) -> tuple[np.ndarray, dict[str, Any]]:
+def encode_numbers(value: np.ndarray, store_dtype: str | None, name: str = "") -> tuple[np.ndarray, dict[str, Any]]:
     """The array to write and its storage note: as computed ({}), or in half precision as byte planes
     (``{"dtype": "float16" | "bfloat16", "shape": [...]}``): the writer deflates the high bytes (sign and
-    exponent, which compress) and stores the low bytes (mantissa bits, which do not) as they are."""
+    exponent, which compress) and stores the low bytes (mantissa bits, which do not) as they are.
+
+    A finite value that float16 cannot hold (beyond ±65504) is refused: it would be written as ±inf."""
     if store_dtype is None or not np.issubdtype(value.dtype, np.floating) or value.dtype.itemsize <= 2:
         return value, {}
     if store_dtype == "bfloat16":
         halves = to_bfloat16_bits(value)
     else:
         with np.errstate(over="ignore"):  # the most negative float (a mask's −∞ stand-in) becomes −∞
-            halves = value.astype(np.float16).view(np.uint16)
+            narrow = value.astype(np.float16)
+        lost = np.isinf(narrow) & np.isfinite(value) & (value != np.finfo(value.dtype).min)
+        if lost.any():
+            raise TracerError(t("storage.err_float16_overflow", "en", name=name, value=float(value[lost].flat[0])))
+        halves = narrow.view(np.uint16)
     return byte_planes(halves), {"dtype": store_dtype, "shape": list(value.shape)}
 
 

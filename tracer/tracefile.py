@@ -82,7 +82,7 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
                 storage = _storage_of(trace, name, info, value)
                 if storage.get("kind") != "rebuilt":
                     written = value[..., trace[storage["mask"]] == 0] if storage.get("kind") == "visible" else value
-                    written, half = encode_numbers(written, store_dtype)
+                    written, half = encode_numbers(written, store_dtype, name)
                     storage.update(half)
                     if half:  # high bytes deflated (a name: the archive's default), low bytes stored
                         _write_member(zf, f"{name}.npy", written[1])
