@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
+from tracer import TracerError
 from tracer.cli import main
+from tracer.storage import encode_numbers
 
 TINY = ["qwen3-0.6b", "--set", "num_hidden_layers=1", "--set", "hidden_size=32", "--set", "head_dim=8",
         "--set", "intermediate_size=16", "--set", "vocab_size=200", "--set", "num_attention_heads=2",
         "--set", "num_key_value_heads=1"]
+TINYV = TINY[:9] + TINY[11:]  # without vocab_size: Qwen3's tokenizer
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str], *words: str) -> str:
@@ -31,3 +37,35 @@ def test_torch_device_checked(device: str, tmp_path, capsys) -> None:
     refused(["trace", *TINY, "--tokens", "1,2,3", "--backend", "torch", "--device", device,
              "--out", str(tmp_path / "x.npz")], capsys, "--device")
     assert not (tmp_path / "x.npz").exists()
+
+
+@pytest.mark.parametrize("std", ["[0,0,0]", "[NaN,1,1]", "[1,1,-1]", "[Infinity,1,1]"])
+def test_vision_std_must_be_positive_finite(std: str, tmp_path, capsys) -> None:
+    refused(["trace", "qwen3-vl-tiny", "--set", f"vision.image_std={std}", "--prompt", "hi",
+             "--out", str(tmp_path / "v.npz")], capsys, "vision.image_std")
+    refused(["trace", "qwen3-vl-tiny", "--set", "vision.image_mean=[NaN,0,0]", "--prompt", "hi",
+             "--out", str(tmp_path / "v.npz")], capsys, "vision.image_mean")
+
+
+def test_training_overflow_refused(tmp_path, capsys) -> None:
+    out = tmp_path / "s.npz"
+    refused(["train-step", *TINY, "--tokens", "1,2,3", "--optimizer", "sgd", "--lr", "1e300", "--out", str(out)],
+            capsys, "not finite", "--lr")
+    pair = tmp_path / "p.json"
+    pair.write_text(json.dumps({"prompt": "Q: 2+2?", "chosen": " 4", "rejected": " 5"}))
+    refused(["train-step", *TINYV, "--dpo", str(pair), "--beta", "1e308", "--out", str(out)], capsys, "--beta")
+    group = tmp_path / "g.json"
+    group.write_text(json.dumps({"prompt": "Q", "completions": [{"text": " a", "reward": 1e308},
+                                                                {"text": " b", "reward": -1e308}]}))
+    refused(["train-step", *TINYV, "--grpo", str(group), "--out", str(out)], capsys, "reward")
+    assert not out.exists()
+
+
+def test_float16_overflow_refused() -> None:
+    value = np.array([1.0, 7e4], dtype=np.float32)
+    with pytest.raises(TracerError, match=r"layers\.0\.x .*bfloat16"):
+        encode_numbers(value, "float16", "layers.0.x")
+    mask = np.array([0.0, np.finfo(np.float32).min], dtype=np.float32)  # a mask's −∞ stand-in may become −∞
+    planes, note = encode_numbers(mask, "float16", "mask")
+    assert note["dtype"] == "float16"
+    assert encode_numbers(value, "bfloat16", "layers.0.x")[1]["dtype"] == "bfloat16"

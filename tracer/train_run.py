@@ -89,7 +89,24 @@ def sft_tokens(model: Model, segments: list[Segment]) -> tuple[list[int], np.nda
     return ids, np.array(trained, dtype=bool)
 
 
+STEP_RECORDS = ("grad.", "update.", "train.", "dpo.", "grpo.")
+"""Records a training step computes (a forward pass may hold a mask's −∞; these never may)."""
+
+
+def check_finite(records: Mapping[str, np.ndarray], losses: list[float]) -> None:
+    """Refuse a step whose records or losses overflowed: a NaN anywhere, ±inf in a step record or loss."""
+    for name, value in records.items():
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        if np.isnan(value).any() or (name.startswith(STEP_RECORDS) and not np.isfinite(value).all()):
+            raise TracerError(t("train.err_nonfinite", "en", name=name))
+    for s, loss in enumerate(losses):
+        if not math.isfinite(loss):
+            raise TracerError(t("train.err_nonfinite", "en", name=f"loss (step {s})"))
+
+
 def _trace(model: Model, rec: Recorder, ids: list[int], meta: dict[str, Any]) -> Trace:
+    check_finite(rec.records, list(meta.get("losses", [])))
     full = {
         "model": model.name, "source": model.source, "seed": model.seed, "backend": meta.pop("backend", "numpy"),
         "dtype": str(model.weights[next(iter(model.weights))].dtype), "config": model.cfg.as_dict(),
@@ -118,6 +135,9 @@ def _optimize(model: Model, params: dict[str, np.ndarray], grads: dict[str, np.n
     losses = []
     for s in range(steps):
         optimizer.step(params, grads)
+        for n, w in params.items():
+            if not np.isfinite(w).all():
+                raise TracerError(t("train.err_nonfinite", "en", name=f"{n} after optimizer step {s + 1}"))
         value, new_grads = loss_of(params, s < steps - 1)
         losses.append(value)
         grads = new_grads
@@ -321,7 +341,8 @@ def read_group(model: Model, data: Any) -> tuple[list[tuple[list[int], int]], np
     for j, item in enumerate(items):
         text = _text_field(item, "text", f"--grpo completion {j}")
         reward = item.get("reward")
-        if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
+        if (isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward)
+                or abs(reward) > float(np.finfo(np.float32).max)):
             raise TracerError(t("train.err_grpo_reward", "en", j=j, reward=repr(reward)))
         seqs.append(prompt_answer_ids(model, prompt, text, f"--grpo completion {j}"))
         rewards.append(float(reward))
