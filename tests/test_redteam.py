@@ -69,3 +69,16 @@ def test_float16_overflow_refused() -> None:
     planes, note = encode_numbers(mask, "float16", "mask")
     assert note["dtype"] == "float16"
     assert encode_numbers(value, "bfloat16", "layers.0.x")[1]["dtype"] == "bfloat16"
+
+
+def test_ollama_odd_blobs_and_names(tmp_path, capsys) -> None:
+    from tracer.sources.ollama import _text, sampling_defaults
+
+    blob = tmp_path / "sha256-x"
+    blob.write_bytes(b"\xff\xfe not UTF-8")
+    with pytest.raises(TracerError, match="not UTF-8"):
+        _text(blob, "system")
+    for value in (json.loads('{"top_k": 1e400}'), {"temperature": float("nan")}):
+        with pytest.raises(TracerError, match="unusable value"):
+            sampling_defaults(value)
+    refused(["info", "ollama:qwen3:"], capsys, "empty tag")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -59,6 +60,8 @@ def parse_name(name: str) -> tuple[str, str, str, str]:
     tag = DEFAULT_TAG
     colon, slash = name.rfind(":"), name.rfind("/")
     if colon > slash:
+        if colon == len(name) - 1:
+            raise error("ollama_empty_tag", name=name)
         name, tag = name[:colon], name[colon + 1:]
     parts = name.split("/")
     if len(parts) == 1:
@@ -96,6 +99,14 @@ def verified_blob(root: Path, digest: str, manifest: Path) -> Path:
     return path
 
 
+def _text(path: Path, kind: str) -> str:
+    """A text layer (system prompt, template, license), which Ollama writes as UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error("ollama_bad_text", kind=kind, path=path) from None
+
+
 def resolve_ollama(spec: str) -> Location:
     """The model layer's GGUF, with params, system prompt, template and licenses as extras."""
     host, namespace, model, tag = parse_name(spec)
@@ -129,11 +140,11 @@ def resolve_ollama(spec: str) -> Location:
                 raise error("ollama_bad_params", path=path, detail="not a JSON object")
             extras["params"] = params
         elif kind == "system":
-            extras["system"] = path.read_text(encoding="utf-8")
+            extras["system"] = _text(path, kind)
         elif kind in ("template", "prompt"):
-            extras["template"] = path.read_text(encoding="utf-8")
+            extras["template"] = _text(path, kind)
         elif kind == "license":
-            extras["license"].append(path.read_text(encoding="utf-8"))
+            extras["license"].append(_text(path, kind))
     if gguf_path is None:
         raise error("ollama_no_model_layer", path=manifest)
     return Location("gguf", gguf_path, label, extras)
@@ -150,8 +161,10 @@ def sampling_defaults(params: dict[str, Any]) -> dict[str, Any]:
         if key in params:
             try:
                 out[key] = kind(params[key])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise error("ollama_bad_param", key=key, value=params[key]) from None
+            if not math.isfinite(out[key]):
+                raise error("ollama_bad_param", key=key, value=params[key])
     if "stop" in params:
         stops = params["stop"] if isinstance(params["stop"], list) else [params["stop"]]
         out["stop"] = tuple(str(s) for s in stops)
