@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer import TracerError
+from tracer.i18n import t
 
 ROLES = ("system", "user", "assistant", "tool")
 TOOLS_HEADER = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -167,6 +168,8 @@ def load_json_file(path: str | Path, what: str) -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TracerError(f"{what} file {p} does not exist") from None
+    except IsADirectoryError:
+        raise TracerError(t("train.err_json_is_dir", "en", what=what, path=p)) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise TracerError(f"{what} file {p} is not valid JSON ({exc})") from None
 
