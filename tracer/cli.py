@@ -230,8 +230,17 @@ def _summary(trace: Trace) -> str:
             f"wrote {len(trace)} records to {trace.path}")
 
 
+def open_trace(path: str) -> Trace:
+    """``load_trace``, saying so when the path is a directory (not that it does not exist)."""
+    from tracer.i18n import t
+
+    if Path(path).is_dir():
+        raise TracerError(t("storage.err_trace_is_dir", "en", path=path))
+    return load_trace(path)
+
+
 def cmd_show(args: argparse.Namespace) -> None:
-    trace = load_trace(args.file)
+    trace = open_trace(args.file)
     if args.npy:
         from tracer.interventions import export_record
 
@@ -347,7 +356,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from tracer.compare import compare_traces, first_divergence, tolerance
 
-    a, b = load_trace(args.a), load_trace(args.b)
+    a, b = open_trace(args.a), open_trace(args.b)
     rows = compare_traces(a, b)
     failed = any(r.verdict in ("DIFF", "SHAPE") for r in rows)
     if args.json:
@@ -383,7 +392,7 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise TracerError(f"--port must be between 1 and 65535, got {args.port}")
     env = dict(os.environ)
     if args.trace:
-        load_trace(args.trace).close()  # a one-line error now, rather than in the browser
+        open_trace(args.trace).close()  # a one-line error now, rather than in the browser
         env["QWEN3_TRACER_TRACE"] = str(Path(args.trace).resolve())
     print(f"qwen3-tracer explorer on http://localhost:{args.port}", flush=True)
     return _become([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",

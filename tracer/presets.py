@@ -169,5 +169,8 @@ PRESETS.update({name: Preset(cfg, f"Qwen3-{name.split('-', 1)[1].upper()} shape 
 def get_preset(name: str) -> Preset:
     """The preset of this name, or a TracerError listing the known ones."""
     if name not in PRESETS:
-        raise TracerError(f"unknown model {name!r}: give a preset ({', '.join(PRESETS)}) or a checkpoint directory")
+        from tracer.i18n import t
+        from tracer.vision.presets import VISION_PRESETS
+
+        raise TracerError(t("sources.unknown_model", "en", name=name, presets=", ".join([*PRESETS, *VISION_PRESETS])))
     return PRESETS[name]
