@@ -94,3 +94,11 @@ def test_messages_name_what_is_wrong(tmp_path, capsys) -> None:
                   "ollama:NAME")
     (tmp_path / "d.npz").mkdir()
     assert "does not exist" not in refused(["show", str(tmp_path / "d.npz")], capsys, "is a directory")
+
+
+def test_vision_language_models_not_gguf_nor_trained(tmp_path, capsys) -> None:
+    refused(["export", "qwen3-vl-tiny", "--format", "gguf", "--out", str(tmp_path / "e.gguf")], capsys, "GGUF")
+    refused(["quantize", "qwen3-vl-tiny", "--type", "Q8_0", "--out", str(tmp_path / "q.gguf")], capsys, "GGUF")
+    refused(["train-step", "qwen3-vl-tiny", "--tokens", "1,2,3", "--out", str(tmp_path / "x.npz")], capsys,
+            "cannot be trained")
+    assert not list(tmp_path.iterdir())

@@ -341,6 +341,8 @@ def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise TracerError(t("sources.cannot_write", "en", path=out, detail="its folder does not exist"))
     model = load_model(args.model, args.set, args.seed)
+    if model.vision is not None:
+        raise TracerError(t("vision.err_no_gguf", "en", model=args.model))
     real_vocab = model.cfg.vocab_size >= QWEN_VOCAB and not model.toy_vocab
     counts = write_gguf(model.cfg, model.weights, out, qtype, Path(model.name).name, tokenizer=real_vocab,
                         chat_template=(model.chat_template or official_template()) if real_vocab else None)

@@ -62,6 +62,8 @@ def cmd_train_step(args: argparse.Namespace) -> None:
     out = check_writable(args.out)
     optimizer = _optimizer(args)
     model = load_model(args.model, args.set, args.seed, args.dtype)
+    if model.vision is not None:
+        raise TracerError(t("vision.err_no_train", "en", model=args.model))
     if args.sft and args.messages is None:
         raise TracerError(t("train.err_sft_messages", "en"))
     if args.backend == "torch" and (optimizer is not None or args.dpo or args.grpo or args.steps != 1):
