@@ -102,3 +102,12 @@ def test_vision_language_models_not_gguf_nor_trained(tmp_path, capsys) -> None:
     refused(["train-step", "qwen3-vl-tiny", "--tokens", "1,2,3", "--out", str(tmp_path / "x.npz")], capsys,
             "cannot be trained")
     assert not list(tmp_path.iterdir())
+
+
+def test_quantize_refuses_when_no_tensor_fits_a_block(tmp_path, capsys) -> None:
+    pytest.importorskip("gguf")
+    out = tmp_path / "q.gguf"
+    refused(["quantize", *TINY, "--type", "Q4_K", "--out", str(out)], capsys, "token_embd.weight", "256")
+    assert not out.exists()
+    assert main(["quantize", *TINY, "--type", "Q8_0", "--out", str(out)]) == 0
+    assert "blk.0.ffn_down.weight" in capsys.readouterr().err  # rows of 16: kept in F32, and said so

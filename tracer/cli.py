@@ -331,7 +331,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
     from tracer.i18n import t
-    from tracer.sources.quantize import QUANT_TYPES, write_gguf
+    from tracer.sources.quantize import QUANT_TYPES, kept_unquantized, write_gguf
 
     out = Path(args.out)
     if qtype not in QUANT_TYPES:
@@ -343,6 +343,10 @@ def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
     model = load_model(args.model, args.set, args.seed)
     if model.vision is not None:
         raise TracerError(t("vision.err_no_gguf", "en", model=args.model))
+    kept, block = kept_unquantized(model.cfg, qtype)
+    if kept:
+        print(t("sources.quant_kept_f32", "en", count=len(kept), type=qtype, block=block, tensors=", ".join(kept)),
+              file=sys.stderr)
     real_vocab = model.cfg.vocab_size >= QWEN_VOCAB and not model.toy_vocab
     counts = write_gguf(model.cfg, model.weights, out, qtype, Path(model.name).name, tokenizer=real_vocab,
                         chat_template=(model.chat_template or official_template()) if real_vocab else None)

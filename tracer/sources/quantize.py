@@ -49,6 +49,22 @@ def tensor_type(hf_name: str, shape: tuple[int, ...], qtype: str) -> str:
     return qtype if shape[-1] % block == 0 else "F32"
 
 
+def kept_unquantized(cfg: Qwen3Config, qtype: str) -> tuple[list[str], int]:
+    """GGUF tensors a ``qtype`` file keeps in F32 only because their rows do not fill whole blocks, and the
+    block size; refused when no tensor at all could be quantized."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, _ = GGML_QUANT_SIZES[GGMLQuantizationType[qtype]]
+    if block == 1:  # F32, F16, BF16: every tensor fits
+        return [], block
+    eligible = [(g, names[0], shape) for g, names, shape in _gguf_tensors(cfg)
+                if len(shape) >= 2 and not names[0].endswith("mlp.gate.weight")]
+    kept = [(g, shape) for g, hf, shape in eligible if tensor_type(hf, shape, qtype) == "F32"]
+    if eligible and len(kept) == len(eligible):
+        raise error("quant_no_tensor", type=qtype, tensor=kept[0][0], row=kept[0][1][-1], block=block)
+    return [g for g, _ in kept], block
+
+
 def check_exportable(cfg: Qwen3Config) -> None:
     """GGUF's qwen3 / qwen3moe metadata cannot express seed 004's teaching variants or dense MoE layers."""
     variants = [name for name, bad in (
@@ -75,6 +91,7 @@ def write_gguf(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], path: Path, 
     if qtype not in QUANT_TYPES:
         raise error("quant_type_unknown", type=qtype, supported=", ".join(QUANT_TYPES))
     check_exportable(cfg)
+    kept_unquantized(cfg, qtype)
     arch = "qwen3moe" if cfg.is_moe else "qwen3"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(str(tmp), arch, use_temp_file=True)
