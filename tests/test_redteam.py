@@ -111,3 +111,11 @@ def test_quantize_refuses_when_no_tensor_fits_a_block(tmp_path, capsys) -> None:
     assert not out.exists()
     assert main(["quantize", *TINY, "--type", "Q8_0", "--out", str(out)]) == 0
     assert "blk.0.ffn_down.weight" in capsys.readouterr().err  # rows of 16: kept in F32, and said so
+
+
+def test_memory_counts_the_vision_tower(capsys) -> None:
+    assert main(["info", "qwen3-vl-tiny"]) == 0
+    card = capsys.readouterr().out
+    total = int(card.split("total with the text model: ")[1].split()[0].replace(",", ""))
+    assert main(["info", "qwen3-vl-tiny", "--context", "16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"] == total

@@ -450,7 +450,8 @@ def cmd_info(args: argparse.Namespace) -> None:
     if args.context is not None or args.json or args.dtype is not None or args.batch is not None:
         from tracer.memory import memory_command
 
-        print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json))
+        print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json,
+                                   model.vision))
         return
     print(model_card(model.cfg, model.name))
     if model.vision is not None:

@@ -65,8 +65,17 @@ def _held(cfg: Qwen3Config, i: int, tokens: int) -> int:
     return tokens if window is None or window == 1 else min(tokens, window - 1)  # W = 1: HF's [-0:] keeps all
 
 
-def memory(cfg: Qwen3Config, context: int, dtype: str = "bfloat16", batch: int = 1) -> Memory:
-    """Every figure of ``tracer info --context``."""
+def vision_params(vision: Any) -> int:
+    """Parameters of a Qwen3-VL vision tower (patch embedding, blocks, mergers); 0 for a text model (None)."""
+    if vision is None:
+        return 0
+    from tracer.vision.forward import vision_weight_shapes
+
+    return sum(_prod(list(s)) for s in vision_weight_shapes(vision).values())
+
+
+def memory(cfg: Qwen3Config, context: int, dtype: str = "bfloat16", batch: int = 1, vision: Any = None) -> Memory:
+    """Every figure of ``tracer info --context``; ``vision`` (a VisionConfig) adds the vision tower's weights."""
     if dtype not in DTYPE_BYTES:
         raise TracerError(t("longctx.err_dtype", "en", value=dtype, choices=", ".join(DTYPE_BYTES)))
     if context < 1:
@@ -74,7 +83,7 @@ def memory(cfg: Qwen3Config, context: int, dtype: str = "bfloat16", batch: int =
     if batch < 1:
         raise TracerError(t("longctx.err_batch", "en", value=batch))
     size = DTYPE_BYTES[dtype]
-    params = count_params(cfg).total
+    params = count_params(cfg).total + vision_params(vision)
     per_layer = kv_cache_bytes(cfg, context, batch, size)
     b, s = batch, context
     candidates = [
@@ -156,12 +165,12 @@ def _span(layers: list[int]) -> str:
 
 
 def memory_command(cfg: Qwen3Config, name: str, context: int | None, dtype: str | None, batch: int | None,
-                   as_json: bool) -> str:
+                   as_json: bool, vision: Any = None) -> str:
     """What ``tracer info MODEL --context N [--dtype D] [--batch B] [--json]`` prints."""
     if context is None:
         flag = "--json" if as_json else "--dtype" if dtype is not None else "--batch"
         raise TracerError(t("longctx.err_needs_context", "en", flag=flag))
-    m = memory(cfg, context, dtype or "bfloat16", 1 if batch is None else batch)
+    m = memory(cfg, context, dtype or "bfloat16", 1 if batch is None else batch, vision)
     if as_json:
         return json.dumps(dict(m.as_dict(), model=name), indent=2)
     return memory_report(cfg, name, m)
