@@ -119,3 +119,20 @@ def test_memory_counts_the_vision_tower(capsys) -> None:
     total = int(card.split("total with the text model: ")[1].split()[0].replace(",", ""))
     assert main(["info", "qwen3-vl-tiny", "--context", "16", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["parameters"] == total
+
+
+def test_no_rendered_message_shows_doubled_braces() -> None:
+    import string
+
+    from tracer.i18n import LANGS, catalog, t
+
+    for lang in LANGS:
+        for key, value in catalog(lang).items():
+            fields = {f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(value) if f}
+            text = t(key, lang, **{f: 1 for f in fields})
+            assert "{{" not in text and "}}" not in text, (lang, key, text)
+    with pytest.raises(TracerError) as exc:
+        from tracer.train_run import sft_segments
+
+        sft_segments("not a list")
+    assert "{role, content}" in str(exc.value)

@@ -55,13 +55,13 @@ def catalog(lang: str) -> Mapping[str, str]:
 
 
 def t(key: str, lang: str | None = "en", /, **values: Any) -> str:
-    """The text of ``key`` in ``lang`` with ``values`` filled in; English where a catalog lacks the key
-    (the catalog test fails on that, so it never ships)."""
+    """The text of ``key`` in ``lang`` with ``values`` filled in (always formatted, values or not); English
+    where a catalog lacks the key (the catalog test fails on that, so it never ships)."""
     code = normalize(lang)
     text = catalog(code).get(key)
     if text is None:
         text = catalog("en")[key]
-    return text.format(**values) if values else text
+    return text.format(**values)  # always: a catalog value is a template, so ``{{`` is a literal ``{``
 
 
 def translator(lang: str | None) -> Any:
