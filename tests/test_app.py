@@ -11,7 +11,7 @@ pytest.importorskip("plotly")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tracer.run import load_model, run_trace  # noqa: E402
-from tracer.tracefile import save_trace  # noqa: E402
+from tracer.tracefile import load_trace, save_trace  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 PAGES = {"run": "Run / open", "pipeline": "Pipeline map", "steps": "Step walker", "attention": "Attention",
@@ -78,7 +78,7 @@ def test_step_walker_next_and_previous(monkeypatch, traces):
     at.button[1].click().run()
     at.button[0].click().run()
     assert at.subheader[0].value == "embed.onehot"
-    names = json.loads(str(np.load(traces["toy-dense"])["__meta__"]))["records"]
+    names = load_trace(traces["toy-dense"]).meta["records"]
     index = [r["name"] for r in names].index("layers.0.attn.probs")
     at.selectbox[0].set_value(index).run()
     table = at.table[0].value

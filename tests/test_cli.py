@@ -24,7 +24,7 @@ def test_trace_toy_dense_prompt_tokenizes_to_seed_ids(tmp_path, capsys):
     assert 'next 4 "請"' in stdout
     npz = np.load(out, allow_pickle=False)
     assert npz["tokens"].tolist() == [0, 1, 2, 3]
-    meta = json.loads(str(npz["__meta__"]))
+    meta = load_trace(out).meta
     trace = load_trace(out)
     assert meta["schema_version"] == 2 and meta["backend"] == "numpy" and meta["model"] == "toy-dense"
     assert meta["config"]["hidden_size"] == 4 and meta["token_labels"] == ["<bos>", "明天", "交", "報告"]

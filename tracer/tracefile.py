@@ -12,6 +12,7 @@ import os
 import platform
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -93,7 +94,7 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
                     info["storage"] = storage
                 records_meta.append(info)
             meta = {**trace.meta, "records": records_meta, "store_dtype": store_dtype}
-            _write_member(zf, zipfile.ZipInfo(f"{META_KEY}.npy"), np.array(json.dumps(meta, ensure_ascii=False)))
+            _write_member(zf, f"{META_KEY}.npy", meta_bytes(meta))  # deflated: names and formulas repeat
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -102,6 +103,16 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def meta_bytes(meta: dict[str, Any]) -> np.ndarray:
+    """The meta as UTF-8 JSON bytes (a NumPy string would take 4 bytes a character)."""
+    return np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+
+
+def meta_text(stored: np.ndarray) -> str:
+    """The meta's JSON text: UTF-8 bytes (schema v2), or a NumPy string (v1 files)."""
+    return bytes(stored).decode("utf-8") if stored.dtype == np.uint8 else str(stored)
 
 
 def _write_member(zf: zipfile.ZipFile, target: str | zipfile.ZipInfo, array: np.ndarray) -> None:
@@ -169,10 +180,16 @@ class Trace:
         kind = info.get("storage", {}).get("kind")
         if kind == "rebuilt":
             return self._rebuild(name)
-        if kind == "visible":
-            value = scatter_visible(self._stored(name), self[info["storage"]["mask"]], info)
-        else:
-            value = decode_numbers(self._stored(name), info)
+        try:
+            if kind == "visible":
+                value = scatter_visible(self._stored(name), self[info["storage"]["mask"]], info)
+            else:
+                value = decode_numbers(self._stored(name), info)
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+            raise TracerError(f"{self.label}: record {name} is damaged ({exc}); trace again") from None
+        if list(value.shape) != list(info["shape"]) or str(value.dtype) != info["dtype"]:
+            raise TracerError(f"{self.label}: record {name} is {list(value.shape)} {value.dtype}, its meta says "
+                              f"{info['shape']} {info['dtype']}; the file is damaged — trace again")
         value.flags.writeable = False
         return value
 
@@ -197,7 +214,11 @@ class Trace:
             if pending:
                 todo.extend(pending)
                 continue
-            value = rebuild(info, [made[n] if n in made else self[n] for n in info["inputs"]])
+            try:
+                value = rebuild(info, [made[n] if n in made else self[n] for n in info["inputs"]])
+            except (ValueError, IndexError, TypeError) as exc:
+                raise TracerError(f"{self.label}: record {current} cannot be rebuilt from its inputs ({exc}); "
+                                  f"the file is damaged — trace again") from None
             value.flags.writeable = False
             self._keep(current, value)
             made[current] = value
@@ -234,6 +255,30 @@ class Trace:
             self._store.close()
 
 
+def _records_problem(records: Any, files: set[str]) -> str | None:
+    """What is wrong with the record list of a trace's meta, or None: every record named, shaped and typed,
+    its numbers in the file, and what a rebuilt record is rebuilt from listed before it."""
+    if not isinstance(records, list):
+        return f"{META_KEY} 'records' is not a list"
+    seen: set[str] = set()
+    for k, r in enumerate(records):
+        if not (isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("shape"), list)
+                and all(isinstance(d, int) and d >= 0 for d in r["shape"]) and isinstance(r.get("dtype"), str)
+                and isinstance(r.get("inputs", []), list) and isinstance(r.get("storage", {}), dict)):
+            return f"record {k} of {META_KEY} lacks its name, shape, dtype or inputs"
+        name, storage = r["name"], r.get("storage", {})
+        kind = storage.get("kind")
+        if kind == "rebuilt":
+            if r.get("op") not in ARITY or any(i not in seen for i in r["inputs"]):
+                return f"record {name} is to be rebuilt from records the file does not hold before it"
+        elif name not in files or ("dtype" in storage and name + LOW_BYTES not in files):
+            return f"the file lists record {name} but does not contain it"
+        if kind == "visible" and storage.get("mask") not in seen:
+            return f"record {name} names a mask the file does not hold before it"
+        seen.add(name)
+    return None
+
+
 def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> Trace:
     """Open a trace file (a path, or an uploaded file's bytes with its ``name``), with a one-line TracerError
     for anything that is not a readable trace."""
@@ -251,8 +296,8 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
     if not hasattr(npz, "files") or META_KEY not in npz.files:
         raise TracerError(f"{label} has no {META_KEY} entry; it is not a qwen3-tracer trace")
     try:
-        meta = json.loads(str(npz[META_KEY]))
-    except (ValueError, zipfile.BadZipFile, OSError) as exc:
+        meta = json.loads(meta_text(npz[META_KEY]))
+    except (ValueError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise TracerError(f"{label}: {META_KEY} is damaged ({exc})") from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
     if not isinstance(version, int) or "records" not in meta:
@@ -260,10 +305,9 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
     if version > SCHEMA_VERSION:
         raise TracerError(f"{label} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
                           f"upgrade qwen3-tracer to open it")
-    missing = [r["name"] for r in meta["records"] if r.get("storage", {}).get("kind") != "rebuilt" and (
-               r["name"] not in npz.files or ("dtype" in r.get("storage", {}) and r["name"] + LOW_BYTES not in npz.files))]
-    if missing:
-        raise TracerError(f"{label} lists records it does not contain (first: {missing[0]}); the file is damaged")
+    problem = _records_problem(meta["records"], set(npz.files))
+    if problem:
+        raise TracerError(f"{label}: {problem}; the file is damaged — trace again")
     trace = Trace(p, npz, meta)
     if p is None and name:
         trace.name = Path(name).name
