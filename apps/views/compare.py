@@ -39,7 +39,7 @@ x, y = np.asarray(a[name]), np.asarray(b[name])
 labels = labels_for(a, name)
 head = 0
 if x.ndim == 3:
-    head = st.slider(t("head"), 0, x.shape[0] - 1, 0, key="cmp-head")
+    head = st.slider(t("head"), 0, x.shape[0] - 1, 0, key="cmp-head") if x.shape[0] > 1 else 0
     x, y, labels = x[head], y[head], labels[1:]
 if x.ndim == 0:
     x, y = x.reshape(1, 1), y.reshape(1, 1)

@@ -17,12 +17,16 @@ names = trace.names
 if "record" in st.query_params and st.query_params["record"] in names and "step_from_url" not in st.session_state:
     st.session_state.step = names.index(st.query_params["record"])
     st.session_state.step_from_url = True
+
+
+def _move(by: int) -> None:
+    st.session_state.step = max(0, min(int(st.session_state.get("step", 0)) + by, len(names) - 1))
+
+
 step = max(0, min(int(st.session_state.get("step", 0)), len(names) - 1))
 prev_col, pick_col, next_col = st.columns([1, 6, 1])
-if prev_col.button(t("previous"), disabled=step == 0):
-    step -= 1
-if next_col.button(t("next_step"), disabled=step == len(names) - 1):
-    step += 1
+prev_col.button(t("previous"), disabled=step == 0, on_click=_move, args=(-1,))
+next_col.button(t("next_step"), disabled=step == len(names) - 1, on_click=_move, args=(1,))
 step = pick_col.selectbox(t("record"), range(len(names)), index=step, format_func=lambda k: f"{k + 1}. {names[k]}")
 st.session_state.step = step
 
