@@ -177,7 +177,7 @@ def attention_figure(trace: Trace, layer: int, head: int, prefix: str = "", lang
     n = f"{prefix}layers.{layer}.attn"
     mask = np.asarray(trace[f"{n}.mask"], dtype=np.float64)
     panels = [np.asarray(trace[f"{n}.scores"][head], dtype=np.float64),
-              np.where(mask < MASKED_BELOW, np.nan, np.asarray(trace[f"{n}.masked_scores"][head], dtype=np.float64)),
+              np.where(mask < 0, np.nan, np.asarray(trace[f"{n}.masked_scores"][head], dtype=np.float64)),
               np.asarray(trace[f"{n}.probs"][head], dtype=np.float64)]
     labels = labels_for(trace, f"{n}.scores")
     rows, cols = labels[1], labels[2]

@@ -113,12 +113,12 @@ class Params:
 def num(x: float, paren: bool = False) -> str:
     """``-0.41`` -> ``−0.41`` (``(−0.41)`` inside a product); 4 significant digits; −∞ stand-ins as −∞.
 
-    >>> num(-0.4102, paren=True), num(12.5), num(-3.4e38)
-    ('(−0.4102)', '12.5', '−∞')
+    >>> num(-0.4102, paren=True), num(12.5), num(-3.4e38), num(151000.0)
+    ('(−0.4102)', '12.5', '−∞', '151000')
     """
     if x < -1e30:
         return "−∞"
-    text = f"{x:.4g}"
+    text = str(int(x)) if float(x).is_integer() and abs(x) < 1e9 else f"{x:.4g}"
     if text.startswith("-"):
         text = "−" + text[1:]
         return f"({text})" if paren else text
