@@ -140,15 +140,19 @@ def header(title: str, zh: str | None = None, zh_hant: str | None = None) -> Non
 
 
 def localize_widgets() -> None:
-    """Streamlit's own words (the file uploader's drop zone and button) in the session's language."""
+    """Streamlit's own words (the file uploader's drop zone and button, the skip link) in the session's
+    language: hidden, and the catalog's text drawn in their place."""
     if lang() == "en":
         return
     st.markdown(f"""<style>
 [data-testid="stFileUploaderDropzoneInstructions"] > div > span,
 [data-testid="stFileUploaderDropzoneInstructions"] > div > small {{display: none;}}
 [data-testid="stFileUploaderDropzoneInstructions"] > div::after {{content: "{t('uploader_drop')}";}}
-[data-testid="stFileUploaderDropzone"] button {{font-size: 0 !important;}}
-[data-testid="stFileUploaderDropzone"] button::after {{content: "{t('uploader_browse')}"; font-size: 0.9rem;}}
+[data-testid="stFileUploaderDropzone"] button, [data-testid="stSkipToContent"] {{font-size: 0 !important;
+  visibility: hidden;}}
+[data-testid="stFileUploaderDropzone"] button::after {{content: "{t('uploader_browse')}"; font-size: 0.9rem;
+  visibility: visible;}}
+[data-testid="stSkipToContent"]::after {{content: "{t('skip_to_content')}"; font-size: 1rem; visibility: visible;}}
 </style>""", unsafe_allow_html=True)
 
 
