@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 
 from tracer import seed004
-from tracer.classroom import AnswerBox, difference_note, setup, side_by_side
+from tracer.classroom import Exercise, difference_note, language, setup, side_by_side
 from tracer.figures import expert_load_figure, record_heatmap, topk_equivalence
 from tracer.run import encode_prompt, load_model, run_trace
 
 setup()
+LANG = language()
 model = load_model("toy-moe")
 ids = encode_prompt(model, "明天交報告")
 tokens = ["<bos>", "明天", "交", "報告"]
@@ -23,15 +24,18 @@ paper = run_trace(model, ids, round_decimals=3)
 
 # %% [markdown]
 # ## Router logits with a bias, top-2 gating (§4-5-10)
-# **Your turn.** Token `<bos>` has router logits (1.134, 2.268, 1.200). Keep the two largest and take a softmax
-# over them: what weight does expert 1 get?
 
 # %%
 L = paper["layers.0.moe.router_logits"]
 print(difference_note(L, seed004.MOE["layers.0.moe.router_logits"], 2.5e-3))
-box = AnswerBox("softmax(2.268, 1.200): the weight of expert 1?", full["layers.0.moe.topk_weights"][0, 0],
-                hint="1 / (1 + e^−(2.268 − 1.2)).")
-box
+L0 = full["layers.0.moe.router_logits"][0]
+ex1 = Exercise("nb02_gate", full["layers.0.moe.topk_weights"][0, 0], lang=LANG,
+               logits=", ".join(f"{x:.3f}" for x in L0), a=f"{L0[1]:.3f}", b=f"{L0[2]:.3f}")
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
 
 # %%
 G = paper["layers.0.moe.gates"]
@@ -43,7 +47,7 @@ side_by_side(G, seed004.MOE["layers.0.moe.gates"], tokens)
 # k logits and a softmax over them. Same numbers:
 
 # %%
-pd.DataFrame(topk_equivalence(full, 0))
+pd.DataFrame(topk_equivalence(full, 0, LANG))
 
 # %% [markdown]
 # ## Each expert on the tokens routed to it (§4-5-11..13)
@@ -53,17 +57,31 @@ for e, rows in seed004.EXPERT_ROWS.items():
     n = f"layers.0.moe.experts.{e}"
     print(f"expert {e} serves {[tokens[r] for r in full[n + '.token_ids']]}; Y_e",
           difference_note(paper[n + ".down_proj"], seed004.EXPERTS[e]["down_proj"][rows], 2.5e-3))
-record_heatmap(full, "layers.0.moe.gates", title="gates: which expert each token uses").show()
-expert_load_figure(full, 3).show()
+record_heatmap(full, "layers.0.moe.gates", lang=LANG).show()
+expert_load_figure(full, 3, lang=LANG).show()
+
+# %%
+gates = full["layers.0.moe.gates"]
+ex2 = Exercise("nb02_expert", int(np.argmax(gates[3])), tolerance=0, lang=LANG,
+               gates=", ".join(f"{x:.3f}" for x in gates[3]))
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
 
 # %% [markdown]
 # ## Weighted sum and residual (§4-5-14)
-# **Your turn.** Token 明天 gives expert 0 the weight 0.684, and expert 0 outputs 1.974 in its first dimension.
-# What is Z₀[明天, 0]?
 
 # %%
-box_z = AnswerBox("Z0[明天, 0] = 0.684 × 1.974 = ?", full["layers.0.moe.experts.0.weighted"][1, 0])
-box_z
+y0 = full["layers.0.moe.experts.0.down_proj"][list(full["layers.0.moe.experts.0.token_ids"]).index(1), 0]
+ex3 = Exercise("nb02_weighted", full["layers.0.moe.experts.0.weighted"][1, 0], lang=LANG,
+               w=f"{gates[1, 0]:.3f}", y=f"{y0:.3f}")
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
 
 # %%
 X1 = paper["layers.0.resid_post"]

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 
 from tracer import ops, seed004
-from tracer.classroom import setup
+from tracer.classroom import Exercise, language, setup
 from tracer.figures import sampling_figure
 from tracer.run import load_model, run_trace
 
 setup()
+LANG = language()
 model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=500", "initializer_range=0.5"])
 trace = run_trace(model, [1, 2, 3, 4, 5])
 logits = trace["sample.0.masked_logits"]
@@ -24,7 +25,7 @@ import ipywidgets as widgets  # noqa: E402
 from IPython.display import display  # noqa: E402
 
 def show(temperature=1.0, top_k=0, top_p=1.0):
-    fig, probs = sampling_figure(logits, temperature, top_k or None, top_p if top_p < 1 else None)
+    fig, probs = sampling_figure(logits, temperature, top_k or None, top_p if top_p < 1 else None, lang=LANG)
     fig.show()
     print(f"{int((probs > 0).sum())} tokens can be drawn")
 
@@ -37,6 +38,33 @@ show(0.7, 20, 0.9)
 
 # %%
 z = np.array(seed004.SEED001_TEMPERATURE["logits"])
+zs = ", ".join(f"{v:g}" for v in z)
+ex1 = Exercise("nb06_t1", ops.softmax(z)[0], lang=LANG, logits=zs)
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
+
+# %%
+ex2 = Exercise("nb06_t2", ops.softmax(z / 2)[0], lang=LANG, logits=zs, halves=", ".join(f"{v:g}" for v in z / 2))
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %%
+p1 = ops.softmax(z)
+ex3 = Exercise("nb06_topp", int((ops.sampling_probs(z, 1.0, None, 0.9) > 0).sum()), tolerance=0, lang=LANG,
+               probs=", ".join(f"{v:.3f}" for v in p1), p0=f"{p1[0]:.3f}")
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
+
+# %%
 rows = []
 for T, printed in seed004.SEED001_TEMPERATURE["printed"].items():
     exact = ops.softmax(z / T)

@@ -7,12 +7,13 @@
 # %%
 import pandas as pd
 
-from tracer.classroom import setup
+from tracer.classroom import Exercise, language, setup
 from tracer.compare import compare_traces, first_divergence
 from tracer.figures import compare_figure
 from tracer.run import load_model, run_trace
 
 setup()
+LANG = language()
 overrides = ["num_hidden_layers=2", "hidden_size=128", "head_dim=32", "intermediate_size=256", "vocab_size=1000"]
 
 def traced(backend, dtype="float32"):
@@ -26,9 +27,23 @@ numpy_f32, torch_f32, torch_bf16 = traced("numpy"), traced("torch"), traced("tor
 
 # %%
 rows = compare_traces(numpy_f32, torch_f32)
-print({v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")},
-      "first divergence:", first_divergence(rows))
-compare_figure(rows).show()
+counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")}
+print(counts, "first divergence:", first_divergence(rows))
+compare_figure(rows, LANG).show()
+ex1 = Exercise("nb07_diff", counts["DIFF"], tolerance=0, lang=LANG, counts=counts)
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
+
+# %%
+ex2 = Exercise("nb07_roundoff", 2.0 ** -8, tolerance=1e-4, lang=LANG, gap=f"{2.0 ** -7:g}")
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
 
 # %% [markdown]
 # ## float32 vs bfloat16: drift, op by op
@@ -38,5 +53,14 @@ compare_figure(rows).show()
 rows = compare_traces(numpy_f32, torch_bf16)
 drift = pd.DataFrame([{"record": r.name, "max_rel": r.max_rel} for r in rows
                       if r.max_rel is not None and not r.name.startswith(("decode.", "sample."))])
-compare_figure(rows).show()
+compare_figure(rows, LANG).show()
+worst = drift.loc[drift["max_rel"].idxmax()]
+ex3 = Exercise("nb07_worst", worst["record"], lang=LANG, value=worst["max_rel"], start=worst["record"].split(".")[0])
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
+
+# %%
 drift.sort_values("max_rel", ascending=False).head(10)

@@ -15,7 +15,8 @@ import opencc
 
 FOLDER = Path(__file__).resolve().parents[1] / "tracer" / "i18n"
 KEEP = ("排列", "序列", "列表", "列出")
-TERMS = {"程式碼": "代码", "機率": "概率", "開啟": "打开", "快取": "缓存", "追蹤檔": "追踪文件", "溢位": "溢出",
+VERBATIM = ("報告", "「請」")  # tokens of the toy vocabulary: the model's text, not the interface's
+TERMS = {"程式碼": "代码", "擷取": "捕获", "紀錄": "记录", "機率": "概率", "開啟": "打开", "快取": "缓存", "追蹤檔": "追踪文件", "溢位": "溢出",
          "點選": "点击", "儲存": "存储", "資料夾": "文件夹", "資料型別": "数据类型", "純量": "标量", "正規化": "归一化", "資訊": "信息", "程式": "程序", "記憶體": "内存", "檔案": "文件", "預設": "默认",
          "介面": "界面", "執行": "运行", "軟體": "软件", "啟用函數": "激活函数", "呼叫": "调用", "搜尋": "搜索",
          "滑桿": "滑块", "視窗": "窗口", "上傳": "上传", "伺服器": "服务器", "物件": "对象", "字串": "字符串",
@@ -24,6 +25,8 @@ TERMS = {"程式碼": "代码", "機率": "概率", "開啟": "打开", "快取"
 
 
 def convert(text: str, cc: "opencc.OpenCC") -> str:
+    for k, word in enumerate(VERBATIM):
+        text = text.replace(word, f"⟨{k}⟩")
     for k, word in enumerate(KEEP):
         text = text.replace(word, f"⟦{k}⟧")
     for hant, hans in TERMS.items():
@@ -32,6 +35,8 @@ def convert(text: str, cc: "opencc.OpenCC") -> str:
     text = text.replace("⟪", "行").replace("⟫", "列")
     for k, word in enumerate(KEEP):
         text = text.replace(f"⟦{k}⟧", cc.convert(word))
+    for k, word in enumerate(VERBATIM):
+        text = text.replace(f"⟨{k}⟩", word)
     return text
 
 

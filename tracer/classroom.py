@@ -1,6 +1,7 @@
-"""Helpers for the classroom notebooks: offline plotly, answer boxes, and the engine next to the document.
+"""Helpers for the classroom notebooks: offline plotly, graded exercises, and the engine next to the document.
 
 No model math here: the notebooks call ``tracer.ops`` and read traces; this module only displays and checks.
+The notebooks' language is ``QWEN3_TRACER_LANG`` (set by ``tracer notebooks --lang``), read by ``language()``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tracer.i18n import normalize, translator
+
+LANG_ENV = "QWEN3_TRACER_LANG"
+
+
+def language() -> str:
+    """The notebooks' language: ``tracer notebooks --lang`` (``en`` when unset)."""
+    import os
+
+    return normalize(os.environ.get(LANG_ENV) or "en")
 
 
 def setup() -> None:
@@ -25,51 +37,69 @@ class Verdict:
     ok: bool
     message: str
 
+    def _repr_markdown_(self) -> str:
+        return self.message
 
-class AnswerBox:
-    """Ask the student for one number and check it against the value the engine computed.
 
-    >>> box = AnswerBox("A[1, 1]?", 0.7698, tolerance=0.005)
-    >>> box.check(0.77).ok, box.check(0.5).ok
-    (True, False)
+class Exercise:
+    """A graded exercise: the student computes one value; ``check`` says right or wrong, with a hint whose
+    numbers come from the trace. Question and hint are the ``notebooks`` catalog's ``KEY`` and ``KEY_hint``.
+
+    >>> ex = Exercise("nb06_t1", 0.936, lang="en", logits="5, 2, 1")
+    >>> ex.check(0.94).ok, ex.check(0.84).ok, ex.check(None).ok
+    (True, False, False)
     """
 
-    def __init__(self, question: str, expected: float, tolerance: float = 5e-3, hint: str = ""):
-        self.question = question
-        self.expected = float(expected)
+    def __init__(self, key: str, expected: float | int | str, tolerance: float = 5e-3, lang: str | None = None,
+                 **values: Any):
+        self.key = key
+        self.expected = expected
         self.tolerance = tolerance
-        self.hint = hint
+        self.tr = translator(lang or language())
+        self.values = values
 
-    def check(self, value: float) -> Verdict:
-        """Right when within the tolerance (hand calculation at 3 decimals), with a message either way."""
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return Verdict(False, f"{value!r} is not a number")
-        if abs(v - self.expected) <= self.tolerance:
-            return Verdict(True, f"✓ {v:g} is right (the engine computes {self.expected:.4f})")
-        return Verdict(False, f"✗ {v:g} is not it. {self.hint}".strip())
+    @property
+    def question(self) -> str:
+        return self.tr(f"notebooks.{self.key}", **self.values)
+
+    @property
+    def hint(self) -> str:
+        return self.tr(f"notebooks.{self.key}_hint", **self.values)
+
+    def check(self, answer: Any) -> Verdict:
+        """Right when equal (text, whole numbers) or within the tolerance (hand calculation)."""
+        if answer is None:
+            return Verdict(False, self.tr("notebooks.unanswered"))
+        if isinstance(self.expected, str):
+            ok = str(answer).strip() == self.expected
+        else:
+            try:
+                ok = abs(float(answer) - float(self.expected)) <= self.tolerance
+            except (TypeError, ValueError):
+                return Verdict(False, self.tr("notebooks.not_a_number", answer=repr(answer)))
+        if ok:
+            return Verdict(True, self.tr("notebooks.right", answer=answer))
+        return Verdict(False, self.tr("notebooks.wrong", answer=answer, hint=self.hint))
 
     def widget(self) -> Any:
-        """An ipywidgets box: a number field, a Check button and the verdict."""
+        """An ipywidgets box: the question, a field for the answer, a Check button and the verdict."""
         import ipywidgets as widgets
 
-        field = widgets.FloatText(description="answer", value=0.0)
-        button = widgets.Button(description="Check")
+        field = widgets.Text(description=self.tr("notebooks.answer"))
+        button = widgets.Button(description=self.tr("notebooks.check"))
         out = widgets.Output()
 
         def on_click(_: Any) -> None:
             out.clear_output()
             with out:
-                print(self.check(field.value).message)
+                print(self.check(field.value.strip() or None).message)
 
         button.on_click(on_click)
-        return widgets.VBox([widgets.HTML(f"<b>{self.question}</b>"), widgets.HBox([field, button]), out])
+        return widgets.VBox([widgets.HTML(f"<b>{self.tr('notebooks.exercise')}</b> {self.question}"),
+                             widgets.HBox([field, button]), out])
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget())
+    def _repr_markdown_(self) -> str:
+        return f"**{self.tr('notebooks.exercise')}** {self.question}"
 
 
 def side_by_side(ours: np.ndarray, printed: np.ndarray, rows: list[str] | None = None, decimals: int = 3) -> Any:

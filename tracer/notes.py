@@ -26,6 +26,7 @@ PRESET_NOTES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
 DOCUMENT_NOTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("seed001_rope_pairs", "note", ("rope",)),
     ("seed004_qk_norm", "note", ("attention",)),
+    ("seed001_temperature", "erratum", ("sampling",)),
 ]
 
 
