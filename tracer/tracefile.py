@@ -1,6 +1,8 @@
-"""Trace files: one ``.npz`` array per record plus ``__meta__``, a JSON string (see docs/trace-schema.md).
+"""Trace files: a ``.npz`` (zip of ``.npy``) with ``__meta__``, a JSON string (see docs/trace-schema.md), and
+one array per record — except records kept as the exact function of others, which ``load_trace`` rebuilds.
 
-``numpy.load(path, allow_pickle=False)`` reads them; ``load_trace`` adds checks and the record order.
+``numpy.load(path, allow_pickle=False)`` opens them; ``load_trace`` adds checks, the record order and the
+rebuilt records.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import tracer
 from tracer import TracerError
 from tracer.recorder import Recorder
 from tracer.schema import OPS, SCHEMA_VERSION, entry_for
+from tracer.storage import (ARITY, STORE_DTYPES, decode_numbers, encode_numbers, mask_fill, rebuild, rebuildable,
+                            scatter_visible, visible_only)
 
 META_KEY = "__meta__"
 
@@ -56,19 +60,64 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def save_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
-    """Write a trace atomically (a temporary file renamed into place, so no half-written trace)."""
+def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | None = None) -> Path:
+    """Write a trace atomically (a temporary file renamed into place, so no half-written trace), one record at
+    a time (memory while saving: the trace plus one record).
+
+    Records that are exact functions of other records are kept as such (see ``tracer.storage``);
+    ``store_dtype`` (float16 or bfloat16) keeps the numbers in half precision, for display.
+    """
     out = check_writable(path)
-    records = {name: trace[name] for name in trace.names}
+    if store_dtype is not None and store_dtype not in STORE_DTYPES:
+        raise TracerError(f"--store-dtype must be one of {', '.join(STORE_DTYPES)}, got {store_dtype!r}")
+    records_meta = []
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **records, **{META_KEY: np.array(json.dumps(trace.meta, ensure_ascii=False))})
+        # members are stored as they are, except half-precision byte planes: deflated (fast level)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True, compresslevel=1) as zf:
+            for name in trace.names:
+                info = {k: v for k, v in trace.info[name].items() if k != "storage"}
+                value = trace[name]
+                storage = _storage_of(trace, name, info, value)
+                if storage.get("kind") != "rebuilt":
+                    written = value[..., trace[storage["mask"]] == 0] if storage.get("kind") == "visible" else value
+                    written, half = encode_numbers(written, store_dtype)
+                    storage.update(half)
+                    target = f"{name}.npy" if half else zipfile.ZipInfo(f"{name}.npy")  # a ZipInfo: stored
+                    with zf.open(target, "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, written, allow_pickle=False)
+                if storage:
+                    info["storage"] = storage
+                records_meta.append(info)
+            meta = {**trace.meta, "records": records_meta, "store_dtype": store_dtype}
+            with zf.open(zipfile.ZipInfo(f"{META_KEY}.npy"), "w") as member:
+                np.lib.format.write_array(member, np.array(json.dumps(meta, ensure_ascii=False)))
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out
+
+
+def _storage_of(trace: Trace, name: str, info: dict[str, Any], value: np.ndarray) -> dict[str, Any]:
+    """How one record is written: {} (its numbers), rebuilt from its inputs, or without its masked zeros."""
+    if info["op"] == "causal_mask":
+        fill = mask_fill(value)
+        if fill is not None and rebuildable(value, {**info, "storage": {"fill": fill}}, []):
+            return {"kind": "rebuilt", "fill": fill}
+        return {}
+    inputs = info.get("inputs", [])
+    if info["op"] in ARITY and inputs and all(n in trace for n in inputs):
+        if rebuildable(value, info, [trace[n] for n in inputs]):
+            return {"kind": "rebuilt"}
+    if name.endswith("attn.probs"):
+        mask_name = name.removesuffix("probs") + "mask"
+        if mask_name in trace and visible_only(value, trace[mask_name]):
+            return {"kind": "visible", "mask": mask_name}
+    return {}
 
 
 class Trace:
@@ -100,9 +149,23 @@ class Trace:
         return list(self.info)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.info:
-            raise KeyError(name)
-        return self._store[name]
+        """A record's values: read from the file (widened from half precision, masked zeros put back) or
+        rebuilt from the records it is an exact function of."""
+        info = self.info[name]
+        kind = info.get("storage", {}).get("kind")
+        if kind == "rebuilt":
+            value = rebuild(info, [self[n] for n in info["inputs"]])
+        elif kind == "visible":
+            value = scatter_visible(self._store[name], self[info["storage"]["mask"]], info)
+        else:
+            value = decode_numbers(self._store[name], info)
+        value.flags.writeable = False
+        return value
+
+    @property
+    def half_precision(self) -> str | None:
+        """The half-precision dtype the numbers were stored in (``--store-dtype``), or None."""
+        return self.meta.get("store_dtype")
 
     def __contains__(self, name: object) -> bool:
         return name in self.info
@@ -144,7 +207,8 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
     if version > SCHEMA_VERSION:
         raise TracerError(f"{label} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
                           f"upgrade qwen3-tracer to open it")
-    missing = [r["name"] for r in meta["records"] if r["name"] not in npz.files]
+    missing = [r["name"] for r in meta["records"]
+               if r.get("storage", {}).get("kind") != "rebuilt" and r["name"] not in npz.files]
     if missing:
         raise TracerError(f"{label} lists records it does not contain (first: {missing[0]}); the file is damaged")
     trace = Trace(p, npz, meta)
