@@ -7,7 +7,7 @@ import unicodedata
 
 import numpy as np
 
-from tracer.i18n import t
+from tracer.i18n import catalog, t
 from tracer.schema import entry_for
 from tracer.tokentext import TokenText
 from tracer.tracefile import Trace
@@ -43,7 +43,9 @@ def step_tokens(trace: Trace, name: str) -> tuple[list[str], list[str]]:
 
 def explanation(name: str, lang: str = "en") -> str:
     """What a record is, in the reader's language (the ``schema`` catalog, keyed by the name pattern)."""
-    return t(f"schema.{entry_for(name).pattern}", lang)
+    entry = entry_for(name)
+    key = f"schema.{entry.pattern}"
+    return t(key, lang) if key in catalog("en") else entry.en  # a new schema name without its catalog entry yet
 
 
 def format_matrix(m: np.ndarray, decimals: int, rows: list[str] | None = None, cols: list[str] | None = None,
