@@ -132,6 +132,8 @@ def header(title: str, zh: str | None = None, zh_hant: str | None = None) -> Non
     """
     sidebar()
     key = title if "." in title else f"app.{title}"
+    if key not in catalog("en"):  # English text: its catalog key, when some catalog holds it
+        key = next((k for k, v in catalog("en").items() if v == title), key)
     if key in catalog("en"):
         st.title(translate(key, lang()))
     else:

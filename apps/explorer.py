@@ -21,5 +21,6 @@ PAGES = [
     st.Page("views/sampling.py", title=nav_title("sampling")),
     st.Page("views/tokens.py", title=nav_title("tokens")),
     st.Page("views/compare.py", title=nav_title("compare")),
+    st.Page("views/long_context.py", title=nav_title("long_context", "Long context")),
 ]
 st.navigation(PAGES).run()

@@ -26,7 +26,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-PAGES = ["", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare"]
+PAGES = ["", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare", "long_context"]
 AREAS = ("app.", "figures.", "notes.", "schema.", "worked.")
 # words that stay as they are in the Chinese interface: the course's technical terms and names
 TERMS = {"token", "tokens", "query", "key", "value", "head", "heads", "softmax", "logit", "logits", "top", "moe",

@@ -102,3 +102,15 @@ def test_bad_cells_are_one_line_errors():
     trace = run_trace(load_model("toy-dense"), [0, 1])
     with pytest.raises(TracerError, match="outside the record's shape"):
         work_cell(trace, "layers.0.attn.probs", (0, 5, 0))
+
+
+def test_long_context_cells_yarn_and_sliding_window(seen):
+    """RoPE scaling (ω and the factor a on cos and sin) and a sliding-window layer, with decode steps."""
+    tiny = ["num_hidden_layers=2", "hidden_size=32", "head_dim=8", "num_attention_heads=4", "num_key_value_heads=2",
+            "intermediate_size=16", "vocab_size=64", "max_position_embeddings=64", "use_sliding_window=true",
+            "sliding_window=3", "max_window_layers=1",
+            'rope_scaling={"rope_type":"yarn","factor":4.0,"original_max_position_embeddings":16}']
+    model = load_model("qwen3-0.6b", tiny)
+    trace = run_trace(model, [1, 2, 3, 4, 5], max_new_tokens=3)
+    assert float(trace["rope.attention_factor"]) != 1.0
+    _check(trace, 12, seen)

@@ -313,9 +313,11 @@ def rope_distance_figure(trace: Trace, layer: int, head: int, query: int, key: i
     group = cfg["num_attention_heads"] // cfg["num_key_value_heads"]
     q = np.asarray(trace[f"layers.{layer}.attn.q_norm"][head, query], dtype=np.float64)
     k = np.asarray(trace[f"layers.{layer}.attn.k_norm"][head // group, key], dtype=np.float64)
-    inv_freq = rope_inv_freq_of(cfg)
+    inv_freq = np.asarray(trace["rope.inv_freq"], dtype=np.float64) if "rope.inv_freq" in trace else \
+        rope_inv_freq_of(cfg)
+    factor = float(trace["rope.attention_factor"]) if "rope.attention_factor" in trace else 1.0
     distances = np.arange(0, max_distance + 1)
-    scale = cfg["head_dim"] ** -0.5
+    scale = cfg["head_dim"] ** -0.5 * factor ** 2  # RoPE scaling's factor a is on both cos and sin
     tokens = labels_for(trace, f"layers.{layer}.attn.q_norm")[1]
     fig = go.Figure()
     for base, dash in ((0, "solid"), (100, "dash"), (1000, "dot")):

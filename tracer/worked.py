@@ -498,31 +498,76 @@ def _op_embedding(c: _Cell) -> tuple[list[str], float]:
     return [c.tr("worked.embedding", cell=c.label(), t=t, id=int(ids[t]), w=c.inputs[1], d=d, v=num(value))], value
 
 
-def _op_rope_table(c: _Cell) -> tuple[list[str], float]:
-    from tracer.figures import rope_inv_freq_of
-
-    t, j = c.index
-    rows = c.trace[c.name].shape[0]
+def _step_start(c: _Cell) -> int:
+    """The position of a record's first query: 0 for the prompt, prompt length + s − 1 at decode step s."""
     step = int(c.name.split(".")[1]) if c.name.startswith("decode.") else 0
-    start = 0 if step == 0 else len(c.trace.meta["token_ids"]) + step - 1
-    position = start + t
-    inv = rope_inv_freq_of(c.trace.meta["config"])
+    return 0 if step == 0 else len(c.trace.meta["token_ids"]) + step - 1
+
+
+def _rope_frequencies(c: _Cell) -> tuple[np.ndarray, float]:
+    """ω and the factor a of this forward step, as the model sets them (RoPE scaling included)."""
+    from tracer.longctx import rope_frequencies
+
+    prefix = c.name[:c.name.index("rope.")]
+    return rope_frequencies(c.cfg, _step_start(c) + len(c.trace[f"{prefix}tokens"]))
+
+
+def _op_rope_inv_freq(c: _Cell) -> tuple[list[str], float]:
+    (j,) = c.index
+    dh = c.cfg.head_dim
+    if c.cfg.rope_degrees_per_position is not None or c.cfg.rope_scaling is None:
+        inv, _ = _rope_frequencies(c)
+        value = float(inv[j])
+        if c.cfg.rope_degrees_per_position is not None:
+            degrees = c.cfg.rope_degrees_per_position[j]
+            return [f"{c.label()} = {num(degrees)}° = {num(value)} rad"], value
+        return [f"{c.label()} = θ^(−2·{j}/{dh}) = {c.cfg.rope_theta:g}^(−{num(2 * j / dh)}) = {num(value)}"], value
+    inv, _ = _rope_frequencies(c)
+    value = float(inv[j])
+    base = c.cfg.rope_theta ** (-2 * j / dh)
+    return [f"θ^(−2·{j}/{dh}) = {num(base)}", c.tr("worked.rope_scaled", cell=c.label(), v=num(value))], value
+
+
+def _op_rope_attention_factor(c: _Cell) -> tuple[list[str], float]:
+    _, factor = _rope_frequencies(c)
+    return [c.tr("worked.rope_factor", cell=c.label(), v=num(float(factor)))], float(factor)
+
+
+def _op_rope_table(c: _Cell) -> tuple[list[str], float]:
+    t, j = c.index
+    position = _step_start(c) + t
+    inv, factor = _rope_frequencies(c)
     pair = j % len(inv)
     angle = position * inv[pair]
     fn = "cos" if c.name.endswith("cos") else "sin"
-    value = math.cos(angle) if fn == "cos" else math.sin(angle)
-    del rows
+    value = factor * (math.cos(angle) if fn == "cos" else math.sin(angle))
+    scaled = "" if factor == 1 else f"{num(factor)} · "
     return [c.tr("worked.rope_angle", p=position, j=pair, w=num(float(inv[pair])), a=num(float(angle))),
-            f"{c.label()} = {fn}({num(float(angle))}) = {num(value)}"], value
+            f"{c.label()} = {scaled}{fn}({num(float(angle))}) = {num(value)}"], value
+
+
+def _op_sliding_mask(c: _Cell) -> tuple[list[str], float]:
+    from tracer.longctx import layer_window
+
+    t, s = c.index
+    rows, cols = c.trace[c.name].shape
+    position = cols - rows + t
+    window = layer_window(c.cfg, int(c.name.split("layers.")[1].split(".")[0]))
+    value = float(c.trace[c.name][t, s])
+    key = "worked.window_open" if position - window < s <= position else "worked.window_closed"
+    return [c.tr(key, cell=c.label(), s=s, p=position, w=window, v=num(value))], value
 
 
 def _op_kv_append(c: _Cell) -> tuple[list[str], float]:
+    """The cache after this step: the last positions kept from before (all of them, or the sliding window's
+    last W − 1), then this step's new keys or values."""
     g, s, j = c.index
-    past = c.rec(0)
-    if s < past.shape[1]:
-        value = float(past[g, s, j])
+    past, new = c.rec(0), c.rec(1)
+    held = c.trace[c.name].shape[1] - new.shape[1]
+    if s < held:
+        value = float(past[g, past.shape[1] - held + s, j])
         return [c.tr("worked.cache_past", cell=c.label(), s=s, v=num(value))], value
-    value = float(c.rec(1)[g, s - past.shape[1], j])
+    value = float(new[g, s - held, j])
     return [c.tr("worked.cache_new", cell=c.label(), s=s, v=num(value))], value
 
 
@@ -536,6 +581,8 @@ WORKERS: dict[str, Callable[[_Cell], tuple[list[str], float]]] = {
     "last_row": _op_last_row, "suppress": _op_suppress, "greedy_probs": _op_greedy, "sampling_probs": _op_sampling,
     "choose": _op_choose, "input": _op_input, "one_hot": _op_one_hot, "embedding": _op_embedding,
     "rope_cos": _op_rope_table, "rope_sin": _op_rope_table, "kv_append": _op_kv_append,
+    "rope_inv_freq": _op_rope_inv_freq, "rope_attention_factor": _op_rope_attention_factor,
+    "sliding_window_mask": _op_sliding_mask,
 }
 
 
