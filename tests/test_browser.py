@@ -34,7 +34,8 @@ TERMS = {"token", "tokens", "query", "key", "value", "head", "heads", "softmax",
          "block", "hidden", "embedding", "context", "one", "hot", "pre", "greedy", "prefill", "rotate", "half",
          "numpy", "torch", "float", "bfloat", "dh", "id", "ids", "dense", "toy", "qwen", "npz", "bos", "eos",
          "relu", "silu", "argmax", "post", "attention", "layernorm", "proj", "in", "out", "rms", "glob", "json",
-         "hugging", "face", "checkpoint", "chatml", "the", "and"}
+         "hugging", "face", "checkpoint", "chatml", "the", "and",
+         "tracer", "info", "trace", "show", "app", "demo"}  # command lines shown as code
 
 
 def free_port() -> int:
