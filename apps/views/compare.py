@@ -32,7 +32,8 @@ else:
     st.success(t("agree"))
 st.plotly_chart(compare_figure(rows, lang()), key="errors")
 st.plotly_chart(error_growth_figure(rows, lang()), key="growth")
-st.dataframe([r.as_dict() for r in rows], hide_index=True)
+st.dataframe([{t("col_record"): r.name, t("col_verdict"): r.verdict, t("col_max_abs"): r.max_abs,
+               t("col_max_rel"): r.max_rel, t("col_note"): r.note} for r in rows], hide_index=True)
 common = [r.name for r in rows if r.verdict not in ("MISSING", "SHAPE")]
 name = st.selectbox(t("record"), common, index=common.index(first.name) if first and first.name in common else 0)
 x, y = np.asarray(a[name]), np.asarray(b[name])
