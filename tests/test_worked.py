@@ -114,3 +114,19 @@ def test_long_context_cells_yarn_and_sliding_window(seen):
     trace = run_trace(model, [1, 2, 3, 4, 5], max_new_tokens=3)
     assert float(trace["rope.attention_factor"]) != 1.0
     _check(trace, 12, seen)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_checkpoint_rows_are_read_by_memory_map(tmp_path, dtype):
+    from tracer.checkpoint import export_checkpoint
+
+    small = ["num_hidden_layers=1", "hidden_size=32", "head_dim=8", "intermediate_size=16", "vocab_size=300"]
+    source = load_model("qwen3-0.6b", small, seed=5)
+    export_checkpoint(source.cfg, source.weights, tmp_path / "ckpt", dtype, tokenizer=False)
+    model = load_model(str(tmp_path / "ckpt"))
+    trace = run_trace(model, [3, 1, 4])
+    for name, cell in (("layers.0.attn.q_proj", (3, 2, 5)), ("logits", (1, 299)), ("layers.0.mlp.down_proj", (0, 31))):
+        worked = work_cell(trace, name, cell)
+        assert worked.value == pytest.approx(worked.recorded, rel=1e-5, abs=1e-6), (name, worked.lines)
+    row = Params(trace.meta).row("model.layers.0.mlp.up_proj.weight", 7)
+    np.testing.assert_array_equal(row, model.weights["model.layers.0.mlp.up_proj.weight"][7])

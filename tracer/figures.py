@@ -327,11 +327,6 @@ def rope_distance_figure(trace: Trace, layer: int, head: int, query: int, key: i
                    400, xaxis_title=tr("figures.distance_axis"), yaxis_title=tr("figures.score_axis"))
 
 
-def relative_position_figure(trace: Trace, layer: int, head: int, lang: str = "en") -> Any:
-    """The score of one fixed q,k pair (the prompt's last query and first key) as the distance grows."""
-    return rope_distance_figure(trace, layer, head, len(trace.meta["token_ids"]) - 1, 0, lang=lang)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Mixture of Experts
 # ---------------------------------------------------------------------------------------------------
