@@ -192,7 +192,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         path = out_dir / f"{name}.npz"
         trace = run_trace(model, encode_prompt(model, "明天交報告"), round_decimals=args.round, prompt="明天交報告")
         trace.path = save_trace(path, trace)
-        print(f"═══ {name}: seed 004 {section} — prompt 明天交報告 ═══\n")
+        print(t("show.demo_header", args.lang, name=name, section=section, prompt="明天交報告") + "\n")
         for record in trace.names:
             print(format_record(trace, record, args.lang), end="\n\n")
         print(_summary(trace))
