@@ -90,13 +90,14 @@ def _range_labels(ranges: list[tuple[int, int]], labels: list[str] | None) -> li
 
 
 def heatmap(matrix: np.ndarray, rows: list[str] | None = None, cols: list[str] | None = None, title: str = "",
-            decimals: int = 3, colorscale: str = "RdBu", symmetric: bool = True, lang: str = "en",
-            region: tuple[int, int, int, int] | None = None) -> Any:
+            decimals: int = 3, colorscale: Any = "RdBu", symmetric: bool = True, lang: str = "en",
+            region: tuple[int, int, int, int] | None = None, zrange: tuple[float, float] | None = None) -> Any:
     """A 2-D array as a heatmap with row/column labels.
 
     Small ones carry their numbers in the cells; masked cells (−∞ stand-ins) are grey and read "−∞";
     ones larger than ``MAX_CELLS`` on a side are drawn as block means (the title says so). ``region``
-    (row start, row stop, column start, column stop) draws that part at full resolution.
+    (row start, row stop, column start, column stop) draws that part at full resolution; ``zrange`` fixes the
+    colour scale's ends.
     """
     go = _go()
     tr = translator(lang)
@@ -122,12 +123,15 @@ def heatmap(matrix: np.ndarray, rows: list[str] | None = None, cols: list[str] |
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     if hi == lo:
         lo, hi = lo - 1.0, hi + 1.0
+    if zrange is not None:
+        lo, hi = zrange
     text = None
     if m.size <= 400:
         text = np.where(masked, "−∞", np.vectorize(lambda v: f"{v:.{decimals}f}")(np.where(masked, 0, m)))
     fig = go.Figure(go.Heatmap(
         z=shown, x=list(cols) if cols else list(range(m.shape[1])), y=list(rows) if rows else list(range(m.shape[0])),
-        colorscale=colorscale, zmin=-limit if symmetric else lo, zmax=limit if symmetric else hi,
+        colorscale=colorscale, zmin=-limit if symmetric and zrange is None else lo,
+        zmax=limit if symmetric and zrange is None else hi,
         text=text, texttemplate="%{text}" if text is not None else None, hoverongaps=True))
     _layout(fig, title, max(260, min(720, 30 * m.shape[0] + 140)), plot_bgcolor=MASKED_COLOR)
     fig.update_xaxes(type="category", showgrid=False)
@@ -155,8 +159,8 @@ def mask_figure(mask: np.ndarray, rows: list[str] | None, cols: list[str] | None
     """The causal mask as may-look (1) / masked (0); large masks as the share of visible keys per block."""
     tr = translator(lang)
     visible = (np.asarray(mask, dtype=np.float64) > MASKED_BELOW).astype(np.float64)
-    return heatmap(visible, rows, cols, tr("figures.mask_title"), decimals=0, colorscale=[[0, "#3b4cc0"], [1, "#f7f7f7"]],
-                   symmetric=False, lang=lang)
+    return heatmap(visible, rows, cols, tr("figures.mask_title"), decimals=0,
+                   colorscale=[[0, "#3b4cc0"], [1, "#f7f7f7"]], symmetric=False, lang=lang, zrange=(0.0, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------------
