@@ -30,12 +30,11 @@ def lang() -> str:
     """This session's language: ``en``, ``zh-Hans`` or ``zh-Hant`` (``tracer app --lang``, ``?lang=``, the
     switch in the sidebar)."""
     if "lang" not in st.session_state:
-        wanted = st.query_params.get("lang") or os.environ.get(LANG_ENV) or "en"
-        try:
-            st.session_state.lang = normalize(wanted)
-        except TracerError:
-            st.session_state.lang = "en"
-    return st.session_state.lang
+        st.session_state.lang = st.query_params.get("lang") or os.environ.get(LANG_ENV) or "en"
+    try:
+        return normalize(st.session_state.lang)  # "zh" is zh-Hans
+    except TracerError:
+        return "en"
 
 
 def t(key: str, /, **values: Any) -> str:
