@@ -1,11 +1,7 @@
-# %% [markdown]
-# # 1 · A dense Qwen3 block by hand (seed 004 §3)
-#
-# Four tokens `<bos> 明天 交 報告`, hidden size 4, one head of size 2. Every cell computes one matrix with the
-# engine's own op (`tracer.ops`), shows it next to the matrix printed in the course document, and says whether
-# they agree. Three exercises ask you to compute one entry yourself: put your number in place of `None` and run
-# the cell; the checker says right or wrong, with a hint drawn from the trace. (`tracer notebooks --lang zh`
-# shows the exercises and figures in Chinese.)
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb01_md1")
 
 # %%
 import numpy as np
@@ -24,25 +20,24 @@ tokens = ["<bos>", "明天", "交", "報告"]
 ids = np.array(encode_prompt(model, "明天交報告"))
 ids
 
-# %% [markdown]
-# ## Embedding: one-hot rows times the table E (§3-4)
+# %% jupyter={"source_hidden": true}
+prose("nb01_md2")
 
 # %%
 X0 = ops.embedding(ids, W["model.embed_tokens.weight"])
 print(difference_note(X0, seed004.DENSE["embed.out"]))
 side_by_side(X0, seed004.DENSE["embed.out"], tokens)
 
-# %% [markdown]
-# ## RMSNorm (§3-5-2): every row here already has RMS 1
+# %% jupyter={"source_hidden": true}
+prose("nb01_md3")
 
 # %%
 H = ops.rms_norm(X0, W[f"{p}.input_layernorm.weight"], cfg.rms_norm_eps)
 print(difference_note(H, seed004.DENSE["layers.0.attn_norm"]))
 side_by_side(H, seed004.DENSE["layers.0.attn_norm"], tokens)
 
-# %% [markdown]
-# ## Q, K, V (§3-5-3), QK-Norm (§3-5-4) and RoPE (§3-5-5)
-# The document's QK-Norm divides each row by its length; its rotation turns by −90° per position.
+# %% jupyter={"source_hidden": true}
+prose("nb01_md4")
 
 # %%
 Q = ops.linear(H, W[f"{p}.self_attn.q_proj.weight"])
@@ -57,8 +52,8 @@ for name, ours in (("q_norm", Qn), ("k_norm", Kn), ("q_rope", Qr), ("k_rope", Kr
     print(f"{name}: {difference_note(ours, seed004.DENSE[f'layers.0.attn.{name}'])}")
 side_by_side(Qr, seed004.DENSE["layers.0.attn.q_rope"], tokens)
 
-# %% [markdown]
-# ## Scores, causal mask, softmax (§3-5-6)
+# %% jupyter={"source_hidden": true}
+prose("nb01_md5")
 
 # %%
 S = ops.attention_scores(Qr[None], Kr[None], cfg.head_dim ** -0.5)[0]
@@ -86,8 +81,8 @@ ex2.check(answer_2)
 print(difference_note(A, seed004.DENSE["layers.0.attn.probs"]))
 side_by_side(A, seed004.DENSE["layers.0.attn.probs"], tokens)
 
-# %% [markdown]
-# ## Context, output projection, residual (§3-5-7)
+# %% jupyter={"source_hidden": true}
+prose("nb01_md6")
 
 # %%
 C = A @ V
@@ -97,8 +92,8 @@ print("C:", difference_note(C, seed004.DENSE["layers.0.attn.context"]))
 print("X_att:", difference_note(X_att, seed004.DENSE["layers.0.resid_mid"]))
 side_by_side(X_att, seed004.DENSE["layers.0.resid_mid"], tokens)
 
-# %% [markdown]
-# ## SwiGLU and the block output (§3-5-8)
+# %% jupyter={"source_hidden": true}
+prose("nb01_md7")
 
 # %%
 Xf = ops.rms_norm(X_att, W[f"{p}.post_attention_layernorm.weight"], cfg.rms_norm_eps)
@@ -118,17 +113,16 @@ print("F:", difference_note(F, seed004.DENSE["layers.0.mlp.act"]))
 print("X(1):", difference_note(X1, seed004.DENSE["layers.0.resid_post"]))
 side_by_side(X1, seed004.DENSE["layers.0.resid_post"], tokens)
 
-# %% [markdown]
-# ## LM head with tied embeddings (§3-6) and greedy decoding (§3-7)
+# %% jupyter={"source_hidden": true}
+prose("nb01_md8")
 
 # %%
 logits = ops.linear(X1[-1:], W["model.embed_tokens.weight"])[0]
 print(difference_note(logits, seed004.DENSE["sample.0.logits"]))
 print("greedy choice:", int(np.argmax(logits)), model.tokenizer.decode([int(np.argmax(logits))]))
 
-# %% [markdown]
-# ## The same numbers from a trace
-# The engine's forward pass recorded every matrix above; the figures come from the trace, as in the explorer.
+# %% jupyter={"source_hidden": true}
+prose("nb01_md9")
 
 # %%
 from tracer.figures import attention_figure  # noqa: E402

@@ -1,9 +1,7 @@
-# %% [markdown]
-# # 2 · A Mixture-of-Experts block by hand (seed 004 §4) — and a lesson in rounding
-#
-# Same four tokens; the dense MLP is replaced by a router and three ReLU experts (time, task, politeness), each
-# token sent to its top-2 experts. The document computes by hand with numbers rounded to 3 decimals; we trace
-# the block twice — at full precision and in hand-calculation mode (`--round 3`) — and see where they part.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb02_md1")
 
 # %%
 import numpy as np
@@ -22,8 +20,8 @@ tokens = ["<bos>", "明天", "交", "報告"]
 full = run_trace(model, ids)
 paper = run_trace(model, ids, round_decimals=3)
 
-# %% [markdown]
-# ## Router logits with a bias, top-2 gating (§4-5-10)
+# %% jupyter={"source_hidden": true}
+prose("nb02_md2")
 
 # %%
 L = paper["layers.0.moe.router_logits"]
@@ -42,15 +40,14 @@ G = paper["layers.0.moe.gates"]
 print(difference_note(G, seed004.MOE["layers.0.moe.gates"], 2.5e-3))
 side_by_side(G, seed004.MOE["layers.0.moe.gates"], tokens)
 
-# %% [markdown]
-# Qwen3-MoE takes a softmax over **all** experts, keeps the top k and renormalises; the document takes the top
-# k logits and a softmax over them. Same numbers:
+# %% jupyter={"source_hidden": true}
+prose("nb02_md3")
 
 # %%
 pd.DataFrame(topk_equivalence(full, 0, LANG))
 
-# %% [markdown]
-# ## Each expert on the tokens routed to it (§4-5-11..13)
+# %% jupyter={"source_hidden": true}
+prose("nb02_md4")
 
 # %%
 for e, rows in seed004.EXPERT_ROWS.items():
@@ -70,8 +67,8 @@ ex2
 answer_2 = None  # ← your answer
 ex2.check(answer_2)
 
-# %% [markdown]
-# ## Weighted sum and residual (§4-5-14)
+# %% jupyter={"source_hidden": true}
+prose("nb02_md5")
 
 # %%
 y0 = full["layers.0.moe.experts.0.down_proj"][list(full["layers.0.moe.experts.0.token_ids"]).index(1), 0]
@@ -88,12 +85,8 @@ X1 = paper["layers.0.resid_post"]
 print(difference_note(X1, seed004.MOE["layers.0.resid_post"], 2.5e-3))
 side_by_side(X1, seed004.MOE["layers.0.resid_post"], tokens)
 
-# %% [markdown]
-# ## The rounding lesson
-# At full precision the same block drifts away from the paper: §4 multiplied the *rounded* attention weights
-# (0.454, 0.136, 0.136, 0.275), so its context row 報告 is (1.452, 1.458) where the exact value is (1.450, 1.457)
-# — which is what §3 prints for the very same attention. The error is carried through the router and the experts
-# into the logits.
+# %% jupyter={"source_hidden": true}
+prose("nb02_md6")
 
 # %%
 rows = []

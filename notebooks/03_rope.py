@@ -1,9 +1,7 @@
-# %% [markdown]
-# # 3 · Rotary position embedding (RoPE)
-#
-# Angles per dimension pair and position, the rotation of q and k, the relative-position property, and the two
-# ways of pairing dimensions: Hugging Face's `rotate_half` (pair j = (x[j], x[j+Dh/2])) and the interleaved
-# pairs of seed 001's code (pair j = (x[2j], x[2j+1])).
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb03_md1")
 
 # %%
 import numpy as np
@@ -21,8 +19,8 @@ inv_freq = ops.rope_inv_freq(QWEN3_0_6B.head_dim, QWEN3_0_6B.rope_theta)
 pd.DataFrame({"pair j": range(0, 64, 8), "ω_j (rad / position)": inv_freq[::8],
               "positions per full turn": 2 * np.pi / inv_freq[::8]})
 
-# %% [markdown]
-# Fast pairs turn about a radian per position; slow ones take millions of positions for one turn.
+# %% jupyter={"source_hidden": true}
+prose("nb03_md2")
 
 # %%
 ex1 = Exercise("nb03_omega", inv_freq[1], tolerance=5e-4, lang=LANG, dh=QWEN3_0_6B.head_dim,
@@ -46,8 +44,8 @@ ex2
 answer_2 = None  # ← your answer
 ex2.check(answer_2)
 
-# %% [markdown]
-# ## Rotation keeps lengths and makes q·k depend on distance only
+# %% jupyter={"source_hidden": true}
+prose("nb03_md3")
 
 # %%
 rng = np.random.default_rng(0)
@@ -70,8 +68,8 @@ ex3
 answer_3 = None  # ← your answer
 ex3.check(answer_3)
 
-# %% [markdown]
-# ## On a real trace (a small Qwen3 with random weights)
+# %% jupyter={"source_hidden": true}
+prose("nb03_md4")
 
 # %%
 model = load_model("qwen3-0.6b", ["num_hidden_layers=1", "vocab_size=1000"])
@@ -81,10 +79,8 @@ rope_rotation_figure(trace, 0, 0, "q", pairs=2, lang=LANG).show()
 # one fixed q,k pair rotated to every distance, with the key at positions 0, 100 and 1000: the curves coincide
 rope_distance_figure(trace, 0, 0, query=15, key=0, max_distance=128, lang=LANG).show()
 
-# %% [markdown]
-# ## `rotate_half` vs interleaved pairs
-# Seed 001 (LLaMA's code) rotates (x[2j], x[2j+1]); Hugging Face Qwen3 rotates (x[j], x[j+Dh/2]). Moving the even
-# dimensions to the first half and the odd ones to the second turns one into the other:
+# %% jupyter={"source_hidden": true}
+prose("nb03_md5")
 
 # %%
 x = rng.standard_normal((1, 16, 128))

@@ -1,10 +1,7 @@
-# %% [markdown]
-# # 4 · Attention, GQA and the KV cache
-#
-# Masks and softmax, how Qwen3-0.6B's 16 query heads share 8 key/value heads, and how the KV cache grows while
-# decoding — with the proof that decoding with the cache gives the same logits as recomputing everything.
-# The model has Qwen3-0.6B's attention shape (16/8 heads of 128) with two layers and a small vocabulary, so the
-# notebook runs in seconds.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb04_md1")
 
 # %%
 import numpy as np
@@ -45,8 +42,8 @@ ex2
 answer_2 = None  # ← your answer
 ex2.check(answer_2)
 
-# %% [markdown]
-# Query heads 0 and 1 read the same keys (KV head 0), so their scores differ only through their queries:
+# %% jupyter={"source_hidden": true}
+prose("nb04_md2")
 
 # %%
 attention_figure(trace, 1, 0, lang=LANG).show()
@@ -54,8 +51,8 @@ attention_figure(trace, 1, 1, lang=LANG).show()
 print("q_proj", trace["layers.1.attn.q_proj"].shape, " k_proj", trace["layers.1.attn.k_proj"].shape,
       " scores", trace["layers.1.attn.scores"].shape)
 
-# %% [markdown]
-# ## The KV cache grows by one position per decode step
+# %% jupyter={"source_hidden": true}
+prose("nb04_md3")
 
 # %%
 pd.DataFrame([{"decode step": s, "new token": int(trace[f"decode.{s}.tokens"][0]),
@@ -73,10 +70,8 @@ ex3.check(answer_3)
 # %%
 decode_attention_figure(trace, 4, 1, 0, LANG).show()
 
-# %% [markdown]
-# ## Same logits with and without the cache
-# Recompute the whole sequence (prompt + generated tokens) in one forward pass, no cache, and compare each
-# decode step's logits with the row of the full pass at the same position.
+# %% jupyter={"source_hidden": true}
+prose("nb04_md4")
 
 # %%
 full = forward(cfg, model.weights, np.array(prompt + trace.meta["generated_ids"][:-1]), Recorder(capture=[]))

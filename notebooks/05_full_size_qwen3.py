@@ -1,9 +1,7 @@
-# %% [markdown]
-# # 5 · A full-size Qwen3 trace
-#
-# The real tokenizer and chat template (thinking on and off, a tool call), then a 28-layer trace of Qwen3-0.6B on
-# seeded random weights: the residual stream's size layer by layer, attention heatmaps, and the logits.
-# At the end: how to point the same code at real weights.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb05_md1")
 
 # %%
 import json
@@ -33,8 +31,8 @@ ex1
 answer_1 = None  # ← your answer
 ex1.check(answer_1)
 
-# %% [markdown]
-# ## The chat template: thinking on, thinking off, and a tool call
+# %% jupyter={"source_hidden": true}
+prose("nb05_md2")
 
 # %%
 messages = [{"role": "system", "content": "You are concise."}, {"role": "user", "content": "明天交報告, 加上禮貌用語"}]
@@ -52,9 +50,8 @@ print(render_chat(call, tools))
 print(parse_reply('<think>\nI should call the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", '
                   '"arguments": {"city": "Taipei"}}\n</tool_call>'))
 
-# %% [markdown]
-# ## 28 layers of Qwen3-0.6B
-# Exact size first (seed 003 estimates about 591M):
+# %% jupyter={"source_hidden": true}
+prose("nb05_md3")
 
 # %%
 model = load_model("qwen3-0.6b", seed=0)
@@ -97,13 +94,5 @@ fig, probs = sampling_figure(trace["sample.0.masked_logits"], 1.0, None, None, t
 fig.show()
 print("greedy next token:", trace.meta["generated_ids"], labels, "(random weights: the token means nothing yet)")
 
-# %% [markdown]
-# ## With real weights
-# Download a Qwen3 checkpoint elsewhere and copy the folder (config.json, model.safetensors, tokenizer files)
-# to this machine. Then `load_model("/path/to/Qwen3-0.6B")` reads it memory-mapped, and everything above works
-# the same — including the chat template the checkpoint ships. From the command line:
-#
-# ```
-# tracer trace /path/to/Qwen3-0.6B --prompt "明天交報告" --chat --max-new-tokens 16 --out real.npz
-# tracer app real.npz
-# ```
+# %% jupyter={"source_hidden": true}
+prose("nb05_md4")

@@ -1,8 +1,7 @@
-# %% [markdown]
-# # 6 · Sampling: greedy, temperature, top-k, top-p
-#
-# The next token is chosen from the last position's logits. Move the sliders to see how temperature, top-k and
-# top-p reshape the distribution of a real trace's logits. Then check a worked example from the course notes.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb06_md1")
 
 # %%
 import numpy as np
@@ -32,9 +31,8 @@ def show(temperature=1.0, top_k=0, top_p=1.0):
 display(widgets.interactive(show, temperature=(0.0, 2.0, 0.05), top_k=(0, 50), top_p=(0.05, 1.0, 0.05)))
 show(0.7, 20, 0.9)
 
-# %% [markdown]
-# ## The course example: logits [5, 2, 1]
-# Seed 001 prints probabilities for T = 1, 0.5 and 2. Here is what softmax(logits / T) really gives:
+# %% jupyter={"source_hidden": true}
+prose("nb06_md2")
 
 # %%
 z = np.array(seed004.SEED001_TEMPERATURE["logits"])
@@ -72,11 +70,8 @@ for T, printed in seed004.SEED001_TEMPERATURE["printed"].items():
                  "largest error": round(float(np.abs(exact - printed).max()), 3)})
 pd.DataFrame(rows)
 
-# %% [markdown]
-# **Where the document went wrong.** e⁵ ≈ 148.4, e² ≈ 7.39, e¹ ≈ 2.72, so at T = 1 the first token has
-# 148.4 / 158.5 ≈ 0.936, not 0.84; the document's numbers even sum to 1 while being too flat. At T = 0.5 the
-# first token is 0.997 (the document: 0.97); at T = 2 it is 0.736 (the document: 0.62). The qualitative lesson
-# holds — lower T sharpens, higher T flattens — but the printed probabilities are not what softmax gives.
+# %% jupyter={"source_hidden": true}
+prose("nb06_md3")
 
 # %%
 for T in (1.0, 0.5, 2.0):

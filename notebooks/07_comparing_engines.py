@@ -1,8 +1,7 @@
-# %% [markdown]
-# # 7 · Comparing engines: NumPy vs PyTorch, float32 vs bfloat16
-#
-# The same weights run through the NumPy reference engine and through Hugging Face `transformers`' real
-# `Qwen3ForCausalLM`, both traced into the same schema, then compared record by record.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb07_md1")
 
 # %%
 import pandas as pd
@@ -22,8 +21,8 @@ def traced(backend, dtype="float32"):
 
 numpy_f32, torch_f32, torch_bf16 = traced("numpy"), traced("torch"), traced("torch", "bfloat16")
 
-# %% [markdown]
-# ## NumPy vs transformers, float32: every record agrees
+# %% jupyter={"source_hidden": true}
+prose("nb07_md2")
 
 # %%
 rows = compare_traces(numpy_f32, torch_f32)
@@ -45,9 +44,8 @@ ex2
 answer_2 = None  # ← your answer
 ex2.check(answer_2)
 
-# %% [markdown]
-# ## float32 vs bfloat16: drift, op by op
-# bfloat16 keeps 8 bits of mantissa, so every op adds relative error of order 2⁻⁸ ≈ 0.4 %. Watch it accumulate.
+# %% jupyter={"source_hidden": true}
+prose("nb07_md3")
 
 # %%
 rows = compare_traces(numpy_f32, torch_bf16)

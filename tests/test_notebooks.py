@@ -136,3 +136,14 @@ def test_exercises_speak_the_notebooks_language(monkeypatch):
     traditional = Exercise("nb06_t1", 0.936, lang="zh-Hant", logits="5, 2, 1").check(0.936)
     assert traditional.ok and traditional.message == "✓ 0.936 正確。"
     assert not Exercise("nb07_worst", "logits", lang="en", value=0.1, start="logits").check("final_norm").ok
+
+
+def test_a_notebook_in_traditional_chinese():
+    """``tracer notebooks --lang zh-Hant``: the kernel's text and exercises are Traditional Chinese."""
+    path = next(p for p in NOTEBOOKS if p.name == "06_sampling.py")
+    check = ("assert prose('nb06_md1').data.startswith('# 6 · 取樣')\n"
+             "assert ex1.question.startswith('課程的例子中 logits 為 (5, 2, 1)')\n"
+             "assert ex1.check(0.5).message.startswith('✗ 0.5 不對。提示:')")
+    proc = subprocess.run([sys.executable, str(RUNNER), str(path), check], capture_output=True, text=True,
+                          timeout=420, env={**os.environ, "QWEN3_TRACER_LANG": "zh-Hant"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -23,6 +23,13 @@ def language() -> str:
     return normalize(os.environ.get(LANG_ENV) or "en")
 
 
+def prose(key: str, lang: str | None = None) -> Any:
+    """A passage of a notebook's text (the ``notebooks`` catalog's ``KEY``) in the notebooks' language."""
+    from IPython.display import Markdown
+
+    return Markdown(translator(lang or language())(f"notebooks.{key}"))
+
+
 def setup() -> None:
     """Send plotly figures as their own MIME type: JupyterLab draws them with the ``jupyterlab-plotly`` extension
     installed with plotly, offline (no CDN). (The "notebook" renderer also injects plotly.js into the page, which
