@@ -142,12 +142,12 @@ def header(title: str, zh: str | None = None, zh_hant: str | None = None) -> Non
 
 def localize_widgets() -> None:
     """Streamlit's own words (the file uploader's drop zone and button, the skip link) in the session's
-    language: hidden, and the catalog's text drawn in their place."""
+    language: hidden, and the catalog's text drawn in their place (a style sheet, placed in the sidebar)."""
     hide_deploy = '[data-testid="stAppDeployButton"] {display: none;}'  # a classroom server deploys nothing
     if lang() == "en":
-        st.markdown(f"<style>{hide_deploy}</style>", unsafe_allow_html=True)
+        st.sidebar.markdown(f"<style>{hide_deploy}</style>", unsafe_allow_html=True)
         return
-    st.markdown(f"""<style>{hide_deploy}
+    st.sidebar.markdown(f"""<style>{hide_deploy}
 [data-testid="stFileUploaderDropzoneInstructions"] > div > span,
 [data-testid="stFileUploaderDropzoneInstructions"] > div > small {{display: none;}}
 [data-testid="stFileUploaderDropzoneInstructions"] > div::after {{content: "{t('uploader_drop')}";}}

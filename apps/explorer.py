@@ -21,6 +21,9 @@ PAGES = [
     st.Page("views/sampling.py", title=nav_title("sampling")),
     st.Page("views/tokens.py", title=nav_title("tokens")),
     st.Page("views/compare.py", title=nav_title("compare")),
+    st.Page("views/quant.py", title=nav_title("quant", "Quantization drift")),
     st.Page("views/long_context.py", title=nav_title("long_context", "Long context")),
+    st.Page("views/training.py", title=nav_title("training", "Training")),
+    st.Page("views/vision.py", title=nav_title("vision", "Vision (Qwen3-VL)")),
 ]
 st.navigation(PAGES).run()

@@ -459,13 +459,72 @@ def pipeline_stage(name: str) -> tuple[int | None, str]:
     return int(parts[1]), stage
 
 
+def whole_pass_figure(trace: Trace, max_layers: int = 94, lang: str = "en") -> Any:
+    """The data flow of the whole prompt pass in one map, drawn from the ``inputs`` of every record.
+
+    One column per stage (in computation order), one row per layer (row 0: tokens and embedding; last row:
+    final norm, logits, sampling); an expert's records sit within its layer's row; a Qwen3-VL vision tower in
+    rows above the embedding. Edges are the inputs.
+    """
+    go = _go()
+    tr = translator(lang)
+    cfg = trace.meta["config"]
+    layers = min(max_layers, cfg["num_hidden_layers"])
+    experts = max(1, cfg.get("num_experts") or 1)
+    columns: dict[str, int] = {}
+    positions: dict[str, tuple[float, float]] = {}
+    for name in trace.names:
+        if name.startswith("decode.") or (name.startswith("sample.") and not name.startswith("sample.0.")):
+            continue
+        parts = name.split(".")
+        if parts[0] == "vision":  # Qwen3-VL: the vision tower in rows above the embedding (-depth-1 … -1)
+            depth = trace.meta["vision"]["config"]["depth"]
+            if parts[1] == "blocks":
+                stage, row = "vision.blocks." + ".".join(parts[3:]), int(parts[2]) - depth
+            elif parts[1] == "deepstack":  # beside the block it taps
+                tap = trace.meta["vision"]["config"]["deepstack_visual_indexes"][int(parts[2])]
+                stage, row = "vision.deepstack." + ".".join(parts[3:]), tap - depth + 0.5
+            elif parts[1] == "images":
+                stage, row = "vision.images." + ".".join(parts[3:]), -depth - 1.0 + 0.3 * int(parts[2])
+            else:
+                stage, row = name, (0.0 if parts[1] == "merger" else -depth - 1.0)
+        elif parts[0] == "layers":
+            if int(parts[1]) >= layers:
+                continue
+            stage, row = ".".join(parts[2:]), int(parts[1]) + 1.0
+            if parts[2:4] == ["moe", "experts"]:
+                stage, row = "moe.experts." + parts[5], row + 0.8 * int(parts[4]) / experts
+        else:
+            stage, row = name, (0.0 if name in ("tokens", "embed.onehot", "embed.out", "rope.cos", "rope.sin")
+                                else layers + 1.0)
+        positions[name] = (columns.setdefault(stage, len(columns)), row)
+    edge_x: list[float | None] = []
+    edge_y: list[float | None] = []
+    for name, (x, y) in positions.items():
+        for src in trace.info[name]["inputs"]:
+            if src in positions:
+                edge_x += [positions[src][0], x, None]
+                edge_y += [positions[src][1], y, None]
+    xs, ys = zip(*positions.values())
+    fig = go.Figure([
+        go.Scatter(x=edge_x, y=edge_y, mode="lines", line=dict(width=0.6, color="#bbb"), hoverinfo="skip"),
+        go.Scatter(x=xs, y=ys, mode="markers", marker=dict(size=9, color=xs, colorscale="Turbo"),
+                   customdata=list(positions), hovertemplate="%{customdata}<extra></extra>"),
+    ])
+    return _layout(fig, tr("figures.pipeline_whole"), max(400, 22 * layers + 160), showlegend=False,
+                   xaxis=dict(visible=False), yaxis=dict(title=tr("figures.pipeline_whole_axis"), autorange="reversed"))
+
+
 def pipeline_figure(trace: Trace, layers: list[int] | None = None, lang: str = "en") -> Any:
     """One group of layers of the prompt's forward pass as a grid: a row per layer, a column per stage in
     computation order, an edge for every input. ``layers=[]`` draws the records outside the blocks (tokens,
-    embedding, final norm, LM head, sampling). Click a node to open it (its record name is the customdata)."""
+    embedding, final norm, LM head, sampling); ``layers=None`` the whole pass in one map (``whole_pass_figure``).
+    Click a node to open it (its record name is the customdata)."""
+    if layers is None:
+        return whole_pass_figure(trace, lang=lang)
     go = _go()
     tr = translator(lang)
-    wanted = set(layers) if layers is not None else None
+    wanted = set(layers)
     positions: dict[str, tuple[float, float]] = {}
     present_stages: list[str] = []
     if wanted == set():

@@ -28,6 +28,9 @@ groups = [present[k:k + GROUP] for k in range(0, len(present), GROUP)]
 for g, group in enumerate(groups):
     with st.expander(t("layer_group", first=group[0], last=group[-1]), expanded=g == 0):
         chosen = chart(pipeline_figure(trace, group, lang()), f"pipeline-{g}") or chosen
+if any(n.startswith("vision.") for n in trace.names):  # Qwen3-VL: the vision tower feeds the embedding
+    with st.expander(t("whole_pass")):
+        chosen = chart(pipeline_figure(trace, None, lang()), "pipeline-whole") or chosen
 picked = st.selectbox(t("open_record"), trace.names, index=None, placeholder=t("record_name"))
 target = chosen or picked
 if target:
