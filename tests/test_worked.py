@@ -27,6 +27,8 @@ def _cells(shape, rng, limit):
 def _check(trace, limit, seen):
     rng = np.random.default_rng(0)
     for name in trace.names:
+        if trace.info[name]["op"] not in WORKERS:  # analyses recorded beside the pass (logit lens, attribution)
+            continue
         value = np.asarray(trace[name])
         for cell in _cells(value.shape, rng, limit):
             worked = work_cell(trace, name, cell)

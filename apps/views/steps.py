@@ -8,7 +8,7 @@ from common import header, lang, matrix_table, require_trace, show_notes, t, voc
 from tracer import TracerError
 from tracer.figures import labels_for
 from tracer.show import explanation
-from tracer.worked import Params, parameters, work_cell
+from tracer.worked import WORKERS, Params, parameters, work_cell
 
 header("nav_steps")
 trace = require_trace()
@@ -91,6 +91,9 @@ if value.ndim:
             continue
         default = int(np.argmax(value)) if value.ndim == 1 and size > 4096 else 0
         index.append(int(axes[axis].number_input(t("axis_n", n=axis), 0, size - 1, default, key=f"cell-{axis}")))
+if info["op"] not in WORKERS:
+    st.info(t("no_worked", op=info["op"]))
+    st.stop()
 try:
     worked = work_cell(trace, name, tuple(index), params, lang())
     st.code("\n".join(worked.lines), language=None)
