@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from tracer.run import encode_prompt, load_model, run_trace
 from tracer.tracefile import save_trace
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
-PAGES = ["run", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare", "long_context"]
+PAGES = re.findall(r'"views/(\w+)\.py"', Path(APP).read_text(encoding="utf-8"))  # every page, in the menu's order
 
 
 def make_traces(directory: Path) -> list[tuple[str, float]]:
@@ -55,7 +56,7 @@ def measure(trace: str, target: float, lang: str) -> float:
         seconds = time.perf_counter() - start
         worst = max(worst, seconds)
         status = "error" if at.exception else "ok"
-        print(f"  {page:10} {seconds:6.2f}s  {status}")
+        print(f"  {page:14} {seconds:6.2f}s  {status}")
     names = list(at.session_state.trace.names)
     heavy = [n for n in ("logits", "layers.27.mlp.act", names[-1]) if n in names]
     at.switch_page("views/steps.py")
