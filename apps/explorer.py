@@ -30,4 +30,4 @@ PAGES = [
     st.Page("views/training.py", title=nav_title("training", "Training")),
     st.Page("views/vision.py", title=nav_title("vision", "Vision (Qwen3-VL)")),
 ]
-st.navigation(PAGES).run()
+st.navigation(PAGES, expanded=True).run()  # every page listed (no "View more")

@@ -43,7 +43,7 @@ TERMS = {"token", "tokens", "query", "key", "value", "head", "heads", "softmax",
 
 # Streamlit's own interface words (the app hides or replaces them)
 STREAMLIT_WORDS = ["Deploy", "Browse files", "Drag and drop", "Skip to main content", "Choose an option",
-                   "Press Enter"]
+                   "Press Enter", "View less"]
 
 
 def free_port() -> int:
@@ -179,7 +179,8 @@ def test_every_page_in_every_language(server, browser, lang):
         page.screenshot(path=str(ARTIFACTS / f"{lang}-{path or 'run'}.png"), full_page=True)
         text = visible_text(page)
         if lang != "en":
-            leaks = [p for p in phrases + STREAMLIT_WORDS if p in text] + english_runs(text)
+            leaks = [p for p in phrases + STREAMLIT_WORDS if p in text] + english_runs(text) + \
+                re.findall(r"View \d+ more", text)
             if leaks:
                 found[path or "run"] = leaks[:5]
         else:

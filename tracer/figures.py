@@ -89,6 +89,16 @@ def _range_labels(ranges: list[tuple[int, int]], labels: list[str] | None) -> li
     return out
 
 
+def _cell(v: float, decimals: int) -> str:
+    """A cell's number as text, without a minus sign on a value that rounds to zero.
+
+    >>> _cell(-0.0004, 2), _cell(-1.5, 1)
+    ('0.00', '-1.5')
+    """
+    text = f"{v:.{decimals}f}"
+    return text.lstrip("-") if float(text) == 0 else text
+
+
 def heatmap(matrix: np.ndarray, rows: list[str] | None = None, cols: list[str] | None = None, title: str = "",
             decimals: int = 3, colorscale: Any = "RdBu", symmetric: bool = True, lang: str = "en",
             region: tuple[int, int, int, int] | None = None, zrange: tuple[float, float] | None = None) -> Any:
@@ -127,7 +137,7 @@ def heatmap(matrix: np.ndarray, rows: list[str] | None = None, cols: list[str] |
         lo, hi = zrange
     text = None
     if m.size <= 400:
-        text = np.where(masked, "−∞", np.vectorize(lambda v: f"{v:.{decimals}f}")(np.where(masked, 0, m)))
+        text = np.where(masked, "−∞", np.vectorize(lambda v: _cell(v, decimals))(np.where(masked, 0, m)))
     fig = go.Figure(go.Heatmap(
         z=shown, x=list(cols) if cols else list(range(m.shape[1])), y=list(rows) if rows else list(range(m.shape[0])),
         colorscale=colorscale, zmin=-limit if symmetric and zrange is None else lo,
