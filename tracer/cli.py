@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from tracer import TracerError, __version__
 from tracer.chat import load_json_file, official_template, thinking_mode
+from tracer.i18n import LANG_CHOICES
 from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--store-dtype", choices=STORE_DTYPES,
                    help="keep the numbers in half precision, for display (about half the file; compare refuses it)")
     t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
-    t.add_argument("--lang", choices=("en", "zh"), default="en")
+    t.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of --show (zh = zh-Hans)")
     t.add_argument("--zero-head", action="append", metavar="L.H",
                    help="set head H's context to 0 before o_proj in layer L (repeatable)")
     t.add_argument("--drop-expert", action="append", metavar="L.E",
@@ -77,13 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="print the records of a trace the way seed 004 does")
     s.add_argument("file", metavar="FILE.npz")
     s.add_argument("pattern", nargs="?", metavar="NAME-GLOB", help="e.g. 'layers.0.attn.*'")
-    s.add_argument("--lang", choices=("en", "zh"), default="en", help="language of the explanations")
+    s.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the explanations (zh = zh-Hans)")
     s.add_argument("--decimals", type=int, default=3)
     s.add_argument("--npy", metavar="OUT.npy", help="write the one record NAME to OUT.npy (for --patch)")
 
     d = sub.add_parser("demo", help="trace the two worked examples of seed 004 and print every step")
     d.add_argument("--out-dir", default="traces", help="where to save the traces (default: traces/)")
-    d.add_argument("--lang", choices=("en", "zh"), default="en")
+    d.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language (zh = zh-Hans)")
     d.add_argument("--round", type=int, metavar="N", help="hand-calculation mode")
 
     k = sub.add_parser("tokenize", help="Qwen3 token ids of a text, with each token's bytes and text")
@@ -127,9 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("app", help="start the Streamlit explorer (offline, headless server)")
     a.add_argument("trace", nargs="?", metavar="TRACE.npz", help="open this trace (default: the toy dense example)")
     a.add_argument("--port", type=int, default=8501)
+    a.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the interface (zh = zh-Hans)")
 
     nb = sub.add_parser("notebooks", help="open JupyterLab on the classroom notebooks")
     nb.add_argument("--port", type=int, default=8888)
+    nb.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the notebooks' text (zh = zh-Hans)")
 
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help=MODEL_HELP)
@@ -245,6 +248,9 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from tracer.i18n import t
+    from tracer.notes import notes_for
+
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, section in (("toy-dense", "§3"), ("toy-moe", "§4")):
@@ -252,12 +258,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
         path = out_dir / f"{name}.npz"
         trace = run_trace(model, encode_prompt(model, "明天交報告"), round_decimals=args.round, prompt="明天交報告")
         trace.path = save_trace(path, trace)
-        print(f"═══ {name}: seed 004 {section} — prompt 明天交報告 ═══\n")
+        print(t("show.demo_header", args.lang, name=name, section=section, prompt="明天交報告") + "\n")
         for record in trace.names:
             print(format_record(trace, record, args.lang), end="\n\n")
         print(_summary(trace))
-        for note in trace.meta["notes"]:
-            print(f"note: {note}")
+        for kind, note in notes_for(trace.meta, "run", args.lang):
+            print(f"{t('app.' + kind, args.lang)}: {note}")
         print()
 
 
@@ -382,6 +388,7 @@ def cmd_app(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise TracerError(f"--port must be between 1 and 65535, got {args.port}")
     env = dict(os.environ)
+    env["QWEN3_TRACER_LANG"] = args.lang
     if args.trace:
         load_trace(args.trace).close()  # a one-line error now, rather than in the browser
         env["QWEN3_TRACER_TRACE"] = str(Path(args.trace).resolve())
@@ -409,6 +416,7 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
             notebook = jupytext.read(source)
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
+    os.environ["QWEN3_TRACER_LANG"] = args.lang  # the notebooks' kernels read it (tracer.classroom.language)
     print(f"JupyterLab on http://localhost:{args.port}/lab (notebooks in {folder})", flush=True)
     # local only (127.0.0.1), so no token is needed; root (containers, CI) must be allowed explicitly
     command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}", "--no-browser",
