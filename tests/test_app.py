@@ -141,7 +141,7 @@ def test_step_walker_next_and_previous(monkeypatch, traces):
 
 def test_step_walker_shows_the_weights_as_the_seed_writes_them_and_a_worked_cell(monkeypatch, traces):
     at = goto(app(monkeypatch, traces["toy-dense"]), "steps")
-    names = [r["name"] for r in json.loads(str(np.load(traces["toy-dense"])["__meta__"]))["records"]]
+    names = [r["name"] for r in load_trace(traces["toy-dense"]).meta["records"]]
     at.selectbox[0].set_value(names.index("layers.0.attn.q_proj")).run()
     text = page_text(at)
     assert "model.layers.0.self_attn.q_proj.weight" in text and "[2, 4]" in text and "[4, 2]" in text
@@ -197,7 +197,7 @@ def test_attention_layer_head_selection(monkeypatch, traces):
 
 def test_sampling_shows_token_text_and_finds_tokens(monkeypatch, traces):
     at = goto(app(monkeypatch, traces["full"]), "sampling")
-    meta = json.loads(str(np.load(traces["full"])["__meta__"]))
+    meta = load_trace(traces["full"]).meta
     chosen = meta["generated_ids"][0]
     assert at.metric[0].value.startswith(f"{chosen} 「") and at.metric[0].value != f"{chosen} 「{chosen}」"
     top = at.dataframe[0].value
