@@ -118,36 +118,51 @@ class Trace:
             self._store.close()
 
 
-def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> Trace:
+def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = None, *, max_bytes: int | None = None,
+               allow_nonfinite: bool = False) -> Trace:
     """Open a trace file (a path, or an uploaded file's bytes with its ``name``), with a one-line TracerError
-    for anything that is not a readable trace."""
+    for anything that is not a readable trace.
+
+    The zip directory and ``.npy`` headers are checked before any array is read (``max_bytes``: the most the
+    records may take once read; default the memory budget); records with NaN/Inf where the schema does not
+    allow them are refused when read, unless ``allow_nonfinite`` (``tracer compare`` reports them instead).
+    """
+    from tracer.budget import default_budget
+    from tracer.safefiles import CheckedStore, check_meta, escape_controls, inspect_npz, read_json_text, regular_file
+
     if isinstance(source, (str, os.PathLike)):
         p: Path | None = Path(source)
-        label = str(p)
-        if not p.is_file():
-            raise TracerError(f"trace file {p} does not exist")
+        label = escape_controls(str(p))
+        if not p.exists():
+            raise TracerError(f"trace file {label} does not exist")
+        if not regular_file(p):
+            raise TracerError(f"{label} is not a regular file; give a .npz trace file")
     else:
-        p, label = None, name or "uploaded file"
-    try:
-        npz = np.load(p if p is not None else source, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise TracerError(f"{label} is not a readable .npz trace ({exc})") from None
-    if not hasattr(npz, "files") or META_KEY not in npz.files:
+        p, label = None, escape_controls(name or "uploaded file")
+    headers = inspect_npz(p if p is not None else source, label, default_budget() if max_bytes is None else max_bytes)
+    if META_KEY not in headers:
         raise TracerError(f"{label} has no {META_KEY} entry; it is not a qwen3-tracer trace")
     try:
-        meta = json.loads(str(npz[META_KEY]))
-    except (ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise TracerError(f"{label}: {META_KEY} is damaged ({exc})") from None
+        if p is None:
+            source.seek(0)  # type: ignore[union-attr]
+        npz = np.load(p if p is not None else source, allow_pickle=False)
+        meta = read_json_text(str(npz[META_KEY]), f"{label}: {META_KEY}")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise TracerError(f"{label} is not a readable .npz trace ({exc})") from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
-    if not isinstance(version, int) or "records" not in meta:
+    if not isinstance(version, int) or not isinstance(meta.get("records"), list):
         raise TracerError(f"{label}: {META_KEY} is not qwen3-tracer metadata")
     if version > SCHEMA_VERSION:
         raise TracerError(f"{label} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
                           f"upgrade qwen3-tracer to open it")
-    missing = [r["name"] for r in meta["records"] if r["name"] not in npz.files]
+    names = [r.get("name") if isinstance(r, dict) else None for r in meta["records"]]
+    missing = [str(n) for n in names if n not in headers or n == META_KEY]
     if missing:
-        raise TracerError(f"{label} lists records it does not contain (first: {missing[0]}); the file is damaged")
-    trace = Trace(p, npz, meta)
+        raise TracerError(f"{label} lists records it does not contain (first: {escape_controls(missing[0])[:80]}); "
+                          f"the file is damaged")
+    check_meta(meta, label, version)
+    store = CheckedStore(npz, headers, {r["name"]: r for r in meta["records"]}, label, allow_nonfinite)
+    trace = Trace(p, store, meta)
     if p is None and name:
         trace.name = Path(name).name
     return trace
