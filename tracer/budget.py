@@ -138,51 +138,51 @@ def trace_bytes(cfg: Qwen3Config, prompt_tokens: int, max_new_tokens: int = 1, c
                 itemsize: int = 4) -> int:
     """Bytes of the records a run keeps: the schema's names for this config, filtered by ``capture``.
 
-    One name per (layer, pattern) is matched against the globs; an expert's records count once per expert a
+    The prompt's forward pass is counted exactly; the decode steps as that many copies of one step at the mean
+    cache length (matched against ``capture`` as ``decode.1.*``). An expert's records count once per expert a
     token is routed to (at most T·k of the E experts).
     """
+    total = _step_bytes(cfg, 0, prompt_tokens, prompt_tokens, capture, itemsize)
+    if max_new_tokens > 1:
+        mean_cache = prompt_tokens + max_new_tokens // 2
+        total += (max_new_tokens - 1) * _step_bytes(cfg, 1, 1, mean_cache, capture, itemsize)
+    return int(total)
+
+
+def _step_bytes(cfg: Qwen3Config, step: int, t_new: int, s_total: int, capture: list[str] | None,
+                itemsize: int) -> float:
     def kept(name: str) -> bool:
         return capture is None or any(fnmatch.fnmatchcase(name, g) for g in capture)
 
-    total = 0
+    total = 0.0
     n_sparse = cfg.sparse_layer_count()
-    for step in range(max_new_tokens):
-        t_new = prompt_tokens if step == 0 else 1
-        s_total = prompt_tokens + step
-        prefix = "" if step == 0 else f"decode.{step}."
-        elements = _record_elements(cfg, t_new, s_total)
-        experts_used = min(cfg.num_experts, t_new * cfg.num_experts_per_tok)
-        for entry in SCHEMA:
-            pattern = entry.pattern
-            if pattern.startswith("sample."):
-                name = pattern.replace("{s}", str(step))
-            elif step > 0 and pattern in ("embed.onehot",):
-                continue
-            else:
-                name = prefix + pattern
-            if pattern == "embed.onehot" and cfg.vocab_size > 4096:
-                continue
-            if step == 0 and pattern.endswith(("k_cache", "v_cache")):
-                continue
-            size = elements[pattern] * (8 if entry.shape.endswith("int") else itemsize)
-            if "{i}" not in name:
-                total += size if kept(name) else 0
-                continue
-            moe_part = ".moe." in pattern
-            mlp_part = ".mlp." in pattern
-            layers = n_sparse if moe_part else (cfg.num_hidden_layers - n_sparse if mlp_part else cfg.num_hidden_layers)
-            if layers == 0:
-                continue
-            repeat = experts_used if "{e}" in pattern else 1
-            if pattern.endswith(".weighted"):
-                size = t_new * cfg.hidden_size * itemsize
-            if capture is None:
-                total += size * layers * repeat
-                continue
-            for i in range(cfg.num_hidden_layers):
-                if kept(name.replace("{i}", str(i)).replace("{e}", "0")):
-                    total += size * repeat * (1 if layers == cfg.num_hidden_layers else layers / cfg.num_hidden_layers)
-    return int(total)
+    layers_of = {"moe": n_sparse, "mlp": cfg.num_hidden_layers - n_sparse, "": cfg.num_hidden_layers}
+    prefix = "" if step == 0 else f"decode.{step}."
+    elements = _record_elements(cfg, t_new, s_total)
+    experts_used = min(cfg.num_experts, t_new * cfg.num_experts_per_tok)
+    for entry in SCHEMA:
+        pattern = entry.pattern
+        if pattern == "embed.onehot" and (cfg.vocab_size > 4096 or step > 0):
+            continue
+        if step == 0 and pattern.endswith(("k_cache", "v_cache")):
+            continue
+        name = pattern.replace("{s}", str(step)) if pattern.startswith("sample.") else prefix + pattern
+        size = elements[pattern] * (8 if entry.shape.endswith("int") else itemsize)
+        if pattern.endswith(".weighted"):
+            size = t_new * cfg.hidden_size * itemsize
+        if "{i}" not in name:
+            total += size if kept(name) else 0
+            continue
+        part = "moe" if ".moe." in pattern else ("mlp" if ".mlp." in pattern else "")
+        layers = layers_of[part]
+        repeat = experts_used if "{e}" in pattern else 1
+        if capture is None:
+            total += size * layers * repeat
+            continue
+        share = layers / cfg.num_hidden_layers
+        matched = sum(1 for i in range(cfg.num_hidden_layers) if kept(name.replace("{i}", str(i)).replace("{e}", "0")))
+        total += size * repeat * matched * share
+    return total
 
 
 def estimate(cfg: Qwen3Config, prompt_tokens: int, max_new_tokens: int = 1, capture: list[str] | None = None,
@@ -225,3 +225,16 @@ def _duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.0f} h"
+
+
+def estimate_report(cfg: Qwen3Config, tokens: int, max_memory: str | None = None, lang: str = "en") -> str:
+    """The estimate of ``tracer info --tokens N`` as lines: each part, the total, the time and the budget."""
+    est = estimate(cfg, tokens)
+    budget = parse_size(max_memory) if max_memory else default_budget()
+    rows = [("estimate_weights", human(est.weights)), ("estimate_activations", human(est.activations)),
+            ("estimate_trace", human(est.trace)), ("estimate_total", human(est.total)),
+            ("estimate_time", _duration(est.seconds)), ("estimate_budget", human(budget))]
+    lines = [t("safety.estimate_header", lang, tokens=tokens, new=1, dtype="float32")]
+    lines += [f"  {t('safety.' + key, lang):26} {value:>12}" for key, value in rows]
+    lines.append("  " + t("safety.estimate_fits" if est.total <= budget else "safety.estimate_over", lang))
+    return "\n".join(lines)

@@ -114,15 +114,17 @@ def render_jinja(template: str, messages: list[dict[str, Any]], tools: list[dict
     def raise_exception(message: str) -> None:
         raise TracerError(f"the chat template refused the conversation: {message}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    from tracer.limits import bounded_sandbox, render_bounded
+
+    env = bounded_sandbox(ImmutableSandboxedEnvironment)(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
         x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
     env.globals["raise_exception"] = raise_exception
     try:
         compiled = env.from_string(template)
-        return compiled.render(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                               enable_thinking=enable_thinking, bos_token="", eos_token="<|im_end|>")
-    except TemplateError as exc:
+        return render_bounded(compiled, dict(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                                             enable_thinking=enable_thinking, bos_token="", eos_token="<|im_end|>"))
+    except (TemplateError, RecursionError, TypeError, ValueError, AttributeError) as exc:
         raise TracerError(f"the chat template failed: {exc}") from None
 
 
@@ -163,12 +165,16 @@ def check_messages(messages: Any, tools: Any = None) -> None:
 
 def load_json_file(path: str | Path, what: str) -> Any:
     p = Path(path)
+    if p.is_dir():
+        raise TracerError(f"{what} file {p} is a folder; give a JSON file")
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TracerError(f"{what} file {p} does not exist") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TracerError(f"{what} file {p} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise TracerError(f"cannot read {what} file {p}: {exc.strerror or type(exc).__name__}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise TracerError(f"{what} file {p} is not valid JSON ({type(exc).__name__})") from None
 
 
 def thinking_mode(messages: list[dict[str, Any]], enable_thinking: bool) -> str:

@@ -40,17 +40,45 @@ def read_config(directory: Path) -> Qwen3Config:
     return Qwen3Config.from_hf_dict(raw)
 
 
-def weight_files(directory: Path) -> dict[str, Path]:
-    """Tensor name -> safetensors file, from ``model.safetensors.index.json`` or the single file."""
+def weight_files(directory: Path, warnings: list[str] | None = None) -> dict[str, Path]:
+    """Tensor name -> safetensors file, from ``model.safetensors.index.json`` or the single file.
+
+    The one file-selection rule of both backends: the index wins over a ``model.safetensors`` beside it (the
+    ignored file is named in ``warnings``). Shard names must be plain file names inside the folder, and every
+    file a regular file there (no ``..``, absolute path, link out, FIFO or device).
+    """
+    from tracer.i18n import t
+    from tracer.safefiles import escape_controls, read_json_text, regular_file
+
     index = directory / "model.safetensors.index.json"
     single = directory / "model.safetensors"
-    if index.is_file():
+    if index.exists():
+        if not regular_file(index, directory):
+            raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(index))))
+        if single.exists() and warnings is not None:
+            warnings.append(t("safety.index_wins", "en", directory=directory, ignored=single.name))
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TracerError(f"{index} is not a valid safetensors index ({exc})") from None
-        return {name: directory / file for name, file in weight_map.items()}
-    if single.is_file():
+            data = read_json_text(index.read_text(encoding="utf-8"), str(index))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TracerError(f"{index} is not a valid safetensors index ({type(exc).__name__})") from None
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise TracerError(t("safety.weight_map", "en", index=index))
+        files = {}
+        for name, file in weight_map.items():
+            bad = (not isinstance(file, str) or not file or "/" in file or "\\" in file or file in (".", "..")
+                   or "\x00" in file)
+            if bad:
+                raise TracerError(t("safety.shard_name", "en", index=index.name, name=escape_controls(str(name))[:80],
+                                    file=escape_controls(str(file))[:80]))
+            files[name] = directory / file
+        for path in set(files.values()):
+            if path.exists() and not regular_file(path, directory):
+                raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(path))))
+        return files
+    if single.exists():
+        if not regular_file(single, directory):
+            raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(single))))
         return {name: single for name in _header(single)}
     pickled = sorted(p.name for pattern in PICKLED for p in directory.glob(pattern))
     if pickled:
@@ -86,7 +114,8 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
     def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32):
         self.directory = directory
         self.dtype = np.dtype(dtype)
-        files = weight_files(directory)
+        self.warnings: list[str] = []
+        files = weight_files(directory, self.warnings)
         self._headers = {path: _header(path) for path in sorted(set(files.values()))}
         self._files = files
         self._maps: dict[Path, np.memmap] = {}
@@ -124,10 +153,14 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
         end = start + info["data_offsets"][1] - info["data_offsets"][0]
         raw = self._maps[path][start:end].view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
         if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32: shift it back, exactly
-            return (raw.astype(np.uint32) << 16).view(np.float32).astype(self.dtype, copy=False)
-        if raw.dtype == self.dtype:
-            return raw
-        return raw.astype(self.dtype)
+            value = (raw.astype(np.uint32) << 16).view(np.float32).astype(self.dtype, copy=False)
+        else:
+            value = raw if raw.dtype == self.dtype else raw.astype(self.dtype)
+        if not np.isfinite(value).all():
+            from tracer.i18n import t
+
+            raise TracerError(t("safety.weight_nonfinite", "en", name=name, source=path.name))
+        return value
 
 
 def bfloat16_bits(x: np.ndarray) -> np.ndarray:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from tracer import TracerError, __version__
+from tracer.argtypes import finite_float, whole
 from tracer.chat import load_json_file, thinking_mode
 from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
@@ -26,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tracer", description="Trace every tensor of a Qwen3 forward pass.")
     parser.add_argument("--version", action="version", version=f"qwen3-tracer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="run a model on a prompt and save every intermediate tensor")
@@ -39,25 +42,28 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(t)
     t.add_argument("--round", type=int, metavar="N", help="hand-calculation mode: round every record to N decimals")
     t.add_argument("--capture", action="append", metavar="GLOB", help="record only matching names (repeatable)")
-    t.add_argument("--max-new-tokens", type=int, default=1, metavar="N", help="tokens to generate (default 1)")
-    t.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    t.add_argument("--top-k", type=int, metavar="K")
-    t.add_argument("--top-p", type=float, metavar="P")
+    t.add_argument("--max-new-tokens", type=whole("--max-new-tokens", 1, 2**31), default=1, metavar="N",
+                   help="tokens to generate (default 1)")
+    t.add_argument("--temperature", type=finite_float("--temperature", 0.0), default=0.0, help="0 = greedy (default)")
+    t.add_argument("--top-k", type=whole("--top-k", 1, 2**31), metavar="K")
+    t.add_argument("--top-p", type=finite_float("--top-p"), metavar="P")
     t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids (or special tokens) never to generate")
     t.add_argument("--out", required=True, metavar="FILE.npz")
     t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
     t.add_argument("--lang", choices=("en", "zh"), default="en")
+    t.add_argument("--max-memory", metavar="SIZE", help="refuse a run estimated above SIZE (e.g. 4G; default 75%% of "
+                   "the available memory)")
 
     s = sub.add_parser("show", help="print the records of a trace the way seed 004 does")
     s.add_argument("file", metavar="FILE.npz")
     s.add_argument("pattern", nargs="?", metavar="NAME-GLOB", help="e.g. 'layers.0.attn.*'")
     s.add_argument("--lang", choices=("en", "zh"), default="en", help="language of the explanations")
-    s.add_argument("--decimals", type=int, default=3)
+    s.add_argument("--decimals", type=whole("--decimals", 0, 12), default=3)
 
     d = sub.add_parser("demo", help="trace the two worked examples of seed 004 and print every step")
     d.add_argument("--out-dir", default="traces", help="where to save the traces (default: traces/)")
     d.add_argument("--lang", choices=("en", "zh"), default="en")
-    d.add_argument("--round", type=int, metavar="N", help="hand-calculation mode")
+    d.add_argument("--round", type=whole("--round", 0, 12), metavar="N", help="hand-calculation mode")
 
     k = sub.add_parser("tokenize", help="Qwen3 token ids of a text, with each token's bytes and text")
     k.add_argument("text")
@@ -77,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    e.add_argument("--max-shard-gb", type=float, default=2.0, help="largest safetensors file, in GiB (default 2)")
+    e.add_argument("--max-shard-gb", type=finite_float("--max-shard-gb", 1e-9), default=2.0,
+                   help="largest safetensors file, in GiB (default 2)")
     e.add_argument("--out", required=True, metavar="DIR")
 
     r = sub.add_parser("compare", help="diff two traces record by record (exit 1 when any differ)")
@@ -89,14 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("app", help="start the Streamlit explorer (offline, headless server)")
     a.add_argument("trace", nargs="?", metavar="TRACE.npz", help="open this trace (default: the toy dense example)")
     a.add_argument("--port", type=int, default=8501)
+    _server_args(a)
+    a.add_argument("--traces-dir", metavar="DIR", help="the only folder whose files the app opens (default: a "
+                   "per-user data folder)")
+    a.add_argument("--max-upload-mb", type=whole("--max-upload-mb", 1, 10_000), default=200, metavar="MB",
+                   help="largest upload (default 200)")
+    a.add_argument("--max-memory", metavar="SIZE", help="per-session budget of a run or an opened trace (e.g. 2G; "
+                   "default 75%% of the available memory divided by --workers)")
+    a.add_argument("--workers", type=whole("--workers", 1, 64), default=2, metavar="N",
+                   help="runs at once; further runs wait in a queue (default 2)")
 
     nb = sub.add_parser("notebooks", help="open JupyterLab on the classroom notebooks")
     nb.add_argument("--port", type=int, default=8888)
+    _server_args(nb)
 
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help="preset or checkpoint directory")
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    i.add_argument("--tokens", type=whole("--tokens", 1, 2**31), metavar="N",
+                   help="also estimate the memory and time of tracing N prompt tokens")
+    i.add_argument("--max-memory", metavar="SIZE", help="budget the estimate is checked against (default 75%% of the "
+                   "available memory)")
     return parser
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only); a room address such as 0.0.0.0 needs --password")
+    p.add_argument("--password", help="class password asked before anything else (or env TRACER_APP_PASSWORD)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -143,14 +170,24 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError(f"--temperature must not be negative, got {args.temperature}")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
+    _check_run_budget(model, len(ids), args)
     trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
                       backend=args.backend, torch_dtype=args.dtype, device=args.device)
     trace.path = save_trace(out, trace)
     if args.show:
+        from tracer.safefiles import escape_controls
+
         for name in select(trace, args.show):
-            print(format_record(trace, name, args.lang), end="\n\n")
+            print(escape_controls(format_record(trace, name, args.lang)), end="\n\n")
     print(_summary(trace))
+
+
+def _check_run_budget(model: Model, n_tokens: int, args: argparse.Namespace) -> None:
+    """Refuse, before anything is allocated, a run whose estimated memory exceeds --max-memory."""
+    from tracer.budget import check_budget, default_budget, estimate, parse_size
+    budget = parse_size(args.max_memory) if args.max_memory else default_budget()
+    check_budget(estimate(model.cfg, n_tokens, args.max_new_tokens, args.capture, args.dtype, args.backend), budget)
 
 
 def _summary(trace: Trace) -> str:
@@ -166,17 +203,24 @@ def _summary(trace: Trace) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
+    from tracer.safefiles import escape_controls
+
     trace = load_trace(args.file)
     names = select(trace, args.pattern)
     if not names:
-        raise TracerError(f"no record of {args.file} matches {args.pattern!r}")
+        raise TracerError(f"no record of {escape_controls(args.file)} matches {args.pattern!r}")
     for name in names:
-        print(format_record(trace, name, args.lang, args.decimals), end="\n\n")
+        print(escape_controls(format_record(trace, name, args.lang, args.decimals)), end="\n\n")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TracerError(f"--out-dir {out_dir} exists and is not a folder; give a folder name")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TracerError(f"cannot create --out-dir {out_dir}: {exc.strerror or type(exc).__name__}") from None
     for name, section in (("toy-dense", "§3"), ("toy-moe", "§4")):
         model = load_model(name)
         path = out_dir / f"{name}.npz"
@@ -231,19 +275,32 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.max_shard_gb <= 0:
         raise TracerError(f"--max-shard-gb must be positive, got {args.max_shard_gb}")
     model = load_model(args.model, args.set, args.seed)
+    from tracer.budget import check_budget, default_budget, estimate
+
+    check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())
+    # written into a hidden folder beside --out and renamed into place: never a half-written checkpoint
+    if not out.parent.is_dir():
+        raise TracerError(f"cannot write {out}: folder {out.parent} does not exist")
+    import shutil
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        files = export_checkpoint(model.cfg, model.weights, out, args.dtype, int(args.max_shard_gb * 1024**3))
+        files = export_checkpoint(model.cfg, model.weights, tmp, args.dtype, int(args.max_shard_gb * 1024**3))
+        os.replace(tmp, out)
+        files = [out / f.name for f in files]
     except OSError as exc:
         raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {model.name} ({model.source}, {args.dtype}) to {out}: {len(files)} safetensors file(s)")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from tracer.compare import compare_traces, first_divergence, tolerance
 
-    a, b = load_trace(args.a), load_trace(args.b)
+    a, b = load_trace(args.a, allow_nonfinite=True), load_trace(args.b, allow_nonfinite=True)
     rows = compare_traces(a, b)
-    failed = any(r.verdict in ("DIFF", "SHAPE") for r in rows)
+    failed = any(r.verdict in ("DIFF", "SHAPE", "NONFINITE") for r in rows)
     if args.json:
         for row in rows:
             print(json.dumps(row.as_dict()))
@@ -256,7 +313,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.all or row.verdict != "OK":
             err = "" if row.max_abs is None else f"max_abs {row.max_abs:.3e}  max_rel {row.max_rel:.3e}"
             print(f"{row.verdict:8} {row.name:52} {err} {row.note}".rstrip())
-    counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")}
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING", "NONFINITE")}
     print(", ".join(f"{n} {v}" for v, n in counts.items()))
     first = first_divergence(rows)
     print(f"first divergence: {first.name}" if first else "the traces agree on every common record")
@@ -275,14 +332,24 @@ def cmd_app(args: argparse.Namespace) -> None:
         raise TracerError("the explorer needs Streamlit and plotly: pip install 'qwen3-tracer[app]'") from None
     if not 0 < args.port < 65536:
         raise TracerError(f"--port must be between 1 and 65535, got {args.port}")
+    from tracer.budget import default_budget, parse_size
+    from tracer.serve import app_environment, server_address
+
+    address, password = server_address(args.address, args.password)
     env = dict(os.environ)
     if args.trace:
         load_trace(args.trace).close()  # a one-line error now, rather than in the browser
         env["QWEN3_TRACER_TRACE"] = str(Path(args.trace).resolve())
-    print(f"qwen3-tracer explorer on http://localhost:{args.port}", flush=True)
+    budget = parse_size(args.max_memory) if args.max_memory else default_budget() // args.workers
+    env.update(app_environment(args.traces_dir, password, budget, args.workers, args.max_upload_mb))
+    print(f"qwen3-tracer explorer on http://{address}:{args.port} (traces folder {env['QWEN3_TRACER_TRACES_DIR']}"
+          f"{', class password required' if password else ''})", flush=True)
     # become the Streamlit server (exec, not a child process): stopping this command stops the server
     os.execve(sys.executable, [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-                               "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+                               "--server.address", address, "--server.port", str(args.port),
+                               "--server.maxUploadSize", str(args.max_upload_mb),
+                               "--server.maxMessageSize", str(max(200, args.max_upload_mb)),
+                               "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
                                "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env)
 
 
@@ -304,12 +371,17 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
             notebook = jupytext.read(source)
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
-    print(f"JupyterLab on http://localhost:{args.port}/lab (notebooks in {folder})", flush=True)
+    from tracer.serve import server_address
+
+    address, password = server_address(args.address, args.password)
+    print(f"JupyterLab on http://{address}:{args.port}/lab (notebooks in {folder})", flush=True)
     # become the JupyterLab server (exec, not a child process): stopping this command stops the server
-    # local only (127.0.0.1), so no token is needed; root (containers, CI) must be allowed explicitly
+    # local only (127.0.0.1) needs no token; a room address uses the class password as the token (from the
+    # environment, not the command line); root (containers, CI) must be allowed explicitly
+    env = dict(os.environ, JUPYTER_TOKEN=password or "")
     command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}", "--no-browser",
-               "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token="]
-    os.execv(sys.executable, command + (["--allow-root"] if os.geteuid() == 0 else []))
+               f"--ServerApp.ip={address}"] + ([] if password else ["--IdentityProvider.token="])
+    os.execve(sys.executable, command + (["--allow-root"] if os.geteuid() == 0 else []), env)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -319,6 +391,10 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(model_card(model.cfg, model.name))
     for note in model.notes:
         print(f"note: {note}")
+    if args.tokens is not None or args.max_memory:
+        from tracer.budget import estimate_report
+
+        print(estimate_report(model.cfg, args.tokens or 16, args.max_memory))
 
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
@@ -327,11 +403,18 @@ COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tracer.serve import interrupt_on_sigterm, one_line
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv[:argv.index("--") if "--" in argv else len(argv)]
     try:
-        args = build_parser().parse_args(argv)
-        code = COMMANDS[args.command](args)
+        with interrupt_on_sigterm():
+            args = build_parser().parse_args(argv)
+            code = COMMANDS[args.command](args)
     except TracerError as exc:
-        print(f"tracer: error: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"tracer: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except MemoryError:
         print("tracer: error: out of memory; trace fewer layers (--set num_hidden_layers=N) or fewer records "
@@ -341,6 +424,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except RecursionError:
+        if debug:
+            raise
+        print("tracer: error: the input is nested too deeply; give a flatter file", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug, not an input error: still one line, the traceback behind --debug
+        if debug:
+            raise
+        from tracer.i18n import t
+
+        print(f"tracer: error: {t('safety.internal', 'en', kind=type(exc).__name__)}", file=sys.stderr)
+        return 70
     return code or 0
 
 

@@ -13,6 +13,7 @@ from tracer import TracerError
 from tracer.chat import check_messages, checkpoint_template, render_chat, render_jinja
 from tracer.checkpoint import CheckpointWeights, read_config
 from tracer.config import Qwen3Config
+from tracer.limits import check_device, check_suppress
 from tracer.model import Sampling, generate
 from tracer.presets import PRESETS, get_preset
 from tracer.recorder import Recorder
@@ -72,7 +73,8 @@ def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dty
         directory = Path(name)
         cfg = read_config(directory).with_overrides(overrides or [])
         weights = CheckpointWeights(directory, cfg, DTYPES[dtype])
-        return Model(str(directory), cfg, weights, f"checkpoint {directory}", None, directory=directory)
+        return Model(str(directory), cfg, weights, f"checkpoint {directory}", None, notes=tuple(weights.warnings),
+                     directory=directory)
     preset = get_preset(name)
     cfg = preset.config.with_overrides(overrides or [])
     if preset.weights is None:
@@ -94,7 +96,7 @@ def parse_token_list(text: str, model: Model | None = None) -> list[int]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if part.lstrip("-").isdigit():
+        if part.lstrip("-").isascii() and part.lstrip("-").isdigit():
             ids.append(int(part))
         elif model is not None and part.startswith("<") and isinstance(model.tokenizer, QwenTokenizer):
             ids.append(model.tokenizer.special_id(part))
@@ -181,6 +183,7 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     bad = [t for t in sampling.suppress if not 0 <= t < model.cfg.vocab_size]
     if bad:
         raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
+    check_suppress(model.cfg.vocab_size, sampling.suppress)
     if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
         raise TracerError(f"top_p must be in (0, 1], got {sampling.top_p}")
     rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener)
@@ -198,8 +201,11 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
             raise TracerError(f"{model.name} cannot run through transformers' Qwen3: {reason}; trace it with the "
                               f"NumPy engine, or override what the library cannot express")
         torch, _ = tb.require_torch()
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        hf_model = tb.build_model(model.cfg, model.weights, model.directory, torch_dtype, device)
+        device = check_device(torch, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # one file-selection rule for both backends: where the index wins over model.safetensors, torch gets the
+        # tensors this engine selected rather than from_pretrained's own choice
+        directory = model.directory if not getattr(model.weights, "warnings", None) else None
+        hf_model = tb.build_model(model.cfg, model.weights, directory, torch_dtype, device)
         gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device)
         dtype = torch_dtype
         versions = tb.library_versions()

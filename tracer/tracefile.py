@@ -68,6 +68,9 @@ def save_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+    except BaseException:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the CLI): no temporary file stays
+        tmp.unlink(missing_ok=True)
+        raise
     return out
 
 
