@@ -7,7 +7,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # pages import common
 
 import streamlit as st  # noqa: E402
 
+import guard  # noqa: E402
+
 st.set_page_config(page_title="qwen3-tracer", layout="wide")
+guard.gate()  # the class password, before anything else
 PAGES = [
     st.Page("views/run.py", title="Run / open", default=True),
     st.Page("views/pipeline.py", title="Pipeline map"),
@@ -19,4 +22,5 @@ PAGES = [
     st.Page("views/tokens.py", title="Tokens & chat template"),
     st.Page("views/compare.py", title="Compare"),
 ]
-st.navigation(PAGES).run()
+with guard.boundary():  # any error: a one-line message box, never a traceback or a server path
+    st.navigation(PAGES).run()

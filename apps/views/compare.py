@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import guard
 from common import header, matrix_table, read_trace, read_upload, require_trace
 from tracer import TracerError
 from tracer.compare import compare_traces, first_divergence
@@ -9,15 +10,16 @@ from tracer.figures import compare_figure, labels_for, record_heatmap
 
 header("Compare", "比較")
 a = require_trace()
-uploaded = st.file_uploader("Second trace (.npz)", type=["npz"], key="compare_upload")
-typed = st.text_input("…or its path", key="compare_path")
+uploaded = st.file_uploader("Second trace (.npz)", type=["npz"], key="compare_upload",
+                            max_upload_size=guard.settings().max_upload_mb)
+typed = st.text_input("…or its name in the traces folder", key="compare_path")
 if uploaded is None and not typed.strip():
     st.info("Open a second trace, e.g. the same run with --backend torch, --dtype bfloat16 or --round 3.")
     st.stop()
 try:
     b = read_upload(uploaded) if uploaded is not None else read_trace(typed.strip())
 except TracerError as exc:
-    st.error(str(exc))
+    st.error(guard.scrub(str(exc)))
     st.stop()
 rows = compare_traces(a, b)
 first = first_divergence(rows)

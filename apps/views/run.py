@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import guard
 from common import header, open_path, open_trace, read_upload, require_trace, summary
 from tracer import TracerError
 from tracer.model import Sampling
@@ -31,7 +32,8 @@ with run_tab:
     capture = st.text_input("Capture filter (globs, comma separated; empty = everything)", "")
     if st.button("Run", type="primary"):
         try:
-            model = load_model(directory.strip() or preset, [o.strip() for o in overrides.split(",") if o.strip()])
+            source = str(guard.trace_path(directory, "checkpoint folder")) if directory.strip() else preset
+            model = load_model(source, [o.strip() for o in overrides.split(",") if o.strip()])
             if token_ids.strip():
                 ids = parse_token_list(token_ids, model)
                 text = None
@@ -47,25 +49,29 @@ with run_tab:
                     bar.progress(min(1.0, done[0] / total), text=f"{name}")
 
             sampling = Sampling(temperature, top_k or None, top_p if top_p < 1 else None, model.suppress_tokens)
-            trace = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
-                              capture=[g.strip() for g in capture.split(",") if g.strip()] or None,
-                              backend=backend, listener=progress)
+            globs = [g.strip() for g in capture.split(",") if g.strip()] or None
+            guard.check_run(model.cfg, len(ids), int(max_new), globs, backend)
+            st.button("Cancel", key="cancel_run")  # any click reruns the page, which stops this run
+            with guard.run_slot():  # a bounded pool shared by every session: wait for a free worker
+                trace = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
+                                  capture=globs, backend=backend, listener=progress)
             bar.empty()
             open_trace(trace)
             st.rerun()
         except TracerError as exc:
-            st.error(str(exc))
+            st.error(guard.scrub(str(exc)))
 
 with open_tab:
-    uploaded = st.file_uploader("Upload a .npz trace", type=["npz"])
+    uploaded = st.file_uploader("Upload a .npz trace", type=["npz"], max_upload_size=guard.settings().max_upload_mb)
     if uploaded is not None and st.session_state.get("uploaded_name") != uploaded.name + str(uploaded.size):
         st.session_state.uploaded_name = uploaded.name + str(uploaded.size)
         try:
             open_trace(read_upload(uploaded))
             st.rerun()
         except TracerError as exc:
-            st.error(str(exc))
-    typed = st.text_input("…or a path on this machine", key="open_path")
+            st.error(guard.scrub(str(exc)))
+    typed = st.text_input("…or a file of the traces folder", key="open_path",
+                          help=", ".join(guard.trace_files()[:50]) or None)
     if st.button("Open") and typed.strip():
         if open_path(typed.strip()):
             st.rerun()
