@@ -18,6 +18,8 @@ def finite_float(flag: str, low: float | None = None, high: float | None = None)
             raise TracerError(t("safety.not_number", "en", flag=flag, value=text)) from None
         if not math.isfinite(value):
             raise TracerError(t("safety.not_number", "en", flag=flag, value=text))
+        if high is None and low is not None and value < low:
+            raise TracerError(t("safety.at_least", "en", flag=flag, low=f"{low:g}", value=text))
         if (low is not None and value < low) or (high is not None and value > high):
             raise TracerError(t("safety.out_of_range", "en", flag=flag, low=low, high=high, value=text))
         return value

@@ -151,7 +151,8 @@ def check_messages(messages: Any, tools: Any = None) -> None:
         raise TracerError("the messages must be a non-empty JSON list of {role, content} objects")
     for n, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise TracerError(f"message {n} needs a role of {', '.join(ROLES)}, got {json.dumps(m, ensure_ascii=False)[:80]}")
+            shown = json.dumps(m, ensure_ascii=False)[:80] if isinstance(m, dict) else type(m).__name__
+            raise TracerError(f"message {n} needs a role of {', '.join(ROLES)}, got {shown}")
         content = m.get("content")
         if content is not None and not isinstance(content, str):
             raise TracerError(f"message {n}: content must be a string")
@@ -164,9 +165,13 @@ def check_messages(messages: Any, tools: Any = None) -> None:
 
 
 def load_json_file(path: str | Path, what: str) -> Any:
+    from tracer.safefiles import regular_file
+
     p = Path(path)
     if p.is_dir():
         raise TracerError(f"{what} file {p} is a folder; give a JSON file")
+    if p.exists() and not regular_file(p):
+        raise TracerError(f"cannot read {what} file {p}: not a regular file (a FIFO or a device); give a JSON file")
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -33,8 +33,8 @@ def read_config(directory: Path) -> Qwen3Config:
         raise TracerError(f"{directory} has no config.json; a Hugging Face checkpoint directory needs one")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TracerError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise TracerError(f"{path} is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise TracerError(f"{path} must hold a JSON object")
     return Qwen3Config.from_hf_dict(raw)

@@ -170,7 +170,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError(f"--temperature must not be negative, got {args.temperature}")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
-    _check_run_budget(model, len(ids), args)
+    _check_run_budget(model, ids, args)
     trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
                       backend=args.backend, torch_dtype=args.dtype, device=args.device)
@@ -183,11 +183,14 @@ def cmd_trace(args: argparse.Namespace) -> None:
     print(_summary(trace))
 
 
-def _check_run_budget(model: Model, n_tokens: int, args: argparse.Namespace) -> None:
+def _check_run_budget(model: Model, ids: list[int], args: argparse.Namespace) -> None:
     """Refuse, before anything is allocated, a run whose estimated memory exceeds --max-memory."""
     from tracer.budget import check_budget, default_budget, estimate, parse_size
+    from tracer.run import check_tokens
+
+    check_tokens(model.cfg, ids, args.max_new_tokens)
     budget = parse_size(args.max_memory) if args.max_memory else default_budget()
-    check_budget(estimate(model.cfg, n_tokens, args.max_new_tokens, args.capture, args.dtype, args.backend), budget)
+    check_budget(estimate(model.cfg, len(ids), args.max_new_tokens, args.capture, args.dtype, args.backend), budget)
 
 
 def _summary(trace: Trace) -> str:
@@ -257,9 +260,10 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 def cmd_chat(args: argparse.Namespace) -> None:
     messages = load_json_file(args.messages, "messages")
     tools = load_json_file(args.tools, "tools") if args.tools else None
-    model, tokenizer = _text_tools(args.model)
+    model = load_model(args.model) if args.model else None  # rendering needs the template, not a tokenizer
     text = render_messages(model, messages, tools, not args.no_generation_prompt, not args.no_thinking)
     if args.json:
+        tokenizer = model.tokenizer if model else QwenTokenizer()
         print(json.dumps({"text": text, "ids": tokenizer.encode(text)}, ensure_ascii=False))
     else:
         print(text, end="" if text.endswith("\n") else "\n")
@@ -357,6 +361,9 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
     import os
     import shutil
 
+    from tracer.serve import server_address
+
+    address, password = server_address(args.address, args.password)  # refuse an open room before any work
     folder = Path(__file__).resolve().parents[1] / "notebooks"
     if not folder.is_dir():
         raise TracerError(f"the notebooks are not at {folder}; run from a source checkout (pip install -e '.[notebooks]')")
@@ -371,9 +378,6 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
             notebook = jupytext.read(source)
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
-    from tracer.serve import server_address
-
-    address, password = server_address(args.address, args.password)
     print(f"JupyterLab on http://{address}:{args.port}/lab (notebooks in {folder})", flush=True)
     # become the JupyterLab server (exec, not a child process): stopping this command stops the server
     # local only (127.0.0.1) needs no token; a room address uses the class password as the token (from the

@@ -29,6 +29,9 @@ MAX_MEMBERS = 200_000
 """Most arrays a trace file may hold (a full Qwen3-30B-A3B trace of one step has about 40,000)."""
 MAX_META_BYTES = 256 * 1024**2
 """Largest ``__meta__`` (it is JSON text, stored as UTF-32)."""
+BOMB_SIZE = 64 * 1024**2
+BOMB_RATIO = 100
+"""A member that expands past BOMB_SIZE may be compressed at most BOMB_RATIO:1 (a zip bomb is ~1000:1)."""
 NUMERIC_KINDS = "biuf"
 """bool, signed and unsigned integers, floats: the only dtypes a record may have."""
 NEG_INF_ALLOWED = ("*attn.mask", "*attn.masked_scores", "*.masked_logits")
@@ -119,13 +122,17 @@ def inspect_npz(source: Path | BinaryIO, label: str, max_bytes: int) -> dict[str
                     if not info.filename.endswith(".npy") or info.file_size < 0:
                         raise TracerError(t("safety.bad_member", "en", label=label, member=escape_controls(name)[:80]))
                     total += info.file_size
+                    if info.file_size > BOMB_SIZE and info.file_size > BOMB_RATIO * max(info.compress_size, 1):
+                        raise TracerError(t("safety.zip_bomb", "en", label=label, member=escape_controls(name)[:80],
+                                            size=human(info.file_size), packed=human(info.compress_size)))
                     if total > max_bytes:
                         raise TracerError(t("safety.too_big", "en", label=label, size=human(total),
                                             budget=human(max_bytes)))
                     with z.open(info) as member:
                         shape, dtype = _npy_header(member, label, name)
+                        header_size = member.tell()
                     nbytes = math.prod(shape) * dtype.itemsize
-                    if nbytes > info.file_size:
+                    if nbytes + header_size > info.file_size:
                         raise TracerError(t("safety.bad_member", "en", label=label, member=escape_controls(name)[:80]))
                     if name == "__meta__":
                         if dtype.kind != "U" or shape != () or nbytes > MAX_META_BYTES:
