@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
 import statistics
 import subprocess
 import sys
@@ -106,11 +109,11 @@ def torch_engine(cfg, repeats: int, trace_dir: Path) -> dict[str, dict[str, floa
     out: dict[str, dict[str, float]] = {}
 
     def run(model, ids, rec: Recorder | None, cache=None):
+        """Logits [T, V] of one forward pass, traced into ``rec`` or untraced."""
         if rec is None:
-            return model(input_ids=ids, past_key_values=cache, use_cache=cache is not None)
+            return model(input_ids=ids, past_key_values=cache, use_cache=cache is not None).logits[0]
         with tracing(cfg, model, rec, torch) as session:
-            session.ids = ids[0].numpy()
-            return model(input_ids=ids, past_key_values=cache, use_cache=cache is not None)
+            return torch.as_tensor(session.forward(ids[0].tolist(), rec, cache, "cpu"))
 
     with torch.no_grad():
         for n in (32, 256):
@@ -122,13 +125,13 @@ def torch_engine(cfg, repeats: int, trace_dir: Path) -> dict[str, dict[str, floa
         def decode(model, traced_run: bool) -> float:
             cache = transformers.DynamicCache(config=model.config)
             rec = Recorder() if traced_run else None
-            logits = run(model, p[32], rec, cache).logits
+            logits = run(model, p[32], rec, cache)
             times = []
             for step in range(1, repeats + 2):
-                token = logits[:, -1:].argmax(-1)
+                token = logits[-1:].argmax(-1)[None]
                 start = time.perf_counter()
                 step_rec = rec.scoped(f"decode.{step}.") if rec is not None else None
-                logits = run(model, token, step_rec, cache).logits
+                logits = run(model, token, step_rec, cache)
                 times.append(time.perf_counter() - start)
             return statistics.median(times[1:])
 
@@ -146,7 +149,9 @@ def child(engine: str, layers: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fn = numpy_engine if engine == "numpy" else torch_engine
         out = fn(cfg, repeats, Path(tmp))
-    out["peak_rss_bytes"] = {engine: float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}
+    # ru_maxrss is KiB on Linux, bytes on macOS; the resource module does not exist on Windows
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if resource is not None else 0
+    out["peak_rss_bytes"] = {engine: float(peak if sys.platform == "darwin" else peak * 1024)}
     print(json.dumps(out))
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tracer.cli import main
+from tracer.tracefile import load_trace
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -24,11 +25,14 @@ def test_trace_toy_dense_prompt_tokenizes_to_seed_ids(tmp_path, capsys):
     npz = np.load(out, allow_pickle=False)
     assert npz["tokens"].tolist() == [0, 1, 2, 3]
     meta = json.loads(str(npz["__meta__"]))
-    assert meta["schema_version"] == 1 and meta["backend"] == "numpy" and meta["model"] == "toy-dense"
+    trace = load_trace(out)
+    assert meta["schema_version"] == 2 and meta["backend"] == "numpy" and meta["model"] == "toy-dense"
     assert meta["config"]["hidden_size"] == 4 and meta["token_labels"] == ["<bos>", "明天", "交", "報告"]
     assert meta["versions"]["numpy"] == np.__version__
     names = [r["name"] for r in meta["records"]]
-    assert set(names) | {"__meta__"} == set(npz.files)
+    stored = {r["name"] for r in meta["records"] if r.get("storage", {}).get("kind") != "rebuilt"}
+    assert stored | {"__meta__"} == set(npz.files) and trace.names == names
+    assert {"layers.0.attn.masked_scores", "layers.0.resid_post"} <= set(names) - stored  # rebuilt on read
     probs = next(r for r in meta["records"] if r["name"] == "layers.0.attn.probs")
     assert probs["shape"] == [1, 4, 4] and probs["dtype"] == "float32"
     assert probs["inputs"] == ["layers.0.attn.masked_scores"]
@@ -41,9 +45,9 @@ def test_trace_toy_dense_prompt_tokenizes_to_seed_ids(tmp_path, capsys):
 def test_tokens_option_and_float64(tmp_path, capsys):
     out = tmp_path / "d.npz"
     assert run_cli(capsys, "trace", "toy-moe", "--tokens", "0,1,2,3", "--dtype", "float64", "--out", str(out))[0] == 0
-    npz = np.load(out, allow_pickle=False)
-    assert npz["layers.0.moe.gates"].dtype == np.float64
-    assert int(npz["sample.0.token_id"]) == 4
+    trace = load_trace(out)
+    assert trace["layers.0.moe.gates"].dtype == np.float64
+    assert int(trace["sample.0.token_id"]) == 4
 
 
 def test_set_overrides_change_the_config(tmp_path, capsys):
@@ -52,9 +56,9 @@ def test_set_overrides_change_the_config(tmp_path, capsys):
                            "--set", "hidden_size=64", "--set", "intermediate_size=32", "--set", "vocab_size=300",
                            "--set", "head_dim=16", "--out", str(out))
     assert code == 0, err
-    meta = json.loads(str(np.load(out)["__meta__"]))
-    assert meta["config"]["num_hidden_layers"] == 2 and meta["config"]["hidden_size"] == 64
-    assert "layers.1.resid_post" in np.load(out).files and "layers.2.attn_norm" not in np.load(out).files
+    trace = load_trace(out)
+    assert trace.meta["config"]["num_hidden_layers"] == 2 and trace.meta["config"]["hidden_size"] == 64
+    assert "layers.1.resid_post" in trace and "layers.2.attn_norm" not in trace
 
 
 def test_set_json_list_makes_a_dense_layer_in_a_moe_model(tmp_path, capsys):
@@ -64,7 +68,7 @@ def test_set_json_list_makes_a_dense_layer_in_a_moe_model(tmp_path, capsys):
                            "--set", "num_experts=4", "--set", "num_experts_per_tok=2",
                            "--set", "moe_intermediate_size=8", "--set", "mlp_only_layers=[1]", "--out", str(out))
     assert code == 0, err
-    files = np.load(out).files
+    files = load_trace(out).names
     assert "layers.0.moe.gates" in files and "layers.1.mlp.act" in files and "layers.1.moe.gates" not in files
 
 
@@ -73,7 +77,7 @@ def test_capture_keeps_only_matching_records(tmp_path, capsys):
     code, _, _ = run_cli(capsys, "trace", "toy-dense", "--tokens", "0,1,2,3", "--capture", "layers.0.attn.*",
                          "--capture", "logits", "--out", str(out))
     assert code == 0
-    files = set(np.load(out).files) - {"__meta__"}
+    files = set(load_trace(out).names)
     assert "layers.0.attn.probs" in files and "logits" in files and "embed.out" not in files
     assert all(f.startswith("layers.0.attn.") or f == "logits" for f in files)
 
@@ -133,7 +137,10 @@ def test_demo_prints_both_worked_examples(tmp_path, capsys):
      "fixed weights of seed 004"),
     (["trace", "toy-dense", "--tokens", "0", "--round", "-1", "--out", "{tmp}/x.npz"], "--round takes 0 to 12"),
     (["trace", "toy-dense", "--tokens", "0", "--seed", "-5", "--out", "{tmp}/x.npz"], "--seed must be"),
-    (["trace", "toy-dense", "--tokens", "0", "--top-p", "1.5", "--temperature", "1", "--out", "{tmp}/x.npz"], "--top-p"),
+    (["trace", "toy-dense", "--tokens", "0", "--top-p", "1.5", "--temperature", "1", "--out", "{tmp}/x.npz"],
+     "top_p must be in (0, 1]"),
+    (["trace", "toy-dense", "--tokens", "0", "--temperature", "nan", "--out", "{tmp}/x.npz"], "temperature must be"),
+    (["trace", "toy-dense", "--tokens", "0", "--top-k", "0", "--out", "{tmp}/x.npz"], "top_k must be at least 1"),
     (["trace", "toy-dense", "--out", "{tmp}/x.npz"], "give the input with --prompt"),
     (["trace", "toy-dense", "--tokens", "0"], "--out"),
     (["show", "{tmp}/missing.npz"], "does not exist"),

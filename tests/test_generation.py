@@ -11,6 +11,7 @@ from tracer.model import Sampling, forward, generate
 from tracer.presets import QWEN3_0_6B
 from tracer.recorder import Recorder
 from tracer.run import load_model, run_trace
+from tracer.tracefile import load_trace
 from tracer.weights import RandomWeights
 
 SMALL = QWEN3_0_6B.replace(num_hidden_layers=3, hidden_size=48, head_dim=16, intermediate_size=64, vocab_size=211,
@@ -82,12 +83,12 @@ def test_full_size_chat_generation_records_prefill_8_samples_and_7_decode_steps(
     code = main(["trace", "qwen3-0.6b", "--seed", "0", "--prompt", "把「明天交報告」加上一個禮貌用語", "--chat",
                  "--max-new-tokens", "8", "--out", str(out)])
     assert code == 0
-    npz = np.load(out, allow_pickle=False)
-    meta = json.loads(str(npz["__meta__"]))
+    npz = load_trace(out)
+    meta = npz.meta
     assert meta["prompt"].startswith("<|im_start|>user\n把「明天交報告」") and meta["prompt"].endswith(
         "<|im_start|>assistant\n")
     assert npz["tokens"][0] == 151644 and len(meta["token_ids"]) == len(npz["tokens"])
-    files = set(npz.files)
+    files = set(npz.names)
     assert {f"sample.{s}.token_id" for s in range(8)} <= files and "sample.8.token_id" not in files
     assert {f"decode.{s}.logits" for s in range(1, 8)} <= files and "decode.8.logits" not in files
     assert "decode.0.logits" not in files and "layers.27.resid_post" in files
@@ -99,13 +100,13 @@ def test_shrunken_qwen3_30b_a3b_routes_top_8_of_128_experts(tmp_path, capsys):
     out = tmp_path / "moe.npz"
     assert main(["trace", "qwen3-30b-a3b", "--set", "num_hidden_layers=2", "--tokens", "9707,11,1879,0",
                  "--out", str(out)]) == 0
-    npz = np.load(out, allow_pickle=False)
+    npz = load_trace(out)
     for layer in (0, 1):
         ids = npz[f"layers.{layer}.moe.topk_ids"]
         assert ids.shape == (4, 8) and npz[f"layers.{layer}.moe.gates"].shape == (4, 128)
         assert npz[f"layers.{layer}.moe.router_logits"].shape == (4, 128)
         used = np.unique(ids)
-        experts = {int(n.split(".")[4]) for n in npz.files if n.startswith(f"layers.{layer}.moe.experts.")}
+        experts = {int(n.split(".")[4]) for n in npz.names if n.startswith(f"layers.{layer}.moe.experts.")}
         assert experts == set(used.tolist())
         e = int(used[0])
         rows = npz[f"layers.{layer}.moe.experts.{e}.token_ids"]

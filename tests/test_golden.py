@@ -35,20 +35,37 @@ def test_toy_dense_records_the_seed_steps_in_seed_order():
     assert [n for n in names if n in seed004.DENSE and not n.startswith("sample.")] == seed_order
 
 
-@pytest.mark.parametrize("round_decimals, atol", [(3, 2.5e-3), (None, 2e-2)])
-def test_toy_moe_reproduces_seed_section_4(round_decimals, atol):
+def paper_drift(name: str) -> float:
+    """How far §4's hand computation may be from the exact value, by stage: 3 printed decimals (5e-4) until
+    the paper starts computing from its rounded attention weights; then the drift grows through the context
+    (2.5e-3), the experts (5e-3) and the LM head (the logit of 請: 10.638 on paper, 10.623 exactly)."""
+    if name.startswith("sample."):
+        return 1.6e-2
+    if ".moe." in name or name.endswith("resid_post"):
+        return 5e-3
+    if name.endswith(("attn.context", "attn.o_proj", "resid_mid", "mlp_norm")):
+        return 2.5e-3
+    return 5e-4
+
+
+@pytest.mark.parametrize("round_decimals", [3, None])
+def test_toy_moe_reproduces_seed_section_4(round_decimals):
     records = trace("toy-moe", round_decimals)
+
+    def atol(name: str) -> float:  # hand-calculation mode follows the paper's rounding: 2.5e-3 everywhere
+        return 2.5e-3 if round_decimals == 3 else paper_drift(name)
+
     for name, expected in seed004.MOE.items():
         got = squeeze_heads(records[name], expected)
         assert got.shape == expected.shape, name
-        np.testing.assert_allclose(got, expected, atol=atol, rtol=0, err_msg=name)
+        np.testing.assert_allclose(got, expected, atol=atol(name), rtol=0, err_msg=name)
     for e, rows in seed004.EXPERT_ROWS.items():
         prefix = f"layers.0.moe.experts.{e}"
         assert records[f"{prefix}.token_ids"].tolist() == rows
         for stage, expected in seed004.EXPERTS[e].items():
-            np.testing.assert_allclose(records[f"{prefix}.{stage}"], expected[rows], atol=atol, rtol=0,
+            np.testing.assert_allclose(records[f"{prefix}.{stage}"], expected[rows], atol=atol(prefix), rtol=0,
                                        err_msg=f"{prefix}.{stage}")
-        np.testing.assert_allclose(records[f"{prefix}.weighted"], seed004.WEIGHTED[e], atol=atol, rtol=0)
+        np.testing.assert_allclose(records[f"{prefix}.weighted"], seed004.WEIGHTED[e], atol=atol(prefix), rtol=0)
     assert "layers.0.moe.experts.0.gate_proj" not in records  # ReLU experts have no gate projection
     assert int(records["sample.0.token_id"]) == 4  # 請, with <bos> and <eos> suppressed
 

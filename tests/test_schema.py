@@ -8,15 +8,16 @@ import pytest
 
 from tracer.cli import main
 from tracer.schema import OPS, SCHEMA, entry_for
+from tracer.tracefile import load_trace
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "trace-schema.md"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "trace-schema.md"
 
 
-def doc_names() -> dict[str, str]:
+def doc_names(path: Path = DOC) -> dict[str, str]:
     """Name pattern -> shape, read from the markdown tables (``a.b`` / ``c`` means a.b and a.c)."""
     names = {}
-    for line in DOC.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`"):
             continue
@@ -31,10 +32,16 @@ def doc_names() -> dict[str, str]:
     return names
 
 
-def test_docs_copy_is_the_shared_schema():
+def test_docs_keep_every_name_of_the_shared_spec():
+    """docs/trace-schema.md is the project's own schema now and grows past the shared spec; it never drops a
+    name the spec defines, nor changes its shape."""
     if not SHARED.exists():
         pytest.skip("../shared/trace-schema.md is not beside this checkout")
-    assert DOC.read_text(encoding="utf-8") == SHARED.read_text(encoding="utf-8")
+    ours, spec = doc_names(), doc_names(SHARED)
+    assert len(spec) > 40
+    for name, shape in spec.items():
+        assert name in ours, f"{name} of the shared spec is missing from docs/trace-schema.md"
+        assert ours[name] == shape, name
 
 
 def test_schema_table_covers_exactly_the_documented_names():
@@ -60,13 +67,13 @@ def test_full_size_qwen3_0_6b_trace_holds_every_schema_name(tmp_path, capsys):
     ids = [(i * 4099) % 151936 for i in range(32)]
     out = tmp_path / "q.npz"
     assert main(["trace", "qwen3-0.6b", "--seed", "0", "--tokens", ",".join(map(str, ids)), "--out", str(out)]) == 0
-    npz = np.load(out, allow_pickle=False)
+    npz = load_trace(out)
     dense_names = [p for p in doc_names() if ".moe." not in p and not p.endswith(("k_cache", "v_cache"))
                    and p != "embed.onehot"]  # V = 151936 > 4096: no one-hot rows
     expected = set()
     for pattern in dense_names:
         expected |= {pattern.replace("{i}", str(i)).replace("{s}", "0") for i in range(28)}
-    assert expected <= set(npz.files)
+    assert expected <= set(npz.names)
     shapes = {"tokens": (32,), "embed.out": (32, 1024), "rope.cos": (32, 128), "layers.27.attn.q_proj": (16, 32, 128),
               "layers.27.attn.k_rope": (8, 32, 128), "layers.27.attn.scores": (16, 32, 32),
               "layers.27.attn.mask": (32, 32), "layers.27.attn.context": (16, 32, 128),
@@ -76,3 +83,24 @@ def test_full_size_qwen3_0_6b_trace_holds_every_schema_name(tmp_path, capsys):
         assert npz[name].shape == shape, name
     assert npz["tokens"].tolist() == ids
     assert "wrote" in capsys.readouterr().out
+
+
+def test_documented_rope_and_mask_formulas_hold_in_a_decode_step():
+    """cos[t, d] = cos(pos[t]·θ^(−2j/Dh)) with j = d mod Dh/2; M[t, s] = 0 iff s ≤ t + (S − T)."""
+    from tracer.run import load_model, run_trace
+
+    model = load_model("qwen3-0.6b", ["num_hidden_layers=1", "hidden_size=32", "head_dim=8", "intermediate_size=16",
+                                      "vocab_size=50", "num_attention_heads=2", "num_key_value_heads=1"])
+    trace = run_trace(model, [3, 1, 4], max_new_tokens=3)
+    dh, theta = 8, model.cfg.rope_theta
+    for prefix, positions in (("", [0, 1, 2]), ("decode.2.", [4])):
+        d = np.arange(dh)
+        expected = np.cos(np.array(positions)[:, None] * theta ** (-2 * (d % (dh // 2)) / dh)[None, :])
+        np.testing.assert_allclose(trace[prefix + "rope.cos"], expected, atol=1e-6)
+        mask = trace[prefix + "layers.0.attn.mask"]
+        t_count, s_count = mask.shape
+        for t in range(t_count):
+            for s in range(s_count):
+                assert (mask[t, s] == 0) == (s <= t + (s_count - t_count))
+    assert trace["decode.2.layers.0.attn.mask"].shape == (1, 5)
+    assert "(S − T)" in OPS["causal_mask"].text and "d mod Dh/2" in OPS["rope_cos"].text

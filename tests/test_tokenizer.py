@@ -86,11 +86,16 @@ def test_cli_tokenize_json(capsys):
     assert out == {"ids": [9707, 11, 1879, 0], "tokens": ["Hello", ",", " world", "!"]}
 
 
-def test_cli_tokenize_table(capsys):
-    assert main(["tokenize", "明天"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("1 tokens") or out.startswith("2 tokens")
-    assert "e6 98 8e" in out  # the UTF-8 bytes of 明
+def test_cli_tokenize_table(capsys, tmp_path):
+    """The table lists exactly the ids an independent BPE (``tokenizers`` on the same ranks) gives."""
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(tokenizer_json(), ensure_ascii=False), encoding="utf-8")
+    expected = HFTokenizer(path).encode("明天 and 😀")
+    assert main(["tokenize", "明天 and 😀"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{len(expected)} tokens"
+    assert [int(line.split()[1]) for line in lines[1:]] == expected
+    assert "e6 98 8e" in "\n".join(lines)  # the UTF-8 bytes of 明
 
 
 def test_cli_unknown_special_token_in_suppress(capsys, tmp_path):

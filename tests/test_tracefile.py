@@ -9,7 +9,12 @@ import pytest
 from tracer import TracerError
 from tracer.run import load_model, run_trace
 from tracer.schema import SCHEMA_VERSION
-from tracer.tracefile import load_trace, save_trace
+from tracer.cli import main
+from tracer.compare import compare_traces
+from tracer.tracefile import Trace, load_trace, save_trace
+
+SMALL = ["num_hidden_layers=2", "hidden_size=32", "head_dim=8", "intermediate_size=48", "vocab_size=120",
+         "num_attention_heads=4", "num_key_value_heads=2"]
 
 
 @pytest.fixture
@@ -73,10 +78,73 @@ def test_meta_listing_missing_records(tmp_path):
         load_trace(broken)
 
 
-def test_file_is_a_plain_zip_of_npy(toy_trace):
+def test_file_is_a_plain_zip_of_npy_without_the_records_it_can_rebuild(toy_trace):
     path, computed = toy_trace
     with zipfile.ZipFile(path) as z:
-        assert {n.removesuffix(".npy") for n in z.namelist()} == set(computed.names) | {"__meta__"}
+        stored = {n.removesuffix(".npy") for n in z.namelist()} - {"__meta__"}
+    rebuilt = set(computed.names) - stored
+    assert {"layers.0.attn.mask", "layers.0.attn.masked_scores", "layers.0.moe.gates", "embed.onehot",
+            "layers.0.resid_mid", "layers.0.resid_post", "layers.0.attn.q_rope", "sample.0.logits"} <= rebuilt
+    assert {"layers.0.attn.scores", "layers.0.attn.probs", "logits", "layers.0.moe.router_logits"} <= stored
+    npz = np.load(path, allow_pickle=False)
+    for name in stored:  # what numpy reads directly is the record itself (nothing half precision here)
+        np.testing.assert_array_equal(npz[name], computed[name])
+
+
+def test_every_record_survives_the_file_bit_for_bit_with_decode_steps(tmp_path):
+    computed = run_trace(load_model("qwen3-0.6b", SMALL), [3, 1, 4, 1, 5], max_new_tokens=3)
+    trace = load_trace(save_trace(tmp_path / "t.npz", computed))
+    assert trace.names == computed.names
+    for name in computed.names:
+        assert trace[name].dtype == computed[name].dtype and trace[name].shape == computed[name].shape, name
+        np.testing.assert_array_equal(trace[name], computed[name], err_msg=name)
+    kinds = {r["name"]: r.get("storage", {}).get("kind") for r in trace.meta["records"]}
+    assert kinds["decode.2.layers.1.attn.k_cache"] == "rebuilt" and kinds["layers.1.attn.probs"] == "visible"
+
+
+def test_a_record_that_is_not_its_formula_is_stored_as_numbers(tmp_path):
+    """Only records whose rebuild gives back the same bits are left out; anything else keeps its numbers."""
+    computed = run_trace(load_model("toy-dense"), [0, 1, 2, 3])
+    records = {name: computed[name] for name in computed.names}
+    records["layers.0.resid_mid"] = records["layers.0.resid_mid"] + np.float32(1e-3)
+    tampered = Trace(None, records, computed.meta)
+    trace = load_trace(save_trace(tmp_path / "t.npz", tampered))
+    np.testing.assert_array_equal(trace["layers.0.resid_mid"], records["layers.0.resid_mid"])
+    assert "storage" not in trace.info["layers.0.resid_mid"]
+
+
+@pytest.mark.parametrize("half, bits", [("float16", 11), ("bfloat16", 8)])
+def test_half_precision_storage_for_display(tmp_path, half, bits):
+    computed = run_trace(load_model("qwen3-0.6b", SMALL), [3, 1, 4, 1, 5], max_new_tokens=2)
+    full, small = tmp_path / "full.npz", tmp_path / "half.npz"
+    save_trace(full, computed)
+    trace = load_trace(save_trace(small, computed, half))
+    def payload(path):  # the numbers written, without the .npy headers
+        npz = np.load(path, allow_pickle=False)
+        return sum(npz[n].nbytes for n in npz.files if n != "__meta__")
+
+    assert payload(small) < 0.55 * payload(full)
+    for name in computed.names:
+        x, y = computed[name], trace[name]
+        assert y.dtype == x.dtype and y.shape == x.shape, name
+        if np.issubdtype(x.dtype, np.floating) and "mask" not in name and "masked" not in name:
+            if trace.info[name].get("storage", {}).get("kind") == "rebuilt":
+                # rebuilt from rounded inputs: their rounding errors add up (a few terms, then the residual chain)
+                assert np.abs(y - x).max() <= np.abs(x).max() * 2.0 ** (3 - bits), name
+            else:  # rounding to a p-bit significand moves a value by at most 2^-p of itself (+ subnormals)
+                assert np.all(np.abs(y - x) <= np.abs(x) * 2.0 ** -bits + 2.0 ** -24), name
+        elif not np.issubdtype(x.dtype, np.floating):
+            np.testing.assert_array_equal(y, x, err_msg=name)
+    assert trace.half_precision == half
+    with pytest.raises(TracerError, match="for display"):
+        compare_traces(trace, load_trace(full))
+
+
+def test_store_dtype_on_the_command_line(tmp_path, capsys):
+    out = tmp_path / "h.npz"
+    assert main(["trace", "toy-dense", "--tokens", "0,1,2,3", "--store-dtype", "bfloat16", "--out", str(out)]) == 0
+    assert load_trace(out).meta["store_dtype"] == "bfloat16"
+    assert main(["trace", "toy-dense", "--tokens", "0", "--store-dtype", "int8", "--out", str(out)]) == 2
 
 
 def test_failed_write_keeps_the_old_file(toy_trace, monkeypatch):
@@ -86,7 +154,7 @@ def test_failed_write_keeps_the_old_file(toy_trace, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(np, "savez", boom)
+    monkeypatch.setattr(np.lib.format, "write_array", boom)
     with pytest.raises(TracerError, match="No space left"):
         save_trace(path, computed)
     assert path.read_bytes() == before

@@ -16,6 +16,7 @@ from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
 from tracer.show import format_record, select
+from tracer.storage import STORE_DTYPES
 from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--top-p", type=finite_float("--top-p"), metavar="P")
     t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids (or special tokens) never to generate")
     t.add_argument("--out", required=True, metavar="FILE.npz")
+    t.add_argument("--store-dtype", choices=STORE_DTYPES,
+                   help="keep the numbers in half precision, for display (about half the file; compare refuses it)")
     t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
     t.add_argument("--lang", choices=("en", "zh"), default="en")
     t.add_argument("--max-memory", metavar="SIZE", help="refuse a run estimated above SIZE (e.g. 4G; default 75%% of "
@@ -134,7 +137,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="float32 (default) or float64; bfloat16 and float16 with --backend torch")
     p.add_argument("--backend", choices=BACKENDS, default="numpy",
                    help="numpy: the reference engine (default); torch: the real transformers model")
-    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--device", help="torch device: cpu, cuda, cuda:N, or auto (every GPU, then CPU memory, then "
+                                    "disk, for models larger than one GPU); default cuda when available, else cpu")
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
@@ -162,19 +166,13 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError("give the input with --prompt TEXT or --tokens 0,1,2,3")
     if (args.system or args.no_thinking) and not args.chat:
         raise TracerError("--system and --no-thinking go with --chat")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise TracerError(f"--top-p must be in (0, 1], got {args.top_p}")
-    if args.top_k is not None and args.top_k < 1:
-        raise TracerError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.temperature < 0:
-        raise TracerError(f"--temperature must not be negative, got {args.temperature}")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
     _check_run_budget(model, ids, args)
     trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
                       backend=args.backend, torch_dtype=args.dtype, device=args.device)
-    trace.path = save_trace(out, trace)
+    trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
         from tracer.safefiles import escape_controls
 
@@ -324,7 +322,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_app(args: argparse.Namespace) -> None:
+def cmd_app(args: argparse.Namespace) -> int:
     import os
 
     script = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
@@ -348,16 +346,15 @@ def cmd_app(args: argparse.Namespace) -> None:
     env.update(app_environment(args.traces_dir, password, budget, args.workers, args.max_upload_mb))
     print(f"qwen3-tracer explorer on http://{address}:{args.port} (traces folder {env['QWEN3_TRACER_TRACES_DIR']}"
           f"{', class password required' if password else ''})", flush=True)
-    # become the Streamlit server (exec, not a child process): stopping this command stops the server
-    os.execve(sys.executable, [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-                               "--server.address", address, "--server.port", str(args.port),
-                               "--server.maxUploadSize", str(args.max_upload_mb),
-                               "--server.maxMessageSize", str(max(200, args.max_upload_mb)),
-                               "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
-                               "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env)
+    return _become([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+                    "--server.address", address, "--server.port", str(args.port),
+                    "--server.maxUploadSize", str(args.max_upload_mb),
+                    "--server.maxMessageSize", str(max(200, args.max_upload_mb)),
+                    "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
+                    "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env)
 
 
-def cmd_notebooks(args: argparse.Namespace) -> None:
+def cmd_notebooks(args: argparse.Namespace) -> int:
     import os
     import shutil
 
@@ -379,13 +376,23 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
     print(f"JupyterLab on http://{address}:{args.port}/lab (notebooks in {folder})", flush=True)
-    # become the JupyterLab server (exec, not a child process): stopping this command stops the server
     # local only (127.0.0.1) needs no token; a room address uses the class password as the token (from the
     # environment, not the command line); root (containers, CI) must be allowed explicitly
-    env = dict(os.environ, JUPYTER_TOKEN=password or "")
     command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}", "--no-browser",
                f"--ServerApp.ip={address}"] + ([] if password else ["--IdentityProvider.token="])
-    os.execve(sys.executable, command + (["--allow-root"] if os.geteuid() == 0 else []), env)
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0  # POSIX only; Windows has no root
+    return _become(command + (["--allow-root"] if is_root else []), dict(os.environ, JUPYTER_TOKEN=password or ""))
+
+
+def _become(command: list[str], env: dict[str, str]) -> int:
+    """Run a server in place of this command: exec on POSIX (stopping this command stops the server), a child
+    process waited for where a process cannot be replaced (Windows)."""
+    import os
+    import subprocess
+
+    if os.name == "posix":
+        os.execve(command[0], command, env)
+    return subprocess.call(command, env=env)
 
 
 def cmd_info(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracer import TracerError
 from tracer.safefiles import nonfinite_problem
 from tracer.tracefile import Trace
 
@@ -69,7 +70,15 @@ def compare_arrays(name: str, x: np.ndarray, y: np.ndarray, rtol: float, atol: f
 
 
 def compare_traces(a: Trace, b: Trace) -> list[Row]:
-    """One row per record name of either trace, in a's recording order, then b's extra names."""
+    """One row per record name of either trace, in a's recording order, then b's extra names.
+
+    Traces saved in half precision for display (``--store-dtype``) get no parity verdict: their rounding
+    would be blamed on the engines.
+    """
+    for t in (a, b):
+        if t.half_precision:
+            raise TracerError(f"{t.label} keeps its numbers in {t.half_precision} for display (--store-dtype); "
+                              f"a parity verdict needs the full-precision trace: trace again without --store-dtype")
     rtol, atol = tolerance(a, b)
     rows = []
     for name in a.names:

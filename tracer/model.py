@@ -6,12 +6,13 @@ with the records or checkpoint weights it was computed from.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracer import ops
+from tracer import TracerError, ops
 from tracer.config import Qwen3Config
 from tracer.recorder import Recorder
 from tracer.weights import lm_head_name
@@ -218,6 +219,18 @@ class Sampling:
     top_p: float | None = None
     suppress: tuple[int, ...] = ()
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """The one place sampling settings are checked (the CLI, the app and notebooks all build a Sampling)."""
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise TracerError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise TracerError(f"top_k must be at least 1, got {self.top_k}")
+        if self.top_p is not None and not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise TracerError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed < 0:
+            raise TracerError(f"the sampling seed must be a non-negative whole number, got {self.seed}")
 
     @property
     def greedy(self) -> bool:

@@ -8,8 +8,6 @@ recorded tensors or checkpoint weights it was computed from.
 from __future__ import annotations
 
 import fnmatch
-import mmap
-import sys
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,7 +38,6 @@ class Recorder:
         self._arrays: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
         self._names: dict[int, str] = {}
         self._seen: set[str] = set()
-        self._arena = _Arena()
 
     def __call__(self, name: str, value: np.ndarray, *inputs: np.ndarray | str, op: str | None = None,
                  derived: bool = False) -> np.ndarray:
@@ -61,7 +58,8 @@ class Recorder:
             value = np.round(value, self.round_decimals) + value.dtype.type(0)  # + 0 turns −0.0 into 0.0
         if self.wants(full):
             self.inputs[full] = [self._name_of(x) for x in inputs]
-            value = self._arena.keep(value)
+            if not value.flags.owndata and value.base is not None:
+                value = value.copy()  # a view would keep its whole base alive and could change with it
             value.flags.writeable = False
             self.records[full] = value
             if op is not None:
@@ -113,46 +111,3 @@ class _Params:
 
     def __contains__(self, name: Any) -> bool:
         return name in self._weights
-
-
-class _Arena:
-    """Keeps recorded arrays in large pooled blocks of memory instead of one fresh allocation each.
-
-    Kept records outlive the forward pass, so the allocator cannot reuse their memory, and every fresh page
-    costs a fault on first touch; on a full-size model that dominated tracing time. Records are copied into
-    64 MiB blocks advised as huge pages. A block goes back to a process-wide pool once no array uses it, so
-    the next trace (the explorer re-traces often) writes into memory that is already mapped.
-    """
-
-    BLOCK = 64 << 20
-    SMALL = 64 << 10  # smaller arrays stay where they are: the allocator recycles small blocks cheaply
-    _pool: list[mmap.mmap] = []
-
-    def __init__(self) -> None:
-        self._block: mmap.mmap | None = None
-        self._used = 0
-
-    def keep(self, value: np.ndarray) -> np.ndarray:
-        """``value`` copied into a block (large arrays), or ``value`` itself (small ones)."""
-        if value.nbytes < self.SMALL or value.nbytes > self.BLOCK or value.dtype.hasobject:
-            return value
-        size = -(-value.nbytes // 64) * 64
-        if self._block is None or self._used + size > self.BLOCK:
-            self._block = self._take()
-            self._used = 0
-        out = np.frombuffer(self._block, dtype=value.dtype, count=value.size, offset=self._used).reshape(value.shape)
-        self._used += size
-        np.copyto(out, value)
-        return out
-
-    @classmethod
-    def _take(cls) -> mmap.mmap:
-        for block in cls._pool:
-            # a free block is referenced only by the pool list, this loop and getrefcount's argument
-            if sys.getrefcount(block) <= 3:
-                return block
-        block = mmap.mmap(-1, cls.BLOCK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        if hasattr(mmap, "MADV_HUGEPAGE"):
-            block.madvise(mmap.MADV_HUGEPAGE)
-        cls._pool.append(block)
-        return block

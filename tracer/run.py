@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,10 +168,11 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
-              listener: Callable[[str], None] | None = None) -> Trace:
+              listener: Callable[[str], None] | None = None, max_memory: dict[Any, Any] | None = None) -> Trace:
     """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
-    ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``).
+    ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``:
+    cpu, cuda, cuda:N, or auto — every GPU, then CPU memory, then disk, capped by ``max_memory``).
     """
     if backend not in BACKENDS:
         raise TracerError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -184,8 +186,6 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     if bad:
         raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
     check_suppress(model.cfg.vocab_size, sampling.suppress)
-    if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
-        raise TracerError(f"top_p must be in (0, 1], got {sampling.top_p}")
     rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener)
     stops = stop_tokens(model)
     versions: dict[str, str] = {}
@@ -201,19 +201,33 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
             raise TracerError(f"{model.name} cannot run through transformers' Qwen3: {reason}; trace it with the "
                               f"NumPy engine, or override what the library cannot express")
         torch, _ = tb.require_torch()
-        device = check_device(torch, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise TracerError(f"--device {device}: this machine has no CUDA GPU that torch can use; "
+                              f"use --device cpu or --device auto")
+        if device != "auto":
+            device = check_device(torch, device)
         # one file-selection rule for both backends: where the index wins over model.safetensors, torch gets the
         # tensors this engine selected rather than from_pretrained's own choice
         directory = model.directory if not getattr(model.weights, "warnings", None) else None
-        hf_model = tb.build_model(model.cfg, model.weights, directory, torch_dtype, device)
-        gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device)
+        # disk offload (``--device auto``) needs a folder; it is removed when the run ends
+        offload = tempfile.TemporaryDirectory(prefix="qwen3-tracer-offload-") if device == "auto" else None
+        try:
+            hf_model = tb.build_model(model.cfg, model.weights, directory, torch_dtype, device,
+                                      offload_dir=offload.name if offload else None, max_memory=max_memory)
+            gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device)
+            placed = tb.placement(hf_model) if device == "auto" else None
+        finally:
+            if offload is not None:
+                offload.cleanup()
         dtype = torch_dtype
         versions = tb.library_versions()
     else:
+        placed = None
         gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops)
         dtype = str(model.weights[next(iter(model.weights))].dtype)
     meta = {
-        "model": model.name, "source": model.source, "seed": model.seed, "backend": backend, "device": device,
+        "model": model.name, "source": model.source, "seed": model.seed, "backend": backend, "device": device, "placement": placed,
         "dtype": dtype, "round": round_decimals, "backend_versions": versions,
         "config": model.cfg.as_dict(), "model_type": model.cfg.model_type, "prompt": prompt,
         "token_ids": gen.prompt, "token_labels": token_labels(model, gen.prompt),

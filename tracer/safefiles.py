@@ -168,8 +168,10 @@ def _npy_header(member: BinaryIO, label: str, name: str) -> tuple[tuple[int, ...
     return tuple(shape), np.dtype(dtype)
 
 
-def check_meta(meta: Any, label: str, version: int) -> None:
-    """``__meta__`` against its schema version: every key present with its type, records well formed."""
+def check_meta(meta: Any, label: str, version: int, max_bytes: int | None = None) -> None:
+    """``__meta__`` against its schema version: every key present with its type, records well formed, their
+    storage notes consistent (a rebuilt record only from records before it), and the bytes all records take
+    once read within ``max_bytes``."""
     schema = META_SCHEMA.get(version, META_SCHEMA[max(META_SCHEMA)])
     for key, kind in schema.items():
         if key not in meta:
@@ -192,6 +194,15 @@ def check_meta(meta: Any, label: str, version: int) -> None:
         if not RECORD_NAME.match(record["name"]):
             raise TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}].name",
                                 kind="letters, digits, '_' and '.'"))
+    seen: set[str] = set()
+    decoded = 0
+    for n, record in enumerate(meta["records"]):
+        decoded += _check_record(record, n, label, seen)
+        seen.add(record["name"])
+    if max_bytes is not None and decoded > max_bytes:
+        from tracer.budget import human
+
+        raise TracerError(t("safety.too_big", "en", label=label, size=human(decoded), budget=human(max_bytes)))
     from tracer.config import Qwen3Config
 
     try:
@@ -200,6 +211,45 @@ def check_meta(meta: Any, label: str, version: int) -> None:
         raise TracerError(t("safety.meta_type", "en", label=label, key="config", kind="Qwen3 config")) from None
     except TracerError as exc:
         raise TracerError(f"{label}: config: {exc}") from None
+
+
+def _check_record(record: dict[str, Any], n: int, label: str, earlier: set[str]) -> int:
+    """One record's shape, dtype and storage note; the bytes its values take once read."""
+    from tracer.storage import ARITY, STORE_DTYPES
+
+    def bad(key: str, kind: str) -> TracerError:
+        return TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}].{key}", kind=kind))
+
+    shape = record["shape"]
+    if len(shape) > 8 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape):
+        raise bad("shape", "list of at most 8 sizes")
+    try:
+        dtype = np.dtype(record["dtype"])
+    except TypeError:
+        raise bad("dtype", "numeric dtype") from None
+    if dtype.kind not in NUMERIC_KINDS:
+        raise bad("dtype", "numeric dtype")
+    if not all(isinstance(i, str) for i in record["inputs"]):
+        raise bad("inputs", "list of record names")
+    storage = record.get("storage", {})
+    if not isinstance(storage, dict):
+        raise bad("storage", "dict")
+    kind = storage.get("kind")
+    if kind == "rebuilt":
+        op = record["op"]
+        if op not in ARITY or len(record["inputs"]) != ARITY[op] or not set(record["inputs"]) <= earlier:
+            raise bad("storage", "rebuild from records before it")
+        fill = storage.get("fill", 0.0)
+        if op == "causal_mask" and (len(shape) != 2 or not isinstance(fill, (int, float)) or math.isnan(fill)):
+            raise bad("storage.fill", "number")
+    elif kind == "visible":
+        if storage.get("mask") not in earlier:
+            raise bad("storage.mask", "record before it")
+    elif kind is not None:
+        raise bad("storage.kind", "'rebuilt' or 'visible'")
+    if "dtype" in storage and (storage["dtype"] not in STORE_DTYPES or storage.get("shape") != shape):
+        raise bad("storage.dtype", "half-precision note")
+    return math.prod(shape) * dtype.itemsize
 
 
 def nonfinite_problem(name: str, value: np.ndarray) -> str | None:
@@ -224,11 +274,27 @@ class CheckedStore(Mapping[str, np.ndarray]):
         self._headers = headers
         self._label = label
         self._allow_nonfinite = allow_nonfinite
+        self._records = records
         for name, info in records.items():
+            storage = info.get("storage", {})
+            if storage.get("kind") is not None or name not in headers:
+                continue
             shape, _ = headers[name]
-            if list(shape) != list(info["shape"]):
+            want = [2, math.prod(info["shape"])] if "dtype" in storage else list(info["shape"])
+            if list(shape) != want:
                 raise TracerError(t("safety.shape_mismatch", "en", label=label, name=name, shape=list(shape),
-                                    meta=info["shape"]))
+                                    meta=want))
+
+    def check_values(self, name: str, value: np.ndarray) -> None:
+        """A record as read (decoded, rebuilt): the shape and dtype its metadata gives; NaN/Inf only where allowed."""
+        info = self._records[name]
+        if list(value.shape) != list(info["shape"]) or value.dtype != np.dtype(info["dtype"]):
+            raise TracerError(t("safety.shape_mismatch", "en", label=self._label, name=name, shape=list(value.shape),
+                                meta=info["shape"]))
+        if not self._allow_nonfinite:
+            problem = nonfinite_problem(name, value)
+            if problem:
+                raise TracerError(t("safety.record_nonfinite", "en", label=self._label, name=name, what=problem))
 
     def __getitem__(self, name: str) -> np.ndarray:
         try:
@@ -236,10 +302,6 @@ class CheckedStore(Mapping[str, np.ndarray]):
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise TracerError(t("safety.record_damaged", "en", label=self._label, name=name)
                               + f" ({type(exc).__name__})") from None
-        if not self._allow_nonfinite:
-            problem = nonfinite_problem(name, value)
-            if problem:
-                raise TracerError(t("safety.record_nonfinite", "en", label=self._label, name=name, what=problem))
         return value
 
     def __iter__(self) -> Iterator[str]:

@@ -1,4 +1,4 @@
-"""The trace schema (v1): every record name, its shape, the op that makes it, and what it means.
+"""The trace schema (v2): every record name, its shape, the op that makes it, and what it means.
 
 This table is the one source of truth for what a trace record is (``docs/trace-schema.md`` is the prose
 version). Backends emit these names; viewers read formulas and explanations from here via ``__meta__``.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,10 @@ OPS: dict[str, Op] = {
     "input": Op(r"\text{ids} = \mathrm{tokenize}(\text{prompt})", "ids = tokenize(prompt)"),
     "one_hot": Op(r"X_{\text{onehot}}[t, v] = [v = \text{ids}_t]", "X_onehot[t, v] = 1 if v == ids[t] else 0"),
     "embedding": Op(r"X^{(0)} = X_{\text{onehot}} E", "X(0) = X_onehot · E  (row ids[t] of E)"),
-    "rope_cos": Op(r"\cos\varphi_{t,j},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
-                   "cos(φ[t,j]),  φ[t,j] = pos[t] · θ^(−2j/Dh)"),
-    "rope_sin": Op(r"\sin\varphi_{t,j},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
-                   "sin(φ[t,j]),  φ[t,j] = pos[t] · θ^(−2j/Dh)"),
+    "rope_cos": Op(r"C_{t,d} = \cos\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
+                   "C[t,d] = cos(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · θ^(−2j/Dh)"),
+    "rope_sin": Op(r"S_{t,d} = \sin\varphi_{t,\,d \bmod D_h/2},\ \varphi_{t,j} = p_t\,\omega_j,\ \omega_j = \theta^{-2j/D_h}",
+                   "S[t,d] = sin(φ[t, d mod Dh/2]),  φ[t,j] = pos[t] · θ^(−2j/Dh)"),
     "rms_norm": Op(r"y = \frac{x}{\sqrt{\mathrm{mean}(x^2) + \epsilon}} \odot w",
                    "y = x / sqrt(mean(x²) + ε) ⊙ w"),
     "l2_norm": Op(r"y = \frac{x}{\lVert x \rVert_2} \odot w", "y = x / ‖x‖₂ ⊙ w"),
@@ -38,8 +38,9 @@ OPS: dict[str, Op] = {
                      "x' = x ⊙ cos φ + rotate_half(x) ⊙ sin φ"),
     "kv_append": Op(r"K_{\text{cache}} = [K_{\text{past}};\ K_{\text{new}}]", "K_cache = concat(K_past, K_new)"),
     "attention_scores": Op(r"S_h = \frac{Q_h K_{g(h)}^\top}{\sqrt{D_h}}", "S_h = Q_h · K_g(h)ᵀ / sqrt(Dh)"),
-    "causal_mask": Op(r"M_{ts} = \begin{cases}0 & s \le t\\ -\infty & s > t\end{cases}",
-                      "M[t,s] = 0 if s ≤ t else −∞ (a large negative number)"),
+    "causal_mask": Op(r"M_{ts} = \begin{cases}0 & s \le t + (S - T)\\ -\infty & \text{otherwise}\end{cases}",
+                      "M[t,s] = 0 if s ≤ t + (S − T) else −∞ (a large negative number); "
+                      "query t sits at position S − T + t"),
     "add": Op(r"Y = A + B", "Y = A + B"),
     "softmax": Op(r"P_{tj} = \frac{e^{X_{tj}}}{\sum_{j'} e^{X_{tj'}}}", "P[t,j] = exp(X[t,j]) / Σ_j' exp(X[t,j'])  (row softmax)"),
     "attention_context": Op(r"C_h = A_h V_{g(h)}", "C_h = A_h · V_g(h)"),

@@ -1,6 +1,8 @@
-"""Trace files: one ``.npz`` array per record plus ``__meta__``, a JSON string (see docs/trace-schema.md).
+"""Trace files: a ``.npz`` (zip of ``.npy``) with ``__meta__``, a JSON string (see docs/trace-schema.md), and
+one array per record — except records kept as the exact function of others, which ``load_trace`` rebuilds.
 
-``numpy.load(path, allow_pickle=False)`` reads them; ``load_trace`` adds checks and the record order.
+``numpy.load(path, allow_pickle=False)`` opens them; ``load_trace`` adds checks, the record order and the
+rebuilt records.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import json
 import os
 import platform
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,6 +21,8 @@ import tracer
 from tracer import TracerError
 from tracer.recorder import Recorder
 from tracer.schema import OPS, SCHEMA_VERSION, entry_for
+from tracer.storage import (ARITY, STORE_DTYPES, decode_numbers, encode_numbers, mask_fill, rebuild, rebuildable,
+                            scatter_visible, visible_only)
 
 META_KEY = "__meta__"
 
@@ -56,14 +60,38 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     return out
 
 
-def save_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
-    """Write a trace atomically (a temporary file renamed into place, so no half-written trace)."""
+def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | None = None) -> Path:
+    """Write a trace atomically (a temporary file renamed into place, so no half-written trace), one record at
+    a time (memory while saving: the trace plus one record).
+
+    Records that are exact functions of other records are kept as such (see ``tracer.storage``);
+    ``store_dtype`` (float16 or bfloat16) keeps the numbers in half precision, for display.
+    """
     out = check_writable(path)
-    records = {name: trace[name] for name in trace.names}
+    if store_dtype is not None and store_dtype not in STORE_DTYPES:
+        raise TracerError(f"--store-dtype must be one of {', '.join(STORE_DTYPES)}, got {store_dtype!r}")
+    records_meta = []
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **records, **{META_KEY: np.array(json.dumps(trace.meta, ensure_ascii=False))})
+        # members are stored as they are, except half-precision byte planes: deflated (fast level)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True, compresslevel=1) as zf:
+            for name in trace.names:
+                info = {k: v for k, v in trace.info[name].items() if k != "storage"}
+                value = trace[name]
+                storage = _storage_of(trace, name, info, value)
+                if storage.get("kind") != "rebuilt":
+                    written = value[..., trace[storage["mask"]] == 0] if storage.get("kind") == "visible" else value
+                    written, half = encode_numbers(written, store_dtype)
+                    storage.update(half)
+                    target = f"{name}.npy" if half else zipfile.ZipInfo(f"{name}.npy")  # a ZipInfo: stored
+                    with zf.open(target, "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, written, allow_pickle=False)
+                if storage:
+                    info["storage"] = storage
+                records_meta.append(info)
+            meta = {**trace.meta, "records": records_meta, "store_dtype": store_dtype}
+            with zf.open(zipfile.ZipInfo(f"{META_KEY}.npy"), "w") as member:
+                np.lib.format.write_array(member, np.array(json.dumps(meta, ensure_ascii=False)))
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -72,6 +100,24 @@ def save_trace(path: str | os.PathLike[str], trace: Trace) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _storage_of(trace: Trace, name: str, info: dict[str, Any], value: np.ndarray) -> dict[str, Any]:
+    """How one record is written: {} (its numbers), rebuilt from its inputs, or without its masked zeros."""
+    if info["op"] == "causal_mask":
+        fill = mask_fill(value)
+        if fill is not None and rebuildable(value, {**info, "storage": {"fill": fill}}, []):
+            return {"kind": "rebuilt", "fill": fill}
+        return {}
+    inputs = info.get("inputs", [])
+    if info["op"] in ARITY and inputs and all(n in trace for n in inputs):
+        if rebuildable(value, info, [trace[n] for n in inputs]):
+            return {"kind": "rebuilt"}
+    if name.endswith("attn.probs"):
+        mask_name = name.removesuffix("probs") + "mask"
+        if mask_name in trace and visible_only(value, trace[mask_name]):
+            return {"kind": "visible", "mask": mask_name}
+    return {}
 
 
 class Trace:
@@ -86,6 +132,7 @@ class Trace:
         self.meta = meta
         self.info = {r["name"]: r for r in meta["records"]}
         self.name: str | None = path.name if path is not None else None
+        self.check_values: Callable[[str, np.ndarray], None] | None = None
 
     @classmethod
     def in_memory(cls, records: Mapping[str, np.ndarray], meta: dict[str, Any]) -> Trace:
@@ -103,9 +150,31 @@ class Trace:
         return list(self.info)
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.info:
-            raise KeyError(name)
-        return self._store[name]
+        """A record's values: read from the file (widened from half precision, masked zeros put back) or
+        rebuilt from the records it is an exact function of."""
+        info = self.info[name]
+        kind = info.get("storage", {}).get("kind")
+        try:
+            if kind == "rebuilt":
+                value = rebuild(info, [self[n] for n in info["inputs"]])
+            elif kind == "visible":
+                value = scatter_visible(self._store[name], self[info["storage"]["mask"]], info)
+            else:
+                value = decode_numbers(self._store[name], info)
+        except (ValueError, IndexError, TypeError, KeyError) as exc:
+            if self.check_values is None:
+                raise
+            raise TracerError(f"{self.label}: record {name} cannot be read back ({type(exc).__name__}); "
+                              f"the file is damaged") from None
+        if self.check_values is not None:
+            self.check_values(name, value)  # a file's records: NaN/Inf only where the schema allows them
+        value.flags.writeable = False
+        return value
+
+    @property
+    def half_precision(self) -> str | None:
+        """The half-precision dtype the numbers were stored in (``--store-dtype``), or None."""
+        return self.meta.get("store_dtype")
 
     def __contains__(self, name: object) -> bool:
         return name in self.info
@@ -119,6 +188,11 @@ class Trace:
     def close(self) -> None:
         if hasattr(self._store, "close"):
             self._store.close()
+
+
+def _storage_kind(record: dict[str, Any]) -> Any:
+    storage = record.get("storage")
+    return storage.get("kind") if isinstance(storage, dict) else None
 
 
 def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = None, *, max_bytes: int | None = None,
@@ -158,14 +232,16 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
     if version > SCHEMA_VERSION:
         raise TracerError(f"{label} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
                           f"upgrade qwen3-tracer to open it")
-    names = [r.get("name") if isinstance(r, dict) else None for r in meta["records"]]
-    missing = [str(n) for n in names if n not in headers or n == META_KEY]
+    records = [r if isinstance(r, dict) else {} for r in meta["records"]]
+    missing = [str(r.get("name")) for r in records if _storage_kind(r) != "rebuilt"
+               and (r.get("name") not in headers or r.get("name") == META_KEY)]
     if missing:
         raise TracerError(f"{label} lists records it does not contain (first: {escape_controls(missing[0])[:80]}); "
                           f"the file is damaged")
-    check_meta(meta, label, version)
+    check_meta(meta, label, version, default_budget() if max_bytes is None else max_bytes)
     store = CheckedStore(npz, headers, {r["name"]: r for r in meta["records"]}, label, allow_nonfinite)
     trace = Trace(p, store, meta)
+    trace.check_values = store.check_values
     if p is None and name:
         trace.name = Path(name).name
     return trace

@@ -89,33 +89,97 @@ def state_dict(cfg: Qwen3Config, weights: Any, torch: Any) -> dict[str, Any]:
     return sd
 
 
-def build_model(cfg: Qwen3Config, weights: Any, directory: Any, dtype: str, device: str, traced: bool = True) -> Any:
+@contextmanager
+def quiet_library() -> Iterator[None]:
+    """transformers' warnings and progress bars off while a model loads; the caller's settings restored after."""
+    import logging
+
+    _, transformers = require_torch()
+    log = transformers.utils.logging
+    verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
+    accelerate_log = logging.getLogger("accelerate")  # "offloaded to disk": the trace meta says where layers ran
+    accelerate_level = accelerate_log.level
+    log.set_verbosity_error()
+    log.disable_progress_bar()
+    accelerate_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.set_verbosity(verbosity)
+        if bars:
+            log.enable_progress_bar()
+        accelerate_log.setLevel(accelerate_level)
+
+
+def build_model(cfg: Qwen3Config, weights: Any, directory: Any, dtype: str, device: str, traced: bool = True,
+                offload_dir: str | None = None, max_memory: dict[Any, Any] | None = None) -> Any:
     """A real Qwen3ForCausalLM / Qwen3MoeForCausalLM with these weights: traced attention and eager experts,
-    or (``traced=False``, for benchmarks) the library's defaults."""
+    or (``traced=False``, for benchmarks) the library's defaults.
+
+    ``device="auto"`` spreads the layers over every visible GPU, then CPU memory, then ``offload_dir`` on disk
+    (accelerate's ``device_map="auto"``; ``max_memory`` caps each, e.g. ``{"cpu": "2GiB"}``).
+    """
     torch, transformers = require_torch()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
     register_attention()
     torch_dtype = getattr(torch, dtype)
     cls = transformers.Qwen3MoeForCausalLM if cfg.is_moe else transformers.Qwen3ForCausalLM
-    kwargs: dict[str, Any] = {"dtype": torch_dtype}
-    if traced:
-        kwargs["attn_implementation"] = ATTENTION_NAME
-        if cfg.is_moe:
-            kwargs["experts_implementation"] = "eager"
+    placed = {"device_map": "auto", "offload_folder": offload_dir, "max_memory": max_memory} if device == "auto" else {}
+    with quiet_library():
+        if directory is not None:
+            model = cls.from_pretrained(str(directory), local_files_only=True, dtype=torch_dtype, **placed)
+        else:
+            with torch.device("meta"):
+                model = cls(hf_config(cfg))
+            model.load_state_dict(state_dict(cfg, weights, torch), strict=True, assign=True)
+            model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
+            if cfg.tie_word_embeddings:
+                model.tie_weights()
+            model = model.to(torch_dtype)
+            apply_teaching_variants(model, cfg, torch)
+            if device == "auto":
+                model = dispatch(model, offload_dir, max_memory)
+        if traced:
+            model.set_attn_implementation(ATTENTION_NAME)
+            if cfg.is_moe:
+                model.set_experts_implementation("eager")
     if directory is not None:
-        model = cls.from_pretrained(str(directory), local_files_only=True, **kwargs)
-    else:
-        config = hf_config(cfg)
-        with torch.device("meta"):
-            model = cls._from_config(config, **kwargs)
-        model.load_state_dict(state_dict(cfg, weights, torch), strict=True, assign=True)
-        model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
-        if cfg.tie_word_embeddings:
-            model.tie_weights()
-        model = model.to(torch_dtype)
-    apply_teaching_variants(model, cfg, torch)
-    return model.to(device).eval()
+        apply_teaching_variants(model, cfg, torch)
+    return (model if device == "auto" else model.to(device)).eval()
+
+
+def dispatch(model: Any, offload_dir: str | None, max_memory: dict[Any, Any] | None) -> Any:
+    """Place a model built in memory over GPUs, CPU and disk, keeping each decoder layer whole."""
+    try:
+        from accelerate import dispatch_model, infer_auto_device_map
+    except ImportError:
+        raise TracerError("--device auto needs accelerate: pip install 'qwen3-tracer[torch]'") from None
+    layer_class = type(model.model.layers[0]).__name__
+    device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=[layer_class])
+    if set(device_map) == {""}:
+        if device_map[""] == "disk":
+            raise TracerError("--device auto: not even the first layer fits in the memory allowed; allow more")
+        return model.to(device_map[""])  # it fits on one device
+    return dispatch_model(model, device_map=device_map, offload_dir=offload_dir, main_device=torch_device_of(device_map))
+
+
+def torch_device_of(device_map: dict[str, Any]) -> str:
+    """The device the first layers run on: the first GPU or CPU in the map (disk-offloaded layers run there)."""
+    devices = [d for d in device_map.values() if d not in ("disk", "cpu")]
+    return f"cuda:{devices[0]}" if devices and isinstance(devices[0], int) else str(devices[0]) if devices else "cpu"
+
+
+def placement(model: Any) -> dict[str, str]:
+    """Where each part of a model placed by ``--device auto`` lives (module name -> cuda:N, cpu or disk)."""
+    device_map = getattr(model, "hf_device_map", None) or {"": next(model.parameters()).device}  # all on one
+    return {name: (f"cuda:{d}" if isinstance(d, int) else str(d)) for name, d in device_map.items()}
+
+
+def input_device(model: Any, device: str) -> str:
+    """Where the input ids go: the embedding's device (``--device auto``: accelerate moves them on)."""
+    if device != "auto":
+        return device
+    weight = model.get_input_embeddings().weight
+    return "cpu" if weight.device.type == "meta" else str(weight.device)
 
 
 def apply_teaching_variants(model: Any, cfg: Qwen3Config, torch: Any) -> None:
@@ -135,9 +199,6 @@ def apply_teaching_variants(model: Any, cfg: Qwen3Config, torch: Any) -> None:
             model.model.rotary_emb.original_inv_freq = radians.clone()
 
 
-_ACTIVE: list[_Session] = []
-
-
 def register_attention() -> None:
     """Register the tracing attention function and, under the same name, the library's eager mask."""
     import transformers
@@ -149,10 +210,14 @@ def register_attention() -> None:
 
 def _traced_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float,
                       dropout: float = 0.0, **kwargs: Any) -> tuple[Any, Any]:
-    """Eager attention (same ops as ``eager_attention_forward``) with every intermediate recorded."""
+    """Eager attention (same ops as ``eager_attention_forward``) with every intermediate recorded.
+
+    The run's session arrives as the keyword ``tracer_session``, which transformers passes from the model call
+    down to the attention function; without one (the model used outside a trace) nothing is recorded.
+    """
     import torch
 
-    s = _ACTIVE[-1]
+    s: _Session = kwargs.get("tracer_session") or _Session.silent()
     n = f"layers.{module.layer_idx}.attn"
     t = query.shape[2]
     s.rec(f"{n}.q_rope", s.np(query[0]), s.full(f"{n}.q_norm"), s.full("rope.cos"), s.full("rope.sin"))
@@ -190,6 +255,22 @@ class _Session:
         self.ids: Any = None
         self.logits: np.ndarray | None = None
         self.weighted_names: list[str] = []
+
+    @classmethod
+    def silent(cls) -> _Session:
+        """A session that records nothing (for the traced attention called outside a trace)."""
+        torch, _ = require_torch()
+        return cls(None, None, Recorder(capture=[]), torch)  # type: ignore[arg-type]
+
+    def forward(self, tokens: list[int], rec: Recorder, cache: Any, device: str) -> np.ndarray:
+        """One forward pass of the model on ``tokens`` (continuing ``cache`` when given), recorded into ``rec``;
+        returns the logits [T, V]."""
+        self.rec = rec
+        self.ids = np.array(tokens, dtype=np.int64)
+        ids = self.torch.tensor([tokens], dtype=self.torch.long, device=device)
+        self.model(input_ids=ids, past_key_values=cache, use_cache=cache is not None, tracer_session=self)
+        assert self.logits is not None
+        return self.logits
 
     def np(self, tensor: Any) -> np.ndarray:
         """A tensor as a NumPy array (half precision widened to float32, which is exact)."""
@@ -302,6 +383,11 @@ class _Session:
         """Each chosen expert's MLP recomputed from the library's stacked weights, checked against its output."""
         torch = self.torch
         hidden, ids, weights = args
+        if any(p.device.type == "meta" for p in module.parameters()):  # offloaded to disk: load for the recompute
+            from accelerate.utils import align_module_device
+
+            with align_module_device(module, hidden.device):
+                return self.on_experts(n, p, module, args, out)
         m = f"{n}.moe"
         total = torch.zeros_like(hidden)
         self.weighted_names = []
@@ -340,11 +426,9 @@ class _Session:
 def tracing(cfg: Qwen3Config, model: Any, rec: Recorder, torch: Any) -> Iterator[_Session]:
     session = _Session(cfg, model, rec, torch)
     session.install()
-    _ACTIVE.append(session)
     try:
         yield session
     finally:
-        _ACTIVE.pop()
         session.remove()
 
 
@@ -353,16 +437,10 @@ def generate_torch(cfg: Qwen3Config, model: Any, prompt: list[int], rec: Recorde
     """Prefill, then decode with the library's own DynamicCache, recording the same names as the engine."""
     torch, transformers = require_torch()
     cache = transformers.DynamicCache(config=model.config)
+    where = input_device(model, device)
     with tracing(cfg, model, rec, torch) as session, torch.no_grad():
-
-        def step(tokens: list[int], step_rec: Recorder) -> np.ndarray:
-            session.rec = step_rec
-            session.ids = np.array(tokens, dtype=np.int64)
-            model(input_ids=torch.tensor([tokens], dtype=torch.long, device=device), past_key_values=cache,
-                  use_cache=True)
-            return session.logits
-
-        return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens, step)
+        return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens,
+                           lambda tokens, step_rec: session.forward(tokens, step_rec, cache, where))
 
 
 def library_versions() -> dict[str, str]:
