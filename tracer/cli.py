@@ -43,11 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(t)
     t.add_argument("--round", type=int, metavar="N", help="hand-calculation mode: round every record to N decimals")
     t.add_argument("--capture", action="append", metavar="GLOB", help="record only matching names (repeatable)")
-    t.add_argument("--max-new-tokens", type=whole("--max-new-tokens", 1, 2**31), default=1, metavar="N",
-                   help="tokens to generate (default 1)")
-    t.add_argument("--temperature", type=finite_float("--temperature", 0.0), default=0.0, help="0 = greedy (default)")
-    t.add_argument("--top-k", type=whole("--top-k", 1, 2**31), metavar="K")
-    t.add_argument("--top-p", type=finite_float("--top-p"), metavar="P")
+    t.add_argument("--max-new-tokens", type=int, default=1, metavar="N", help="tokens to generate (default 1)")
+    t.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    t.add_argument("--top-k", type=int, metavar="K")
+    t.add_argument("--top-p", type=float, metavar="P")
     t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids (or special tokens) never to generate")
     t.add_argument("--out", required=True, metavar="FILE.npz")
     t.add_argument("--store-dtype", choices=STORE_DTYPES,

@@ -247,8 +247,12 @@ def _check_record(record: dict[str, Any], n: int, label: str, earlier: set[str])
             raise bad("storage.mask", "record before it")
     elif kind is not None:
         raise bad("storage.kind", "'rebuilt' or 'visible'")
-    if "dtype" in storage and (storage["dtype"] not in STORE_DTYPES or storage.get("shape") != shape):
-        raise bad("storage.dtype", "half-precision note")
+    if "dtype" in storage:
+        half = storage.get("shape")
+        ok = (isinstance(half, list) and all(isinstance(d, int) and d >= 0 for d in half)
+              and (half == shape if kind is None else math.prod(half) <= math.prod(shape)))
+        if storage["dtype"] not in STORE_DTYPES or not ok:
+            raise bad("storage.dtype", "half-precision note")
     return math.prod(shape) * dtype.itemsize
 
 
