@@ -30,7 +30,7 @@ def tensor_count(cfg: Qwen3Config) -> int:
 
     >>> from tracer.presets import QWEN3_0_6B
     >>> tensor_count(QWEN3_0_6B)
-    311
+    310
     """
     n_sparse = cfg.sparse_layer_count()
     n_dense = cfg.num_hidden_layers - n_sparse
