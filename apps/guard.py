@@ -115,6 +115,14 @@ def plain(text: Any) -> str:
     return _MARKDOWN.sub(r"\\\1", escape_controls(str(text)))
 
 
+def formula(info: dict[str, Any]) -> str:
+    """The LaTeX of a record's op from this version's schema (a file's own formula text is never rendered)."""
+    from tracer.schema import OPS
+
+    op = OPS.get(str(info.get("op")))
+    return op.latex if op is not None else r"\text{?}"
+
+
 def trace_path(typed: str, what: str = "trace file") -> Path:
     """A typed name or path, confined to the traces folder (a TracerError without server paths otherwise)."""
     try:

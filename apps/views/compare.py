@@ -33,7 +33,7 @@ name = st.selectbox("Record", common, index=common.index(first.name) if first el
 left, right = st.columns(2)
 for col, trace in ((left, a), (right, b)):
     with col:
-        st.caption(f"{trace.label} ({trace.meta['backend']}, {trace.meta['dtype']})")
+        st.caption(guard.plain(f"{trace.label} ({trace.meta['backend']}, {trace.meta['dtype']})"))
         value = trace[name]
         if value.ndim <= 2 and all(d <= 16 for d in value.shape):
             labels = labels_for(trace, name)

@@ -3,6 +3,7 @@
 import numpy as np
 import streamlit as st
 
+import guard
 from common import header, lang, matrix_table, require_trace, t
 from tracer.figures import labels_for, record_heatmap
 
@@ -25,12 +26,12 @@ name = names[step]
 info = trace.info[name]
 value = np.asarray(trace[name])
 st.subheader(name)
-st.latex(info["formula"])
-st.caption(f"{t('shape')}: {list(value.shape)} = {info['schema_shape']} · {info['dtype']}"
+st.latex(guard.formula(info))  # the schema's own LaTeX for the record's op, never the file's text
+st.caption(guard.plain(f"{t('shape')}: {list(value.shape)} = {info['schema_shape']} · {info['dtype']}")
            + (f" · {t('derived')}" if info.get("derived") else ""))
 if info["inputs"]:
-    st.caption(f"{t('inputs')}: " + ", ".join(info["inputs"]))
-st.info(info["zh"] if lang() == "zh" else info["en"])
+    st.caption(f"{t('inputs')}: " + guard.plain(", ".join(info["inputs"])))
+st.info(guard.plain(info["zh"] if lang() == "zh" else info["en"]))
 labels = labels_for(trace, name)
 matrix = value
 if value.ndim == 3:
