@@ -526,13 +526,22 @@ def test_too_many_members_are_refused_before_listing(base, tmp_path, monkeypatch
     assert "arrays, more than a trace may" in capsys.readouterr().err
 
 
-def test_index_wins_over_the_single_file_with_a_warning(base, tmp_path, capsys):
+def test_index_wins_over_the_single_file_for_both_backends(base, tmp_path, capsys):
+    """A folder with an index and a different model.safetensors beside it: both engines read the index's shard
+    (their traces agree), and the ignored file is named."""
+    pytest.importorskip("torch")
     c = ckpt(_index(_all_to("shard.safetensors")))(tmp_path, base)
-    (c / "model.safetensors").write_bytes(b"ignored: not even safetensors")
+    assert main(["export", "qwen3-0.6b", *SMALL, "--seed", "9", "--out", str(tmp_path / "other")]) == 0
+    (c / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
     assert main(["info", str(c)]) == 0
-    out = capsys.readouterr().out
-    assert "ignoring model.safetensors" in out
-    assert main(["trace", str(c), "--tokens", "1,2", "--out", str(tmp_path / "t.npz")]) == 0
+    assert "ignoring model.safetensors" in capsys.readouterr().out
+    for backend in ("numpy", "torch"):
+        assert main(["trace", str(c), "--tokens", "1,2,3", "--backend", backend,
+                     "--out", str(tmp_path / f"{backend}.npz")]) == 0
+        assert "ignoring model.safetensors" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "numpy.npz"), str(tmp_path / "torch.npz")]) == 0
+    assert main(["trace", str(tmp_path / "other"), "--tokens", "1,2,3", "--out", str(tmp_path / "other.npz")]) == 0
+    assert main(["compare", str(tmp_path / "numpy.npz"), str(tmp_path / "other.npz")]) == 1
 
 
 def test_sigterm_removes_the_temporary_file(tmp_path):

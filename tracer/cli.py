@@ -147,6 +147,8 @@ def cmd_trace(args: argparse.Namespace) -> None:
     if args.device and args.backend != "torch":
         raise TracerError("--device goes with --backend torch")
     model = load_model(args.model, args.set, args.seed, args.dtype if args.dtype in DTYPES else "float32")
+    for warning in getattr(model.weights, "warnings", []):
+        print(f"tracer: warning: {warning}", file=sys.stderr)
     prompt = args.prompt
     if args.tokens is not None:
         if args.chat:
