@@ -168,10 +168,13 @@ def load_json_file(path: str | Path, what: str) -> Any:
     from tracer.safefiles import regular_file
 
     p = Path(path)
+    from tracer.i18n import t
+
     if p.is_dir():
-        raise TracerError(f"{what} file {p} is a folder; give a JSON file")
+        raise TracerError(t("safety.is_directory", "en", what=f"{what} file", path=p))
     if p.exists() and not regular_file(p):
-        raise TracerError(f"cannot read {what} file {p}: not a regular file (a FIFO or a device); give a JSON file")
+        raise TracerError(t("safety.cannot_read", "en", what=f"{what} file", path=p,
+                            reason="not a regular file (a FIFO or a device); give a JSON file"))
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -218,7 +218,9 @@ def cmd_show(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise TracerError(f"--out-dir {out_dir} exists and is not a folder; give a folder name")
+        from tracer.i18n import t
+
+        raise TracerError(t("safety.not_directory", "en", flag="--out-dir", path=out_dir))
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -318,6 +320,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(f"{row.verdict:8} {row.name:52} {err} {row.note}".rstrip())
     counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING", "NONFINITE")}
     print(", ".join(f"{n} {v}" for v, n in counts.items()))
+    if counts["NONFINITE"]:
+        from tracer.i18n import t
+
+        print(t("safety.nonfinite_verdict", "en", count=counts["NONFINITE"]))
     first = first_divergence(rows)
     print(f"first divergence: {first.name}" if first else "the traces agree on every common record")
     return 1 if failed else 0
@@ -433,13 +439,18 @@ def main(argv: list[str] | None = None) -> int:
               "(--capture GLOB)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        from tracer.i18n import t
+
+        print(f"tracer: {t('safety.interrupted', 'en')}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
     except RecursionError:
         if debug:
             raise
-        print("tracer: error: the input is nested too deeply; give a flatter file", file=sys.stderr)
+        from tracer.i18n import t
+
+        print(f"tracer: error: {t('safety.too_deep', 'en')}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug, not an input error: still one line, the traceback behind --debug
         if debug:

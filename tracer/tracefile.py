@@ -205,6 +205,7 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
     allow them are refused when read, unless ``allow_nonfinite`` (``tracer compare`` reports them instead).
     """
     from tracer.budget import default_budget
+    from tracer.i18n import t
     from tracer.safefiles import CheckedStore, check_meta, escape_controls, inspect_npz, read_json_text, regular_file
 
     if isinstance(source, (str, os.PathLike)):
@@ -213,7 +214,7 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
         if not p.exists():
             raise TracerError(f"trace file {label} does not exist")
         if not regular_file(p):
-            raise TracerError(f"{label} is not a regular file; give a .npz trace file")
+            raise TracerError(t("safety.not_regular_trace", "en", label=label))
     else:
         p, label = None, escape_controls(name or "uploaded file")
     headers = inspect_npz(p if p is not None else source, label, default_budget() if max_bytes is None else max_bytes)
