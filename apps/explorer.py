@@ -21,6 +21,7 @@ PAGES = [
     st.Page("views/sampling.py", title="Logits & sampling"),
     st.Page("views/tokens.py", title="Tokens & chat template"),
     st.Page("views/compare.py", title="Compare"),
+    st.Page("views/long_context.py", title="Long context"),
 ]
 with guard.boundary():  # any error: a one-line message box, never a traceback or a server path
     st.navigation(PAGES).run()

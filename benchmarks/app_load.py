@@ -20,7 +20,7 @@ from tracer.run import load_model, run_trace
 from tracer.tracefile import save_trace
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
-PAGES = ["run", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare"]
+PAGES = ["run", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare", "long_context"]
 
 
 def make_trace(directory: Path) -> str:

@@ -2,14 +2,16 @@
 
 Cases: prefill of 32 and 256 tokens, and one decode step with the KV cache after a 32-token prompt; each
 untraced and fully traced; medians of several runs. Each engine runs in its own process so its peak memory
-(max RSS) is its own. Also printed: the decode bandwidth bound (bytes of weights a decode step reads /
-measured read bandwidth), the size of a 256-token trace file, and the ratios the project targets. All
-numbers of one report come from one run of this script.
+(max RSS) is its own. Also reported: the decode bandwidth bound (bytes of weights a decode step reads /
+measured read bandwidth), where an untraced forward spends its time per op kind, the bytes of 256- and
+512-token traces (in memory, on disk, on disk in float16, and how much peak memory saving adds), and the
+ratios the project targets. All numbers of one report come from one run of this script.
 
     python benchmarks/bench.py [--repeats 5] [--layers 28] [--json]
 
-``--json`` prints ``{case: {engine: seconds}}`` for the cases prefill32, prefill256 and decode and the
-engines numpy, numpy_traced, torch, torch_traced, plus ``decode_bandwidth_bound`` (seconds).
+``--json`` prints every figure: ``{case: {engine: seconds}}`` for prefill32, prefill256 and decode (engines
+numpy, numpy_traced, torch, torch_traced), ``decode_bandwidth_bound``, ``op_seconds_prefill32`` /
+``op_seconds_decode`` (op kind -> seconds), ``trace256_bytes`` / ``trace512_bytes``, ``peak_rss_bytes``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 from tracer.model import KVCache, forward
 from tracer.presets import QWEN3_0_6B
 from tracer.recorder import Recorder
+from tracer.schema import entry_for
 from tracer.tracefile import Trace, record_meta, save_trace
 from tracer.weights import RandomWeights
 
@@ -60,7 +63,7 @@ def read_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
 
 def prompts(cfg) -> dict[int, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {n: rng.integers(0, cfg.vocab_size, size=n) for n in (32, 256)}
+    return {n: rng.integers(0, cfg.vocab_size, size=n) for n in (32, 256, 512)}
 
 
 def numpy_engine(cfg, repeats: int, trace_dir: Path) -> dict[str, dict[str, float]]:
@@ -88,12 +91,53 @@ def numpy_engine(cfg, repeats: int, trace_dir: Path) -> dict[str, dict[str, floa
         return statistics.median(times[1:])
 
     out["decode"] = {"numpy": decode([]), "numpy_traced": decode(None)}
-    rec = Recorder()
-    forward(cfg, weights, p[256], rec)
-    path = save_trace(trace_dir / "numpy256.npz", Trace.in_memory(rec.records, {"records": record_meta(rec)}))
-    out["trace256_bytes"] = {"numpy": float(path.stat().st_size)}
+    out["op_seconds_prefill32"] = op_profile(cfg, weights, p[32], None)
+    out["op_seconds_decode"] = op_profile(cfg, weights, p[32], p[32][-1:])
     out["weight_bytes"] = {"numpy": float(sum(weights[n].nbytes for n in weights))}
+    for n in (256, 512):
+        rec = Recorder()
+        forward(cfg, weights, p[n], rec)
+        trace = Trace.in_memory(rec.records, {"records": record_meta(rec)})
+        out[f"trace{n}_bytes"] = {"in_memory": float(sum(v.nbytes for v in rec.records.values()))}
+        for store in (None, "float16"):
+            before = peak_rss()
+            path = save_trace(trace_dir / f"numpy{n}.npz", trace, store)
+            out[f"trace{n}_bytes"][store or "float32"] = float(path.stat().st_size)
+            out[f"trace{n}_bytes"][f"save_peak_growth_{store or 'float32'}"] = float(peak_rss() - before)
+            path.unlink()
+        del rec, trace
     return out
+
+
+def op_profile(cfg, weights, prompt: np.ndarray, step: np.ndarray | None) -> dict[str, float]:
+    """Seconds per op kind of one untraced forward (a prefill, or a decode step after ``prompt``): the time
+    between consecutive records, credited to the op of the record that ends it."""
+    times: dict[str, float] = {}
+    last = [0.0]
+
+    def listen(name: str) -> None:
+        now = time.perf_counter()
+        op = entry_for(name).op
+        times[op] = times.get(op, 0.0) + now - last[0]
+        last[0] = now
+
+    cache = KVCache.empty(cfg.num_hidden_layers)
+    forward(cfg, weights, prompt, Recorder(capture=[]), cache if step is not None else None)
+    rec = Recorder(capture=[], listener=listen)
+    last[0] = time.perf_counter()
+    if step is None:
+        forward(cfg, weights, prompt, rec)
+    else:
+        forward(cfg, weights, step, rec.scoped("decode.1."), cache)
+    return dict(sorted(times.items(), key=lambda kv: -kv[1]))
+
+
+def peak_rss() -> int:
+    """The process's peak resident memory so far, in bytes (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    if resource is None:  # Windows
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def torch_engine(cfg, repeats: int, trace_dir: Path) -> dict[str, dict[str, float]]:
@@ -139,7 +183,7 @@ def torch_engine(cfg, repeats: int, trace_dir: Path) -> dict[str, dict[str, floa
         rec = Recorder()
         run(traced, p[256], rec)
     path = save_trace(trace_dir / "torch256.npz", Trace.in_memory(rec.records, {"records": record_meta(rec)}))
-    out["trace256_bytes"] = {"torch": float(path.stat().st_size)}
+    out["torch_trace256_bytes"] = {"float32": float(path.stat().st_size)}
     return out
 
 
@@ -149,9 +193,7 @@ def child(engine: str, layers: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fn = numpy_engine if engine == "numpy" else torch_engine
         out = fn(cfg, repeats, Path(tmp))
-    # ru_maxrss is KiB on Linux, bytes on macOS; the resource module does not exist on Windows
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if resource is not None else 0
-    out["peak_rss_bytes"] = {engine: float(peak if sys.platform == "darwin" else peak * 1024)}
+    out["peak_rss_bytes"] = {engine: float(peak_rss())}
     print(json.dumps(out))
 
 
@@ -176,11 +218,21 @@ def report(r: dict[str, dict[str, float]], layers: int, repeats: int) -> str:
         f"decode bandwidth bound: {bound:.3f}s per token ({r['weight_bytes']['numpy'] / 1e9:.2f} GB of weights at "
         f"{r['bandwidth']['bytes_per_second'] / 1e9:.1f} GB/s)",
         f"peak memory: numpy {r['peak_rss_bytes']['numpy'] / gib:.2f} GiB, torch {r['peak_rss_bytes']['torch'] / gib:.2f} GiB",
-        f"256-token trace file: numpy {r['trace256_bytes']['numpy'] / 1e6:.0f} MB, torch {r['trace256_bytes']['torch'] / 1e6:.0f} MB",
+        *(f"{n}-token trace: {r[f'trace{n}_bytes']['in_memory'] / 1e9:.2f} GB in memory; file "
+          f"{r[f'trace{n}_bytes']['float32'] / 1e9:.3f} GB, {r[f'trace{n}_bytes']['float16'] / 1e9:.3f} GB with "
+          f"--store-dtype float16; peak memory while saving grew by "
+          f"{r[f'trace{n}_bytes']['save_peak_growth_float32'] / 1e9:.2f} GB" for n in (256, 512)),
+        f"torch 256-token trace file: {r['torch_trace256_bytes']['float32'] / 1e9:.3f} GB",
+        "where an untraced NumPy forward spends its time (seconds per op kind; prefill 32 / one decode step):",
+        *(f"  {op:18} {r['op_seconds_prefill32'].get(op, 0):8.4f} {r['op_seconds_decode'].get(op, 0):8.4f}"
+          for op in r["op_seconds_prefill32"]),
         "targets:",
         f"  numpy traced / torch untraced, prefill 32: {r['prefill32']['numpy_traced'] / r['prefill32']['torch']:.2f}× "
         f"(target ≤ 1.00)",
-        f"  numpy decode / bandwidth bound: {r['decode']['numpy'] / bound:.2f}× (target ≤ 1.15)",
+        f"  numpy decode / bandwidth bound: {r['decode']['numpy'] / bound:.2f}× untraced (target ≤ 1.10), "
+        f"{r['decode']['numpy_traced'] / bound:.2f}× traced (target ≤ 1.15)",
+        f"  512-token trace file: {r['trace512_bytes']['float16'] / 1e9:.3f} GB with --store-dtype float16 "
+        f"(target ≤ 1 GB)",
         f"  numpy tracing overhead, prefill 32: {r['prefill32']['numpy_traced'] / r['prefill32']['numpy']:.2f}× "
         f"(target ≤ 1.10)",
         f"  numpy tracing overhead, prefill 256: {r['prefill256']['numpy_traced'] / r['prefill256']['numpy']:.2f}× "
@@ -214,7 +266,7 @@ def main() -> None:
     results["bandwidth"] = {"bytes_per_second": bandwidth}
     results["decode_bandwidth_bound"] = {"seconds": results["weight_bytes"]["numpy"] / bandwidth}
     if args.json:
-        print(json.dumps({k: results[k] for k in (*CASES, "decode_bandwidth_bound")}, indent=2))
+        print(json.dumps(results, indent=2))
     else:
         print(report(results, args.layers, args.repeats))
 

@@ -16,7 +16,7 @@ from tracer.tracefile import save_trace  # noqa: E402
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 PAGES = {"run": "Run / open", "pipeline": "Pipeline map", "steps": "Step walker", "attention": "Attention",
          "rope": "RoPE", "moe": "MoE routing", "sampling": "Logits & sampling", "tokens": "Tokens & chat template",
-         "compare": "Compare"}
+         "compare": "Compare", "long_context": "Long context"}
 
 
 def make_trace(tmp_path, name, overrides=(), tokens=None, steps=1):

@@ -41,7 +41,7 @@ def test_round_trip_through_hf_dict():
 
 @pytest.mark.parametrize("change, message", [
     ({"model_type": "llama"}, "model_type 'llama'"),
-    ({"rope_scaling": {"rope_type": "yarn", "factor": 4}}, "RoPE scaling 'yarn'"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4}}, "rope_scaling.original_max_position_embeddings is missing"),
     ({"hidden_size": None}, "lacks hidden_size"),
 ])
 def test_bad_hf_configs(change, message):

@@ -10,6 +10,7 @@ import io
 import json
 import os
 import struct
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -461,7 +462,9 @@ def test_hostile_input_is_refused_in_one_line(argv, expect, build, base, tmp_pat
     old = tmp_path / "old.npz"
     old.write_bytes(OLD)
     hostile = build(tmp_path, base) if build else None
-    before_tmp = _tmp_dirs()
+    private_tmp = tmp_path / "tmp"  # every temporary file or folder of the command lands here
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     values = {"old": str(old), "d": str(tmp_path), "good": str(base / "good.npz"), "file": str(hostile)}
     code = main([a.format(**values) for a in argv])
     out, err = capsys.readouterr()
@@ -472,15 +475,11 @@ def test_hostile_input_is_refused_in_one_line(argv, expect, build, base, tmp_pat
     assert expect in lines[0], (expect, lines[0])
     assert old.read_bytes() == OLD
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
-    assert _tmp_dirs() <= before_tmp
+    assert not list(private_tmp.iterdir())
 
 
 def _no_exec(*args, **kwargs):
     raise AssertionError(f"a hostile case reached exec: {args[1][:4]}")
-
-
-def _tmp_dirs() -> set[str]:
-    return {p.name for p in Path("/tmp").glob("qwen3-tracer-*")}
 
 
 # --- the verdicts and behaviours around the errors ------------------------------------------------------------------

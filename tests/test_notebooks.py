@@ -19,11 +19,15 @@ RUNNER = Path(__file__).with_name("notebook_runner.py")
 ANSWER_CHECKS = {
     "01_dense_block_by_hand.py": [("box", 0.770, 0.5), ("box_f", 3.383, 1.964)],
     "02_moe_block_by_hand.py": [("box", 0.744, 0.5), ("box_z", 1.350, 1.974)],
+    # long-context notes §1, §2, §7: 24 pairs kept, a² = 1.29648, 4.50 GiB, W − 1 cached keys + the new one
+    "11_long_context.py": [("box_kept", 24, 40), ("box_a2", 1.2965, 1.1386), ("box_kv", 4.5, 9.0),
+                           ("box_window", 4, 11)],
 }
 
 
 def test_there_are_seven_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert [p.name[:2] for p in NOTEBOOKS][:7] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert "11" in [p.name[:2] for p in NOTEBOOKS]  # long context
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

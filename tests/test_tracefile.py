@@ -124,6 +124,10 @@ def test_half_precision_storage_for_display(tmp_path, half, bits):
         return sum(npz[n].nbytes for n in npz.files if n != "__meta__")
 
     assert payload(small) < 0.55 * payload(full)
+    with zipfile.ZipFile(small) as z:  # high bytes (sign, exponent) deflated, low bytes stored
+        q = {i.filename: i for i in z.infolist() if i.filename.startswith("layers.1.attn.q_proj")}
+    assert q["layers.1.attn.q_proj.npy"].compress_type == zipfile.ZIP_DEFLATED
+    assert q["layers.1.attn.q_proj.lo.npy"].compress_type == zipfile.ZIP_STORED
     for name in computed.names:
         x, y = computed[name], trace[name]
         assert y.dtype == x.dtype and y.shape == x.shape, name

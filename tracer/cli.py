@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="run a model on a prompt and save every intermediate tensor")
-    t.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b) or checkpoint directory")
+    t.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... qwen3-235b-a22b) "
+                                 "or checkpoint directory")
     src = t.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="text to tokenize")
     src.add_argument("--tokens", help="comma-separated token ids, e.g. 0,1,2,3")
@@ -119,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also estimate the memory and time of tracing N prompt tokens")
     i.add_argument("--max-memory", metavar="SIZE", help="budget the estimate is checked against (default 75%% of the "
                    "available memory)")
+    i.add_argument("--context", type=int, metavar="N", help="memory of N tokens: weights, KV cache, activations")
+    i.add_argument("--dtype", default=None, help="bytes per value for --context: bfloat16 (default), float16, float32, "
+                   "float64")
+    i.add_argument("--batch", type=int, default=None, metavar="B", help="sequences at once for --context (default 1)")
+    i.add_argument("--json", action="store_true", help="print the --context figures as JSON")
     return parser
 
 
@@ -406,6 +412,11 @@ def cmd_info(args: argparse.Namespace) -> None:
     from tracer.info import model_card
 
     model = load_model(args.model, args.set)
+    if args.context is not None or args.json or args.dtype is not None or args.batch is not None:
+        from tracer.memory import memory_command
+
+        print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json))
+        return
     print(model_card(model.cfg, model.name))
     for note in model.notes:
         print(f"note: {note}")

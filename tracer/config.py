@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from tracer import TracerError
+from tracer.longctx import RopeScaling
+from tracer.longctx import validate as validate_long_context
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,13 @@ class Qwen3Config:
     norm_topk_prob: bool = True
     decoder_sparse_step: int = 1
     mlp_only_layers: tuple[int, ...] = ()
+    # Long context (tracer/longctx.py): RoPE scaling and sliding-window attention, Hugging Face's names and defaults.
+    rope_scaling: RopeScaling | None = None
+    """RoPE scaling (linear, dynamic, yarn); None = default RoPE. config.json may spell it rope_parameters."""
+    use_sliding_window: bool = False
+    sliding_window: int | None = 4096
+    max_window_layers: int = 28
+    layer_types: tuple[str, ...] | None = None
     # Teaching variants (seed 004); real checkpoints keep the defaults.
     qk_norm: Literal["rms", "l2"] = "rms"
     """QK-Norm: per-head RMSNorm (Qwen3), or plain L2 normalisation of each row (seed 004 §3-5-4)."""
@@ -95,6 +104,15 @@ class Qwen3Config:
             key = key.strip()
             if not sep or not key:
                 raise TracerError(f"--set expects KEY=VALUE, got {item!r} (for example --set num_hidden_layers=2)")
+            if key == "rope_parameters":  # transformers v5 spelling: the scaling block, maybe with rope_theta
+                try:
+                    value = json.loads(raw)
+                except json.JSONDecodeError:
+                    value = raw
+                if isinstance(value, dict) and "rope_theta" in value:
+                    changes["rope_theta"] = value["rope_theta"]
+                changes["rope_scaling"] = RopeScaling.parse(value, key)
+                continue
             _check_field_name(key)
             try:
                 changes[key] = json.loads(raw)
@@ -115,9 +133,8 @@ class Qwen3Config:
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
         if "rope_theta" not in kw and isinstance(rope, dict) and "rope_theta" in rope:
             kw["rope_theta"] = rope["rope_theta"]
-        rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
-        if rope_type not in ("default", None):
-            raise TracerError(f"config.json asks for RoPE scaling {rope_type!r}; only default RoPE is supported")
+        if rope:
+            kw["rope_scaling"] = RopeScaling.parse(rope, "rope_parameters" if d.get("rope_parameters") else "rope_scaling")
         if "num_experts" not in kw and "num_local_experts" in d:
             kw["num_experts"] = d["num_local_experts"]
         if model_type == "qwen3":
@@ -144,6 +161,10 @@ class Qwen3Config:
                 continue
             if f.name in _TEACHING_FIELDS and value == f.default:
                 continue
+            if f.name in _LONG_CONTEXT_FIELDS and value == f.default:
+                continue
+            if isinstance(value, RopeScaling):
+                value = value.to_dict()
             d[f.name] = list(value) if isinstance(value, tuple) else value
         d["attention_bias"] = False
         return d
@@ -204,11 +225,13 @@ class Qwen3Config:
         from tracer.limits import check_config_limits
 
         check_config_limits(self)  # finite numbers, and sizes a machine can hold, before anything loops over them
+        validate_long_context(self)
 
 
 _TEACHING_FIELDS = {"qk_norm", "rope_degrees_per_position", "mask_value", "expert_act", "router_bias", "final_norm"}
 _MOE_FIELDS = {"num_experts", "num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob",
                "decoder_sparse_step", "mlp_only_layers"}
+_LONG_CONTEXT_FIELDS = {"rope_scaling", "use_sliding_window", "sliding_window", "max_window_layers", "layer_types"}
 _FIELD_TYPES = typing.get_type_hints(Qwen3Config)
 
 
@@ -248,6 +271,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     elif origin is tuple:
         if isinstance(value, (list, tuple)):
             return tuple(_coerce(f"{name}[{j}]", v, args[0]) for j, v in enumerate(value))
+    elif tp is RopeScaling:
+        return RopeScaling.parse(value, name)
     else:
         raise TypeError(f"no coercion rule for {tp}")
     want = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(

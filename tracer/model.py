@@ -14,6 +14,7 @@ import numpy as np
 
 from tracer import TracerError, ops
 from tracer.config import Qwen3Config
+from tracer.longctx import layer_window, rope_frequencies
 from tracer.recorder import Recorder
 from tracer.weights import lm_head_name
 
@@ -72,9 +73,14 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
         rec("embed.onehot", ops.one_hot(ids, cfg.vocab_size, dtype), ids)
     stream = rec("embed.out", ops.embedding(ids, table), ids, table)
 
-    # §3-5-5: rotary tables for these positions (shared by every layer).
-    cos_table, sin_table = ops.rope_tables(np.arange(start, start + len(ids)), rope_inv_freq(cfg), dtype)
-    rope = (rec("rope.cos", cos_table, ids), rec("rope.sin", sin_table, ids))
+    # §3-5-5: rotary tables for these positions (shared by every layer). RoPE scaling sets the frequencies ω
+    # (dynamic NTK from the current length) and a factor a on cos and sin, so every score is multiplied by a².
+    inv_freq, factor = rope_frequencies(cfg, start + len(ids))
+    omega = rec("rope.inv_freq", inv_freq.astype(dtype))
+    scale = rec("rope.attention_factor", np.array(factor, dtype=dtype))
+    cos_table, sin_table = ops.rope_tables(np.arange(start, start + len(ids)), inv_freq, np.float64)
+    rope = (rec("rope.cos", (cos_table * factor).astype(dtype), ids, omega, scale),
+            rec("rope.sin", (sin_table * factor).astype(dtype), ids, omega, scale))
 
     for i in range(cfg.num_hidden_layers):
         n = f"layers.{i}"
@@ -122,18 +128,25 @@ def attention(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x: np.ndarray,
     q_rot = rec(f"{n}.attn.q_rope", ops.apply_rope(q_normed, cos, sin), q_normed, cos, sin)
     k_rot = rec(f"{n}.attn.k_rope", ops.apply_rope(k_normed, cos, sin), k_normed, cos, sin)
 
-    # KV cache: a decode step attends to the cached positions plus its own.
+    # KV cache: a decode step attends to the cached positions plus its own. A sliding layer keeps only the
+    # last W − 1 positions (transformers' DynamicSlidingWindowLayer): with the next token, that is W keys.
+    window = layer_window(cfg, i)
     keys, values = k_rot, v
     if layer_cache is not None:
         if layer_cache.keys is not None and layer_cache.values is not None:
             past_k, past_v = layer_cache.keys, layer_cache.values
-            keys = rec(f"{n}.attn.k_cache", np.concatenate([past_k, k_rot], axis=1), past_k, k_rot)
-            values = rec(f"{n}.attn.v_cache", np.concatenate([past_v, v], axis=1), past_v, v)
+            held = slice(None) if window is None else slice(-window + 1, None)
+            keys = rec(f"{n}.attn.k_cache", np.concatenate([past_k[:, held], k_rot], axis=1), past_k, k_rot)
+            values = rec(f"{n}.attn.v_cache", np.concatenate([past_v[:, held], v], axis=1), past_v, v)
         layer_cache.keys, layer_cache.values = keys, values
 
     # §3-5-6 scores, causal mask, softmax.
     scores = rec(f"{n}.attn.scores", ops.attention_scores(q_rot, keys, cfg.head_dim ** -0.5), q_rot, keys)
-    mask = rec(f"{n}.attn.mask", ops.causal_mask(q_rot.shape[1], keys.shape[1], mask_value(cfg, x.dtype), x.dtype))
+    if window is None:
+        mask = rec(f"{n}.attn.mask", ops.causal_mask(q_rot.shape[1], keys.shape[1], mask_value(cfg, x.dtype), x.dtype))
+    else:
+        mask = rec(f"{n}.attn.mask", ops.sliding_window_mask(q_rot.shape[1], keys.shape[1], window,
+                                                             mask_value(cfg, x.dtype), x.dtype), op="sliding_window_mask")
     masked = rec(f"{n}.attn.masked_scores", scores + mask, scores, mask)
     probs = rec(f"{n}.attn.probs", ops.softmax(masked), masked)
 

@@ -173,6 +173,101 @@ def apply_rope_interleaved(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> n
     return out
 
 
+# RoPE scaling (context extension): each returns the frequencies and the attention factor a that
+# multiplies cos and sin (so every attention logit is multiplied by a²). Formulas of transformers'
+# ``ROPE_INIT_FUNCTIONS``.
+
+
+def rope_inv_freq_linear(head_dim: int, theta: float, factor: float) -> tuple[np.ndarray, float]:
+    """-> [Dh/2] float64, a. Position interpolation: ω_j = θ^(−2j/Dh) / factor (positions divided by factor), a = 1.
+
+    >>> rope_inv_freq_linear(4, 10000.0, 2.0)
+    (array([0.5  , 0.005]), 1.0)
+    """
+    return rope_inv_freq(head_dim, theta) / factor, 1.0
+
+
+def rope_inv_freq_dynamic(head_dim: int, theta: float, factor: float, seq_len: int,
+                          max_position_embeddings: int) -> tuple[np.ndarray, float]:
+    """-> [Dh/2] float64, a. Dynamic NTK: with L = max(seq_len, max_pos), the base grows to
+    θ' = θ·(factor·L/max_pos − (factor − 1))^(Dh/(Dh−2)) and ω_j = θ'^(−2j/Dh); a = 1. Unchanged up to max_pos.
+
+    >>> rope_inv_freq_dynamic(4, 10000.0, 2.0, 8, 16)[0]
+    array([1.  , 0.01])
+    >>> rope_inv_freq_dynamic(4, 10000.0, 2.0, 32, 16)[0]  # L = 2·max_pos: θ' = θ·3²
+    array([1.        , 0.00333333])
+    """
+    length = max(seq_len, max_position_embeddings)
+    base = theta * (factor * length / max_position_embeddings - (factor - 1)) ** (head_dim / (head_dim - 2))
+    return rope_inv_freq(head_dim, base), 1.0
+
+
+def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature: 0.1·mscale·ln(scale) + 1 for scale > 1, else 1.
+
+    >>> round(yarn_mscale(4.0), 10)
+    1.1386294361
+    """
+    return 0.1 * mscale * float(np.log(scale)) + 1.0 if scale > 1 else 1.0
+
+
+def yarn_correction_range(head_dim: int, theta: float, original_max_position_embeddings: int, beta_fast: float,
+                          beta_slow: float, truncate: bool = True) -> tuple[float, float]:
+    """-> (low, high) pair indices of YaRN's ramp. c(r) = Dh·ln(L₀/(2π r)) / (2 ln θ) is the pair that turns r
+    times in the original window L₀; low = c(beta_fast), high = c(beta_slow) (floor / ceil when truncating),
+    clamped to [0, Dh − 1].
+
+    >>> yarn_correction_range(128, 1e6, 32768, 32, 1)
+    (23, 40)
+    """
+    def dim(rotations: float) -> float:
+        return head_dim * float(np.log(original_max_position_embeddings / (rotations * 2 * np.pi))) / (
+            2 * float(np.log(theta)))
+
+    low, high = dim(beta_fast), dim(beta_slow)
+    if truncate:
+        low, high = int(np.floor(low)), int(np.ceil(high))
+    return max(low, 0), min(high, head_dim - 1)
+
+
+def yarn_ramp(low: float, high: float, num_pairs: int) -> np.ndarray:
+    """-> [Dh/2]. r_j = clip((j − low)/(high − low), 0, 1): 0 keeps pair j's frequency, 1 interpolates it
+    (high is nudged by 0.001 when it equals low).
+
+    >>> yarn_ramp(1, 3, 5)
+    array([0. , 0. , 0.5, 1. , 1. ])
+    """
+    if low == high:
+        high += 0.001
+    return np.clip((np.arange(num_pairs, dtype=np.float64) - low) / (high - low), 0.0, 1.0)
+
+
+def rope_inv_freq_yarn(head_dim: int, theta: float, factor: float, original_max_position_embeddings: int,
+                       beta_fast: float = 32.0, beta_slow: float = 1.0, attention_factor: float | None = None,
+                       mscale: float | None = None, mscale_all_dim: float | None = None,
+                       truncate: bool = True) -> tuple[np.ndarray, float]:
+    """-> [Dh/2] float64, a. YaRN: ω_j = ω_j^interp·r_j + ω_j^extrap·(1 − r_j) with ω^extrap = θ^(−2j/Dh),
+    ω^interp = ω^extrap / factor and r the ramp of ``yarn_ramp`` between ``yarn_correction_range``.
+    a = attention_factor if given; else mscale(factor, mscale)/mscale(factor, mscale_all_dim) when both are
+    set; else 0.1·ln(factor) + 1.
+
+    >>> w, a = rope_inv_freq_yarn(8, 10000.0, 4.0, 16)
+    >>> w, round(a, 6)
+    (array([1.0e+00, 2.5e-02, 2.5e-03, 2.5e-04]), 1.138629)
+    """
+    if attention_factor is None:
+        if mscale and mscale_all_dim:
+            attention_factor = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = yarn_mscale(factor)
+    extrapolated = rope_inv_freq(head_dim, theta)
+    interpolated = extrapolated / factor
+    low, high = yarn_correction_range(head_dim, theta, original_max_position_embeddings, beta_fast, beta_slow,
+                                      truncate)
+    ramp = yarn_ramp(low, high, head_dim // 2)
+    return interpolated * ramp + extrapolated * (1 - ramp), float(attention_factor)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Attention
 # ---------------------------------------------------------------------------------------------------
@@ -207,6 +302,23 @@ def causal_mask(num_queries: int, num_keys: int, mask_value: float, dtype: np.dt
     query_pos = np.arange(num_keys - num_queries, num_keys)[:, None]
     key_pos = np.arange(num_keys)[None, :]
     return np.where(key_pos <= query_pos, 0.0, mask_value).astype(dtype)
+
+
+def sliding_window_mask(num_queries: int, num_keys: int, window: int, mask_value: float,
+                        dtype: np.dtype = np.float32) -> np.ndarray:
+    """-> [T, S]. M[t, s] = 0 where key s is at or before query t and fewer than W positions back
+    (t − W < s ≤ t: W keys including itself), else mask_value. Queries are the last T positions of the S keys.
+
+    >>> sliding_window_mask(4, 4, 2, -100.0)
+    array([[   0., -100., -100., -100.],
+           [   0.,    0., -100., -100.],
+           [-100.,    0.,    0., -100.],
+           [-100., -100.,    0.,    0.]], dtype=float32)
+    """
+    query_pos = np.arange(num_keys - num_queries, num_keys)[:, None]
+    key_pos = np.arange(num_keys)[None, :]
+    visible = (key_pos <= query_pos) & (key_pos > query_pos - window)
+    return np.where(visible, 0.0, mask_value).astype(dtype)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

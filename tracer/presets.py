@@ -105,6 +105,31 @@ QWEN3_30B_A3B = Qwen3Config(
     num_experts_per_tok=8, moe_intermediate_size=768, norm_topk_prob=True, decoder_sparse_step=1,
 )
 
+
+def _dense(hidden: int, intermediate: int, layers: int, heads: int, tied: bool) -> Qwen3Config:
+    """A dense Qwen3 of the published family: head_dim 128, 8 KV heads, θ = 1e6, 40,960 positions."""
+    return Qwen3Config(
+        vocab_size=151936, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+        rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=tied,
+    )
+
+
+# The published config.json of each size (Hugging Face Hub, Qwen/Qwen3-*), and the Qwen3 technical report table.
+QWEN3_FAMILY: dict[str, Qwen3Config] = {
+    "qwen3-1.7b": _dense(2048, 6144, 28, 16, tied=True),
+    "qwen3-4b": _dense(2560, 9728, 36, 32, tied=True),
+    "qwen3-8b": _dense(4096, 12288, 36, 32, tied=False),
+    "qwen3-14b": _dense(5120, 17408, 40, 40, tied=False),
+    "qwen3-32b": _dense(5120, 25600, 64, 64, tied=False),
+    "qwen3-235b-a22b": Qwen3Config(
+        vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=94,
+        num_attention_heads=64, num_key_value_heads=4, head_dim=128, max_position_embeddings=40960,
+        rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, num_experts=128,
+        num_experts_per_tok=8, moe_intermediate_size=1536, norm_topk_prob=True, decoder_sparse_step=1,
+    ),
+}
+
 PRESETS: dict[str, Preset] = {
     "toy-dense": Preset(
         Qwen3Config(**_TOY, tie_word_embeddings=True),
@@ -136,6 +161,9 @@ PRESETS: dict[str, Preset] = {
                "Random expert weights are made only for the experts the tokens are routed to.",),
     ),
 }
+PRESETS.update({name: Preset(cfg, f"Qwen3-{name.split('-', 1)[1].upper()} shape (published config.json), seeded random "
+                                  "weights; shrink it (--set num_hidden_layers=N) to trace")
+                for name, cfg in QWEN3_FAMILY.items()})
 
 
 def get_preset(name: str) -> Preset:

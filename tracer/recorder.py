@@ -55,7 +55,7 @@ class Recorder:
         self._seen.add(full)
         value = np.asarray(value)
         if self.round_decimals is not None and np.issubdtype(value.dtype, np.floating):
-            value = np.round(value, self.round_decimals) + value.dtype.type(0)  # + 0 turns −0.0 into 0.0
+            value = np.asarray(np.round(value, self.round_decimals) + value.dtype.type(0))  # + 0: −0.0 -> 0.0
         if self.wants(full):
             self.inputs[full] = [self._name_of(x) for x in inputs]
             if not value.flags.owndata and value.base is not None:

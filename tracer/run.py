@@ -15,6 +15,7 @@ from tracer.chat import check_messages, checkpoint_template, render_chat, render
 from tracer.checkpoint import CheckpointWeights, read_config
 from tracer.config import Qwen3Config
 from tracer.limits import check_device, check_suppress
+from tracer.longctx import context_limit
 from tracer.model import Sampling, generate
 from tracer.presets import PRESETS, get_preset
 from tracer.recorder import Recorder
@@ -137,9 +138,9 @@ def check_tokens(cfg: Qwen3Config, ids: list[int], max_new_tokens: int) -> None:
     if bad:
         raise TracerError(f"token id {bad[0]} is outside the vocabulary (0..{cfg.vocab_size - 1})")
     total = len(ids) + max_new_tokens - 1
-    if total > cfg.max_position_embeddings:
+    if total > context_limit(cfg):
         raise TracerError(f"{len(ids)} prompt tokens + {max_new_tokens - 1} decode steps exceed "
-                          f"max_position_embeddings ({cfg.max_position_embeddings}); shorten the prompt")
+                          f"max_position_embeddings ({context_limit(cfg)}); shorten the prompt")
 
 
 def token_labels(model: Model, ids: list[int]) -> list[str]:

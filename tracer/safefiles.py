@@ -283,11 +283,15 @@ class CheckedStore(Mapping[str, np.ndarray]):
             storage = info.get("storage", {})
             if storage.get("kind") is not None or name not in headers:
                 continue
-            shape, _ = headers[name]
-            want = [2, math.prod(info["shape"])] if "dtype" in storage else list(info["shape"])
-            if list(shape) != want:
-                raise TracerError(t("safety.shape_mismatch", "en", label=label, name=name, shape=list(shape),
-                                    meta=want))
+            from tracer.storage import LOW_BYTES
+
+            members = [name, name + LOW_BYTES] if "dtype" in storage else [name]
+            want = [math.prod(info["shape"])] if "dtype" in storage else list(info["shape"])
+            for member in members:  # half precision: the high and the low bytes, one plane each
+                shape = list(headers.get(member, ((), ""))[0])
+                if shape != want:
+                    raise TracerError(t("safety.shape_mismatch", "en", label=label, name=member, shape=shape,
+                                        meta=want))
 
     def check_values(self, name: str, value: np.ndarray) -> None:
         """A record as read (decoded, rebuilt): the shape and dtype its metadata gives; NaN/Inf only where allowed."""

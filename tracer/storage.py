@@ -74,9 +74,14 @@ def from_byte_planes(planes: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(planes.T).view("<u2").reshape(-1).astype(np.uint16)
 
 
+LOW_BYTES = ".lo"
+"""Suffix of the zip member holding a half-precision record's low bytes (its high bytes are under its name)."""
+
+
 def encode_numbers(value: np.ndarray, store_dtype: str | None) -> tuple[np.ndarray, dict[str, Any]]:
     """The array to write and its storage note: as computed ({}), or in half precision as byte planes
-    (``{"dtype": "float16" | "bfloat16", "shape": [...]}``), which the writer deflates."""
+    (``{"dtype": "float16" | "bfloat16", "shape": [...]}``): the writer deflates the high bytes (sign and
+    exponent, which compress) and stores the low bytes (mantissa bits, which do not) as they are."""
     if store_dtype is None or not np.issubdtype(value.dtype, np.floating) or value.dtype.itemsize <= 2:
         return value, {}
     if store_dtype == "bfloat16":
@@ -87,15 +92,16 @@ def encode_numbers(value: np.ndarray, store_dtype: str | None) -> tuple[np.ndarr
     return byte_planes(halves), {"dtype": store_dtype, "shape": list(value.shape)}
 
 
-def decode_numbers(stored: np.ndarray, info: dict[str, Any]) -> np.ndarray:
-    """The record's values from what was written (widened back to the record's dtype)."""
+def decode_numbers(stored: np.ndarray | tuple[np.ndarray, np.ndarray], info: dict[str, Any]) -> np.ndarray:
+    """The record's values from what was written — the array, or for half precision its (low, high) byte
+    planes — widened back to the record's dtype."""
     storage = info.get("storage", {})
     half = storage.get("dtype")
     if half is None:
-        return stored
-    words = from_byte_planes(stored).reshape(storage["shape"])
+        return stored  # type: ignore[return-value]
+    words = from_byte_planes(np.stack(stored)).reshape(storage["shape"])
     values = from_bfloat16_bits(words) if half == "bfloat16" else words.view(np.float16)
-    return values.astype(info["dtype"])
+    return np.asarray(values.astype(info["dtype"]))  # a 0-d record stays an array (numpy ops give scalars)
 
 
 def rebuildable(value: np.ndarray, info: dict[str, Any], inputs: Sequence[np.ndarray]) -> bool:
@@ -126,7 +132,7 @@ def rebuild(info: dict[str, Any], inputs: Sequence[np.ndarray]) -> np.ndarray:
     return REBUILD[info["op"]](inputs, info)
 
 
-def scatter_visible(stored: np.ndarray, mask: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+def scatter_visible(stored: np.ndarray | tuple[np.ndarray, np.ndarray], mask: np.ndarray, info: dict[str, Any]) -> np.ndarray:
     """A record stored without its masked zeros, put back in its full shape."""
     out = np.zeros(info["shape"], dtype=info["dtype"])
     out[..., mask == 0] = decode_numbers(stored, info)

@@ -21,7 +21,7 @@ import tracer
 from tracer import TracerError
 from tracer.recorder import Recorder
 from tracer.schema import OPS, SCHEMA_VERSION, entry_for
-from tracer.storage import (ARITY, STORE_DTYPES, decode_numbers, encode_numbers, mask_fill, rebuild, rebuildable,
+from tracer.storage import (ARITY, LOW_BYTES, STORE_DTYPES, decode_numbers, encode_numbers, mask_fill, rebuild, rebuildable,
                             scatter_visible, visible_only)
 
 META_KEY = "__meta__"
@@ -83,15 +83,16 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
                     written = value[..., trace[storage["mask"]] == 0] if storage.get("kind") == "visible" else value
                     written, half = encode_numbers(written, store_dtype)
                     storage.update(half)
-                    target = f"{name}.npy" if half else zipfile.ZipInfo(f"{name}.npy")  # a ZipInfo: stored
-                    with zf.open(target, "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, written, allow_pickle=False)
+                    if half:  # high bytes deflated (a name: the archive's default), low bytes stored
+                        _write_member(zf, f"{name}.npy", written[1])
+                        _write_member(zf, zipfile.ZipInfo(f"{name}{LOW_BYTES}.npy"), written[0])
+                    else:
+                        _write_member(zf, zipfile.ZipInfo(f"{name}.npy"), written)
                 if storage:
                     info["storage"] = storage
                 records_meta.append(info)
             meta = {**trace.meta, "records": records_meta, "store_dtype": store_dtype}
-            with zf.open(zipfile.ZipInfo(f"{META_KEY}.npy"), "w") as member:
-                np.lib.format.write_array(member, np.array(json.dumps(meta, ensure_ascii=False)))
+            _write_member(zf, zipfile.ZipInfo(f"{META_KEY}.npy"), np.array(json.dumps(meta, ensure_ascii=False)))
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -100,6 +101,12 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _write_member(zf: zipfile.ZipFile, target: str | zipfile.ZipInfo, array: np.ndarray) -> None:
+    """One ``.npy`` member, streamed into the zip (a ZipInfo target is stored, a name deflated)."""
+    with zf.open(target, "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def _storage_of(trace: Trace, name: str, info: dict[str, Any], value: np.ndarray) -> dict[str, Any]:
@@ -158,9 +165,9 @@ class Trace:
             if kind == "rebuilt":
                 value = rebuild(info, [self[n] for n in info["inputs"]])
             elif kind == "visible":
-                value = scatter_visible(self._store[name], self[info["storage"]["mask"]], info)
+                value = scatter_visible(self._stored(name), self[info["storage"]["mask"]], info)
             else:
-                value = decode_numbers(self._store[name], info)
+                value = decode_numbers(self._stored(name), info)
         except (ValueError, IndexError, TypeError, KeyError) as exc:
             if self.check_values is None:
                 raise
@@ -170,6 +177,12 @@ class Trace:
             self.check_values(name, value)  # a file's records: NaN/Inf only where the schema allows them
         value.flags.writeable = False
         return value
+
+    def _stored(self, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """What the file holds for a record: its array, or a half-precision record's (low, high) byte planes."""
+        if "dtype" in self.info[name].get("storage", {}):
+            return self._store[name + LOW_BYTES], self._store[name]
+        return self._store[name]
 
     @property
     def half_precision(self) -> str | None:
@@ -193,6 +206,11 @@ class Trace:
 def _storage_kind(record: dict[str, Any]) -> Any:
     storage = record.get("storage")
     return storage.get("kind") if isinstance(storage, dict) else None
+
+
+def _half(record: dict[str, Any]) -> bool:
+    storage = record.get("storage")
+    return isinstance(storage, dict) and "dtype" in storage
 
 
 def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = None, *, max_bytes: int | None = None,
@@ -234,8 +252,9 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
         raise TracerError(f"{label} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
                           f"upgrade qwen3-tracer to open it")
     records = [r if isinstance(r, dict) else {} for r in meta["records"]]
-    missing = [str(r.get("name")) for r in records if _storage_kind(r) != "rebuilt"
-               and (r.get("name") not in headers or r.get("name") == META_KEY)]
+    missing = [str(r.get("name")) for r in records if _storage_kind(r) != "rebuilt" and (
+               r.get("name") not in headers or r.get("name") == META_KEY
+               or (_half(r) and f"{r.get('name')}{LOW_BYTES}" not in headers))]
     if missing:
         raise TracerError(f"{label} lists records it does not contain (first: {escape_controls(missing[0])[:80]}); "
                           f"the file is damaged")

@@ -61,7 +61,7 @@ def hf_config(cfg: Qwen3Config) -> Any:
     _, transformers = require_torch()
     d = {k: v for k, v in cfg.to_hf_dict().items() if k not in ("architectures", "model_type", "qk_norm",
                                                                   "rope_degrees_per_position")}
-    d["rope_parameters"] = {"rope_type": "default", "rope_theta": d.pop("rope_theta")}
+    d["rope_parameters"] = {**(d.pop("rope_scaling", None) or {"rope_type": "default"}), "rope_theta": d.pop("rope_theta")}
     if cfg.is_moe:
         hf = transformers.Qwen3MoeConfig(**d)
         hf.head_dim = cfg.head_dim
@@ -310,8 +310,13 @@ class _Session:
             self.rec("embed.out", self.np(out[0]), self.full("tokens"), "model.embed_tokens.weight")
 
         def on_rotary(out: Any) -> None:
-            self.rec("rope.cos", self.np(out[0][0]), self.full("tokens"))
-            self.rec("rope.sin", self.np(out[1][0]), self.full("tokens"))
+            # the rotary module's table as this forward used it (dynamic NTK updates it before computing cos/sin)
+            self.rec("rope.inv_freq", self.np(m.rotary_emb.inv_freq.to(out[0].dtype)))
+            self.rec("rope.attention_factor", np.array(m.rotary_emb.attention_scaling, dtype=self.np(out[0]).dtype))
+            self.rec("rope.cos", self.np(out[0][0]), self.full("tokens"), self.full("rope.inv_freq"),
+                     self.full("rope.attention_factor"))
+            self.rec("rope.sin", self.np(out[1][0]), self.full("tokens"), self.full("rope.inv_freq"),
+                     self.full("rope.attention_factor"))
 
         self.hook(m.embed_tokens, on_embed)
         self.hook(m.rotary_emb, on_rotary)
