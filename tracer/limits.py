@@ -21,7 +21,7 @@ MAX_TENSORS = 500_000
 """Most weight tensors a config may name (Qwen3-235B-A22B has about 37,000)."""
 _SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
           "num_key_value_heads", "head_dim", "max_position_embeddings", "num_experts", "num_experts_per_tok",
-          "moe_intermediate_size", "decoder_sparse_step")
+          "moe_intermediate_size", "decoder_sparse_step", "sliding_window", "max_window_layers")
 _FLOATS = ("rope_theta", "rms_norm_eps", "initializer_range")
 
 
@@ -54,8 +54,8 @@ def check_config_limits(cfg: Qwen3Config) -> None:
         if not math.isfinite(angle):
             raise TracerError(t("safety.config_not_finite", "en", key=f"rope_degrees_per_position[{j}]", value=angle))
     for name in _SIZES:
-        value = getattr(cfg, name)
-        if value > MAX_DIM:
+        value = getattr(cfg, name, None)
+        if value is not None and value > MAX_DIM:
             raise TracerError(t("safety.config_too_large", "en", key=name, value=value, limit=MAX_DIM))
     count = tensor_count(cfg)
     if count > MAX_TENSORS:
