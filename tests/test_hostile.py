@@ -335,8 +335,8 @@ def _cases():
                           ("num_hidden_layers", "KEY=VALUE"), ("=2", "KEY=VALUE"), ("evil=1", "'evil'"),
                           ("head_dim=3", "head_dim"), ("vocab_size=1e20", "vocab_size"),
                           ("mlp_only_layers=\"x\"", "mlp_only_layers"),
-                          ('rope_scaling={{"rope_type": "yarn", "factor": NaN, "original_max_position_embeddings": 64}}',
-                           "finite"), ("rope_scaling=[]", "rope_scaling"), ("sliding_window=100000000000000",
+                          ('rope_scaling={{"rope_type": "yarn", "factor": NaN, '
+                           '"original_max_position_embeddings": 64}}', "finite"), ("rope_scaling=[]", "rope_scaling"), ("sliding_window=100000000000000",
                                                                             "sliding_window")]:
         case(f"trace-set-{value}", ["trace", "qwen3-0.6b", "--tokens", "1,2", "--out", "{old}", "--set", value],
              expect)
@@ -501,7 +501,8 @@ def test_compare_gives_traces_full_of_nan_a_verdict(base, tmp_path, capsys):
 
 
 def test_show_escapes_terminal_control_characters(base, tmp_path, capsys):
-    path = mutate(lambda a, m: m.__setitem__("token_labels", ["\x1b[2J\x1b]0;pwned\x07", "b", "c", "d"]))(tmp_path, base)
+    labels = ["\x1b[2J\x1b]0;pwned\x07", "b", "c", "d"]
+    path = mutate(lambda a, m: m.__setitem__("token_labels", labels))(tmp_path, base)
     assert main(["show", str(path), "embed.out"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J" in out

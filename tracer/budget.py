@@ -101,8 +101,8 @@ def parameter_count(cfg: Qwen3Config) -> int:
     per_expert = (3 if cfg.expert_act == "swiglu" else 2) * cfg.moe_intermediate_size * d
     sparse = cfg.num_experts * d + (cfg.num_experts if cfg.router_bias else 0) + cfg.num_experts * per_expert
     embed = cfg.vocab_size * d * (1 if cfg.tie_word_embeddings else 2)
-    return (embed + (d if cfg.final_norm else 0) + cfg.num_hidden_layers * attention + n_dense * 3 * cfg.intermediate_size
-            * d + n_sparse * sparse)
+    dense = 3 * cfg.intermediate_size * d
+    return embed + (d if cfg.final_norm else 0) + cfg.num_hidden_layers * attention + n_dense * dense + n_sparse * sparse
 
 
 def active_parameters(cfg: Qwen3Config) -> int:

@@ -116,14 +116,16 @@ def render_jinja(template: str, messages: list[dict[str, Any]], tools: list[dict
 
     from tracer.limits import bounded_sandbox, render_bounded
 
-    env = bounded_sandbox(ImmutableSandboxedEnvironment)(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    sandbox = bounded_sandbox(ImmutableSandboxedEnvironment)
+    env = sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
         x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
     env.globals["raise_exception"] = raise_exception
     try:
         compiled = env.from_string(template)
-        return render_bounded(compiled, dict(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                                             enable_thinking=enable_thinking, bos_token="", eos_token="<|im_end|>"))
+        context = dict(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                       enable_thinking=enable_thinking, bos_token="", eos_token="<|im_end|>")
+        return render_bounded(compiled, context)
     except (TemplateError, RecursionError, TypeError, ValueError, AttributeError) as exc:
         raise TracerError(f"the chat template failed: {exc}") from None
 
