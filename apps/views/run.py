@@ -51,10 +51,14 @@ with run_tab:
             sampling = Sampling(temperature, top_k or None, top_p if top_p < 1 else None, model.suppress_tokens)
             globs = [g.strip() for g in capture.split(",") if g.strip()] or None
             guard.check_run(model.cfg, len(ids), int(max_new), globs, backend)
-            st.button("Cancel", key="cancel_run")  # any click reruns the page, which stops this run
-            with guard.run_slot():  # a bounded pool shared by every session: wait for a free worker
-                trace = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
-                                  capture=globs, backend=backend, listener=progress)
+            stop = st.empty()
+            stop.button("Cancel", key="cancel_run")  # any click reruns the page, which stops this run
+            try:
+                with guard.run_slot():  # a bounded pool shared by every session: wait for a free worker
+                    trace = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
+                                      capture=globs, backend=backend, listener=progress)
+            finally:
+                stop.empty()
             bar.empty()
             open_trace(trace)
             st.rerun()
