@@ -21,7 +21,10 @@ PAGES = [
     st.Page("views/sampling.py", title="Logits & sampling"),
     st.Page("views/tokens.py", title="Tokens & chat template"),
     st.Page("views/compare.py", title="Compare"),
+    st.Page("views/quant.py", title="Quantization drift"),
     st.Page("views/long_context.py", title="Long context"),
+    st.Page("views/training.py", title="Training"),
+    st.Page("views/vision.py", title="Vision (Qwen3-VL)"),
 ]
 with guard.boundary():  # any error: a one-line message box, never a traceback or a server path
     st.navigation(PAGES).run()

@@ -19,6 +19,12 @@ RUNNER = Path(__file__).with_name("notebook_runner.py")
 ANSWER_CHECKS = {
     "01_dense_block_by_hand.py": [("box", 0.770, 0.5), ("box_f", 3.383, 1.964)],
     "02_moe_block_by_hand.py": [("box", 0.744, 0.5), ("box_z", 1.350, 1.974)],
+    # seed 001's example −ln 0.70 (its "MSE"); AdamW's first step moves a weight by −lr against its gradient's sign;
+    # DPO at reference = policy is −log σ(0) = ln 2 (facts note §6)
+    "10_training_step.py": [("box_ce", 0.357, 0.09), ("box_adam", -0.05, 0.05), ("box_dpo", 0.693, 0.0)],
+    # 448² is a multiple of 32: 28×28 patches, 196 tokens; the tiny picture's first text token is at 5 (0 start,
+    # image ids 1..3, end 4); Qwen3-VL-2B taps 3 vision blocks (facts note §2, seed 002)
+    "09_vision.py": [("box_448", 196, 784), ("box_pos", 5, 8), ("box_ds", 3, 28)],
     # long-context notes §1, §2, §7: 24 pairs kept, a² = 1.29648, 4.50 GiB, W − 1 cached keys + the new one
     "11_long_context.py": [("box_kept", 24, 40), ("box_a2", 1.2965, 1.1386), ("box_kv", 4.5, 9.0),
                            ("box_window", 4, 11)],
@@ -26,8 +32,9 @@ ANSWER_CHECKS = {
 
 
 def test_there_are_seven_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS][:7] == ["01", "02", "03", "04", "05", "06", "07"]
-    assert "11" in [p.name[:2] for p in NOTEBOOKS]  # long context
+    names = [p.name[:2] for p in NOTEBOOKS]
+    assert names[:7] == ["01", "02", "03", "04", "05", "06", "07"]
+    assert {"09", "10", "11"} <= set(names)  # vision, one training step, long context
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -109,18 +109,24 @@ def _header(path: Path) -> dict[str, Any]:
 
 
 class CheckpointWeights(Mapping[str, np.ndarray]):
-    """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use."""
+    """A checkpoint's tensors by Hugging Face name, memory-mapped and converted on first use.
 
-    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32):
+    ``stream=True`` keeps no converted tensor: each access reads the mapped bytes again and, once converted,
+    releases the file pages (``tracer.sources.stream``), so only the layer being computed is resident.
+    """
+
+    def __init__(self, directory: Path, cfg: Qwen3Config, dtype: np.dtype = np.float32,
+                 shapes: Mapping[str, tuple[int, ...]] | None = None, stream: bool = False):
         self.directory = directory
         self.dtype = np.dtype(dtype)
+        self.stream = stream
         self.warnings: list[str] = []
         files = weight_files(directory, self.warnings)
         self._headers = {path: _header(path) for path in sorted(set(files.values()))}
         self._files = files
         self._maps: dict[Path, np.memmap] = {}
         self._made: dict[str, np.ndarray] = {}
-        self._shapes = weight_shapes(cfg)
+        self._shapes = dict(shapes) if shapes is not None else weight_shapes(cfg)
         for name, shape in self._shapes.items():
             if name not in files or name not in self._headers[files[name]]:
                 raise TracerError(f"checkpoint {directory} lacks tensor {name} (shape {list(shape)})")
@@ -131,6 +137,8 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
                 raise TracerError(f"tensor {name} is {info['dtype']}; supported: float32, bfloat16, float16")
 
     def __getitem__(self, name: str) -> np.ndarray:
+        if self.stream:
+            return self._read(name)
         if name not in self._made:
             self._made[name] = self._read(name)
         return self._made[name]
@@ -144,6 +152,10 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
     def stored_dtypes(self) -> set[str]:
         return {self._headers[self._files[n]][n]["dtype"] for n in self._shapes}
 
+    def stored_bits(self, name: str) -> float:
+        """Bits per weight of a tensor as stored in the file (16 for bfloat16 and float16)."""
+        return 8.0 * np.dtype(SAFETENSORS_DTYPES[self._headers[self._files[name]][name]["dtype"]]).itemsize
+
     def _read(self, name: str) -> np.ndarray:
         path = self._files[name]
         info = self._headers[path][name]
@@ -151,16 +163,43 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
             self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
         start = info["start"]
         end = start + info["data_offsets"][1] - info["data_offsets"][0]
-        raw = self._maps[path][start:end].view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-        if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32: shift it back, exactly
-            value = (raw.astype(np.uint32) << 16).view(np.float32).astype(self.dtype, copy=False)
+        stored = SAFETENSORS_DTYPES[info["dtype"]]
+        if self.stream:
+            value = self._read_streamed(self._maps[path], start, stored, info["shape"])
         else:
-            value = raw if raw.dtype == self.dtype else raw.astype(self.dtype)
+            raw = self._maps[path][start:end].view(stored).reshape(info["shape"])
+            value = raw if raw.dtype == self.dtype else _widen(raw, self.dtype)
         if not np.isfinite(value).all():
             from tracer.i18n import t
 
             raise TracerError(t("safety.weight_nonfinite", "en", name=name, source=path.name))
         return value
+
+    def _read_streamed(self, mapped: np.memmap, start: int, stored: Any, shape: list[int]) -> np.ndarray:
+        """Convert a slab at a time into a new array, releasing each slab's file pages once converted, so
+        the peak is the converted tensor plus one slab (not plus the whole mapped tensor)."""
+        from tracer.sources.stream import release_pages
+
+        out = np.empty(shape, dtype=self.dtype)
+        flat = out.reshape(-1)
+        item = np.dtype(stored).itemsize
+        for first in range(0, flat.size, STREAM_SLAB):
+            last = min(flat.size, first + STREAM_SLAB)
+            flat[first:last] = _widen(mapped[start + first * item:start + last * item].view(stored), self.dtype)
+            release_pages(mapped, start + first * item, start + last * item)
+        return out
+
+
+STREAM_SLAB = 1 << 22  # elements converted at a time by a streamed read (16 MiB of float32)
+
+
+def _widen(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Stored values (float32, float16, or bfloat16 bit patterns as uint16) -> ``dtype``."""
+    if raw.dtype == np.uint16:  # bfloat16 is the top half of a float32: shift it back, exactly
+        wide = raw.astype(np.uint32)
+        wide <<= 16  # in place: no second full-size temporary
+        return wide.view(np.float32).astype(dtype, copy=False)
+    return raw.astype(dtype)
 
 
 def bfloat16_bits(x: np.ndarray) -> np.ndarray:
@@ -175,7 +214,9 @@ def bfloat16_bits(x: np.ndarray) -> np.ndarray:
 
 
 def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], directory: Path, dtype: str = "float32",
-                      max_shard_bytes: int = 2 * 1024**3, tokenizer: bool = True) -> list[Path]:
+                      max_shard_bytes: int = 2 * 1024**3, tokenizer: bool = True,
+                      shapes: Mapping[str, tuple[int, ...]] | None = None,
+                      hf_config: dict[str, Any] | None = None) -> list[Path]:
     """Write a Hugging Face checkpoint directory: config.json, safetensors (sharded past max_shard_bytes),
     and, for Qwen's real vocabulary, tokenizer.json and tokenizer_config.json with the chat template."""
     from safetensors import TensorSpec, serialize_file
@@ -183,13 +224,14 @@ def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], direc
     if dtype not in ("float32", "bfloat16"):
         raise TracerError(f"--dtype for export must be float32 or bfloat16, got {dtype!r}")
     directory.mkdir(parents=True, exist_ok=True)
-    hf = cfg.to_hf_dict()
+    hf = dict(hf_config) if hf_config is not None else cfg.to_hf_dict()
     hf["torch_dtype"] = dtype
+    shapes = dict(shapes) if shapes is not None else weight_shapes(cfg)
     (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
     shards: list[list[str]] = [[]]
     size = 0
     item = 4 if dtype == "float32" else 2
-    for name, shape in weight_shapes(cfg).items():
+    for name, shape in shapes.items():
         nbytes = int(np.prod(shape)) * item
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
@@ -209,7 +251,7 @@ def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], direc
         serialize_file(specs, str(directory / filename), metadata={"format": "pt"})
         written.append(directory / filename)
     if len(shards) > 1:
-        total = sum(int(np.prod(s)) * item for s in weight_shapes(cfg).values())
+        total = sum(int(np.prod(s)) * item for s in shapes.values())
         index = {"metadata": {"total_size": total},
                  "weight_map": {n: f for shard, f in zip(shards, names) for n in shard}}
         (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")

@@ -11,14 +11,24 @@ from typing import NoReturn
 
 from tracer import TracerError, __version__
 from tracer.argtypes import finite_float, whole
-from tracer.chat import load_json_file, thinking_mode
+from tracer.chat import load_json_file, official_template, thinking_mode
 from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
+from tracer.presets import PRESETS
 from tracer.show import format_record, select
 from tracer.storage import STORE_DTYPES
+from tracer.tokenizer import VOCAB_SIZE as QWEN_VOCAB
 from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
 from tracer.tracefile import Trace, check_writable, load_trace, save_trace
+from tracer.train_cli import add_parser as add_train_step_parser
+from tracer.train_cli import cmd_train_step
+
+
+MODEL_HELP = ("preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... qwen3-235b-a22b, "
+              "qwen3-vl-tiny, qwen3-vl-2b), "
+              "checkpoint directory, FILE.gguf, "
+              "hf:ORG/NAME[@REVISION] (Hugging Face cache) or ollama:NAME[:TAG] (Ollama store)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,22 +43,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="run a model on a prompt and save every intermediate tensor")
-    t.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... qwen3-235b-a22b) "
-                                 "or checkpoint directory")
+    t.add_argument("model", help=MODEL_HELP)
     src = t.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="text to tokenize")
     src.add_argument("--tokens", help="comma-separated token ids, e.g. 0,1,2,3")
     t.add_argument("--chat", action="store_true", help="wrap --prompt as a user turn with the chat template")
+    t.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an image for a Qwen3-VL model (repeatable); one per <|image_pad|> in the prompt, or all "
+                        "placed before the prompt when it has none")
     t.add_argument("--system", help="system prompt for --chat")
     t.add_argument("--no-thinking", action="store_true", help="with --chat: enable_thinking=False")
     _model_args(t)
     t.add_argument("--round", type=int, metavar="N", help="hand-calculation mode: round every record to N decimals")
     t.add_argument("--capture", action="append", metavar="GLOB", help="record only matching names (repeatable)")
     t.add_argument("--max-new-tokens", type=int, default=1, metavar="N", help="tokens to generate (default 1)")
-    t.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    t.add_argument("--temperature", type=float, help="0 = greedy (default, or the Ollama model's params)")
     t.add_argument("--top-k", type=int, metavar="K")
     t.add_argument("--top-p", type=float, metavar="P")
     t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids (or special tokens) never to generate")
+    t.add_argument("--reference", metavar="MODEL",
+                   help="the unquantized model MODEL was made from: record quant.{weight}.error for every weight")
+    t.add_argument("--stream", action="store_true",
+                   help="keep no converted weight in memory: read each layer from the mapped file when it runs")
     t.add_argument("--out", required=True, metavar="FILE.npz")
     t.add_argument("--store-dtype", choices=STORE_DTYPES,
                    help="keep the numbers in half precision, for display (about half the file; compare refuses it)")
@@ -70,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("tokenize", help="Qwen3 token ids of a text, with each token's bytes and text")
     k.add_argument("text")
-    k.add_argument("--model", help="a checkpoint directory whose tokenizer.json to use (default: Qwen3's BPE)")
+    k.add_argument("--model", help="a model whose own tokenizer to use (checkpoint tokenizer.json, GGUF metadata; "
+                                   "default: Qwen3's BPE)")
     k.add_argument("--json", action="store_true", help='print {"ids": [...], "tokens": [...]}')
 
     c = sub.add_parser("chat", help="render a conversation with Qwen3's chat template")
@@ -78,17 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tools", metavar="FILE.json", help="list of tool (function) schemas")
     c.add_argument("--no-thinking", action="store_true", help="enable_thinking=False")
     c.add_argument("--no-generation-prompt", action="store_true", help="do not open an assistant turn")
-    c.add_argument("--model", help="a checkpoint directory whose own chat template to use")
+    c.add_argument("--model", help="a model whose own chat template to use (checkpoint, GGUF, hf:, ollama:)")
     c.add_argument("--json", action="store_true", help='print {"text": ..., "ids": [...]}')
 
-    e = sub.add_parser("export", help="write seeded random weights as a Hugging Face checkpoint directory")
-    e.add_argument("model", help="preset name")
+    e = sub.add_parser("export", help="write a model as a Hugging Face checkpoint directory or a GGUF file")
+    e.add_argument("model", help=MODEL_HELP)
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     e.add_argument("--max-shard-gb", type=finite_float("--max-shard-gb", 1e-9), default=2.0,
                    help="largest safetensors file, in GiB (default 2)")
-    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--format", choices=("safetensors", "gguf"), default="safetensors",
+                   help="safetensors: a checkpoint folder (default); gguf: one GGUF file (F32, or BF16 with --dtype)")
+    e.add_argument("--out", required=True, metavar="DIR or FILE.gguf")
+
+    q = sub.add_parser("quantize", help="write a model as a block-quantized GGUF file (Q8_0, Q4_K …)")
+    q.add_argument("model", help=MODEL_HELP)
+    q.add_argument("--type", required=True, metavar="TYPE",
+                   help="Q8_0, Q6_K, Q5_K, Q5_0, Q5_1, Q4_K, Q4_0, Q4_1, F16, BF16 or F32")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", required=True, metavar="FILE.gguf")
 
     r = sub.add_parser("compare", help="diff two traces record by record (exit 1 when any differ)")
     r.add_argument("a", metavar="A.npz")
@@ -114,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(nb)
 
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
-    i.add_argument("model", help="preset or checkpoint directory")
+    i.add_argument("model", help=MODEL_HELP)
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     i.add_argument("--tokens", type=whole("--tokens", 1, 2**31), metavar="N",
                    help="also estimate the memory and time of tracing N prompt tokens")
@@ -125,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "float64")
     i.add_argument("--batch", type=int, default=None, metavar="B", help="sequences at once for --context (default 1)")
     i.add_argument("--json", action="store_true", help="print the --context figures as JSON")
+    add_train_step_parser(sub)
     return parser
 
 
@@ -152,10 +180,28 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError(f"the NumPy engine computes in float32 or float64; --dtype {args.dtype} needs --backend torch")
     if args.device and args.backend != "torch":
         raise TracerError("--device goes with --backend torch")
-    model = load_model(args.model, args.set, args.seed, args.dtype if args.dtype in DTYPES else "float32")
+    if args.stream and args.model in PRESETS:
+        from tracer.i18n import t
+
+        raise TracerError(t("sources.stream_preset", "en", model=args.model))
+    model = load_model(args.model, args.set, args.seed, args.dtype if args.dtype in DTYPES else "float32",
+                       stream=args.stream)
+    reference = load_model(args.reference, args.set, args.seed) if args.reference else None
+    system = args.system if args.system is not None else model.defaults.get("system") if args.chat else None
+    temperature = args.temperature if args.temperature is not None else model.defaults.get("temperature", 0.0)
+    top_k = args.top_k if args.top_k is not None else model.defaults.get("top_k")
+    top_p = args.top_p if args.top_p is not None else model.defaults.get("top_p")
     for warning in getattr(model.weights, "warnings", []):
         print(f"tracer: warning: {warning}", file=sys.stderr)
     prompt = args.prompt
+    if args.image:
+        from tracer.i18n import t
+        from tracer.vision.placement import prompt_with_images
+
+        if model.vision is None:
+            raise TracerError(t("vision.err_text_only", "en", model=args.model))
+        if prompt is not None:
+            prompt = prompt_with_images(prompt, len(args.image))
     if args.tokens is not None:
         if args.chat:
             raise TracerError("--chat wraps --prompt text; it cannot be used with --tokens")
@@ -167,18 +213,22 @@ def cmd_trace(args: argparse.Namespace) -> None:
                                   f"{' '.join(model.toy_vocab)}")
             if not prompt.strip():
                 raise TracerError("the prompt is empty; give some text with --prompt")
-            prompt = chat_prompt(model, prompt, args.system, not args.no_thinking)
+            prompt = chat_prompt(model, prompt, system, not args.no_thinking)
         ids = encode_prompt(model, prompt)
     else:
         raise TracerError("give the input with --prompt TEXT or --tokens 0,1,2,3")
     if (args.system or args.no_thinking) and not args.chat:
         raise TracerError("--system and --no-thinking go with --chat")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, suppress, args.seed)
+    sampling = Sampling(temperature, top_k, top_p, suppress, args.seed)
     _check_run_budget(model, ids, args)
     trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
-                      backend=args.backend, torch_dtype=args.dtype, device=args.device)
+                      backend=args.backend, torch_dtype=args.dtype, device=args.device, images=args.image)
+    if reference is not None:
+        from tracer.sources.quantize import with_quant_errors
+
+        trace = with_quant_errors(trace, model, reference, args.capture)
     trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
         from tracer.safefiles import escape_controls
@@ -268,6 +318,10 @@ def cmd_chat(args: argparse.Namespace) -> None:
     messages = load_json_file(args.messages, "messages")
     tools = load_json_file(args.tools, "tools") if args.tools else None
     model = load_model(args.model) if args.model else None  # rendering needs the template, not a tokenizer
+    system = model.defaults.get("system") if model is not None else None
+    if system and isinstance(messages, list) and not any(isinstance(m, dict) and m.get("role") == "system"
+                                                         for m in messages):
+        messages = [{"role": "system", "content": system}, *messages]  # the model's default (Ollama system layer)
     text = render_messages(model, messages, tools, not args.no_generation_prompt, not args.no_thinking)
     if args.json:
         tokenizer = model.tokenizer if model else QwenTokenizer()
@@ -281,6 +335,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     from tracer.checkpoint import export_checkpoint
 
     out = Path(args.out)
+    if args.format == "gguf":
+        _write_gguf(args, "F32" if args.dtype == "float32" else "BF16")
+        return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise TracerError(f"--out {out} exists and is not an empty folder; choose a new folder")
     if args.max_shard_gb <= 0:
@@ -296,7 +353,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        files = export_checkpoint(model.cfg, model.weights, tmp, args.dtype, int(args.max_shard_gb * 1024**3))
+        if model.vision is not None:
+            from tracer.vision.models import export_vision_checkpoint
+
+            files = export_vision_checkpoint(model, tmp, args.dtype, int(args.max_shard_gb * 1024**3))
+        else:
+            files = export_checkpoint(model.cfg, model.weights, tmp, args.dtype, int(args.max_shard_gb * 1024**3))
         os.replace(tmp, out)
         files = [out / f.name for f in files]
     except OSError as exc:
@@ -304,6 +366,30 @@ def cmd_export(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {model.name} ({model.source}, {args.dtype}) to {out}: {len(files)} safetensors file(s)")
+
+
+def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
+    from tracer.i18n import t
+    from tracer.sources.quantize import QUANT_TYPES, write_gguf
+
+    out = Path(args.out)
+    if qtype not in QUANT_TYPES:
+        raise TracerError(t("sources.quant_type_unknown", "en", type=qtype, supported=", ".join(QUANT_TYPES)))
+    if out.suffix != ".gguf" or out.is_dir():
+        raise TracerError(t("sources.out_not_gguf", "en", path=out))
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise TracerError(t("sources.cannot_write", "en", path=out, detail="its folder does not exist"))
+    model = load_model(args.model, args.set, args.seed)
+    real_vocab = model.cfg.vocab_size >= QWEN_VOCAB and not model.toy_vocab
+    counts = write_gguf(model.cfg, model.weights, out, qtype, Path(model.name).name, tokenizer=real_vocab,
+                        chat_template=(model.chat_template or official_template()) if real_vocab else None)
+    types = ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items()))
+    print(t("sources.wrote_gguf", "en", model=model.name, source=model.source, path=out, types=types,
+            size=out.stat().st_size / 2**20))
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    _write_gguf(args, args.type.upper())
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -418,8 +504,16 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json))
         return
     print(model_card(model.cfg, model.name))
+    if model.vision is not None:
+        from tracer.vision.models import vision_card
+
+        print(vision_card(model))
     for note in model.notes:
         print(f"note: {note}")
+    if args.model not in PRESETS:
+        from tracer.sources.load import source_lines
+
+        print("\n".join(source_lines(model)))
     if args.tokens is not None or args.max_memory:
         from tracer.budget import estimate_report
 
@@ -427,8 +521,8 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
-            "export": cmd_export, "info": cmd_info, "compare": cmd_compare, "app": cmd_app,
-            "notebooks": cmd_notebooks}
+            "export": cmd_export, "quantize": cmd_quantize, "info": cmd_info, "compare": cmd_compare, "app": cmd_app,
+            "notebooks": cmd_notebooks, "train-step": cmd_train_step}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -221,7 +221,18 @@ def pipeline_figure(trace: Trace, max_layers: int = 28) -> Any:
         if name.startswith("decode.") or (name.startswith("sample.") and not name.startswith("sample.0.")):
             continue
         parts = name.split(".")
-        if parts[0] == "layers":
+        if parts[0] == "vision":  # Qwen3-VL: the vision tower in rows above the embedding (-depth-1 … -1)
+            depth = trace.meta["vision"]["config"]["depth"]
+            if parts[1] == "blocks":
+                stage, row = "vision.blocks." + ".".join(parts[3:]), int(parts[2]) - depth
+            elif parts[1] == "deepstack":  # beside the block it taps
+                tap = trace.meta["vision"]["config"]["deepstack_visual_indexes"][int(parts[2])]
+                stage, row = "vision.deepstack." + ".".join(parts[3:]), tap - depth + 0.5
+            elif parts[1] == "images":
+                stage, row = "vision.images." + ".".join(parts[3:]), -depth - 1.0 + 0.3 * int(parts[2])
+            else:
+                stage, row = name, (0.0 if parts[1] == "merger" else -depth - 1.0)
+        elif parts[0] == "layers":
             if int(parts[1]) >= layers:
                 continue
             stage, row = ".".join(parts[2:]), int(parts[1]) + 1.0

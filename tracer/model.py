@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +17,12 @@ from tracer import TracerError, ops
 from tracer.config import Qwen3Config
 from tracer.longctx import layer_window, rope_frequencies
 from tracer.recorder import Recorder
+from tracer.vision import ops as vops
+from tracer.vision.mrope import mrope_tables
 from tracer.weights import lm_head_name
+
+if TYPE_CHECKING:
+    from tracer.vision.placement import Visual
 
 Params = Callable[[str], np.ndarray]  # checkpoint tensor by Hugging Face name, registered with the recorder
 
@@ -57,8 +63,11 @@ def rope_inv_freq(cfg: Qwen3Config) -> np.ndarray:
 
 
 def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndarray, rec: Recorder,
-            cache: KVCache | None = None) -> np.ndarray:
+            cache: KVCache | None = None, visual: Visual | None = None) -> np.ndarray:
     """Token ids [T] -> logits [T, V], recording every step. With a cache, the tokens continue it.
+
+    ``visual`` (Qwen3-VL, seed 002): image tokens spliced into the embeddings, M-RoPE position ids, and
+    DeepStack features added after the first layers at the image rows.
 
     The residual stream is the running sum below: each block reads it and returns what it adds.
     """
@@ -72,15 +81,24 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     if cfg.vocab_size <= 4096:
         rec("embed.onehot", ops.one_hot(ids, cfg.vocab_size, dtype), ids)
     stream = rec("embed.out", ops.embedding(ids, table), ids, table)
+    if visual is not None and visual.embeds is not None:  # seed 002: image tokens replace the <|image_pad|> rows
+        stream = rec("embed.spliced", vops.splice_rows(stream, visual.mask, visual.embeds), stream, visual.embeds)
+    del table  # the LM head asks for its matrix again: a streamed checkpoint holds no V×D table meanwhile
 
     # §3-5-5: rotary tables for these positions (shared by every layer). RoPE scaling sets the frequencies ω
     # (dynamic NTK from the current length) and a factor a on cos and sin, so every score is multiplied by a².
     inv_freq, factor = rope_frequencies(cfg, start + len(ids))
     omega = rec("rope.inv_freq", inv_freq.astype(dtype))
     scale = rec("rope.attention_factor", np.array(factor, dtype=dtype))
-    cos_table, sin_table = ops.rope_tables(np.arange(start, start + len(ids)), inv_freq, np.float64)
-    rope = (rec("rope.cos", (cos_table * factor).astype(dtype), ids, omega, scale),
-            rec("rope.sin", (sin_table * factor).astype(dtype), ids, omega, scale))
+    if visual is None:
+        cos_table, sin_table = ops.rope_tables(np.arange(start, start + len(ids)), inv_freq, np.float64)
+        rope = (rec("rope.cos", (cos_table * factor).astype(dtype), ids, omega, scale),
+                rec("rope.sin", (sin_table * factor).astype(dtype), ids, omega, scale))
+    else:  # seed 002 M-RoPE: (t, h, w) ids per token, frequencies interleaved over the three axes
+        position_ids = rec("rope.position_ids", visual.positions(start, len(ids)), ids)
+        cos_table, sin_table = mrope_tables(position_ids, inv_freq, visual.mrope_section, np.float64)
+        rope = (rec("rope.cos", (cos_table * factor).astype(dtype), position_ids, omega, scale, op="mrope_cos"),
+                rec("rope.sin", (sin_table * factor).astype(dtype), position_ids, omega, scale, op="mrope_sin"))
 
     for i in range(cfg.num_hidden_layers):
         n = f"layers.{i}"
@@ -89,6 +107,9 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
         stream_mid = rec(f"{n}.resid_mid", stream + attn_out, stream, attn_out)
         mlp_out = moe(cfg, w, rec, i, stream_mid) if cfg.is_sparse_layer(i) else mlp(cfg, w, rec, i, stream_mid)
         stream = rec(f"{n}.resid_post", stream_mid + mlp_out, stream_mid, mlp_out)
+        if visual is not None and i < len(visual.deepstack):  # seed 002 DeepStack: added at the image rows only
+            feature = visual.deepstack[i]
+            stream = rec(f"{n}.deepstack", vops.add_rows(stream, visual.mask, feature), stream, feature)
     if cache is not None:
         cache.length = start + len(ids)
 

@@ -12,13 +12,13 @@ import numpy as np
 
 from tracer import TracerError
 from tracer.chat import check_messages, checkpoint_template, render_chat, render_jinja
-from tracer.checkpoint import CheckpointWeights, read_config
 from tracer.config import Qwen3Config
 from tracer.limits import check_device, check_suppress
 from tracer.longctx import context_limit
 from tracer.model import Sampling, generate
 from tracer.presets import PRESETS, get_preset
 from tracer.recorder import Recorder
+from tracer.sources import looks_like_source
 from tracer.tokenizer import VOCAB_SIZE as QWEN_VOCAB
 from tracer.tokenizer import HFTokenizer, QwenTokenizer, Tokenizer, ToyTokenizer
 from tracer.tokenizer import token_bytes as tokenizer_bytes
@@ -42,11 +42,22 @@ class Model:
     suppress_tokens: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
     directory: Path | None = None
+    vision: Any = None  # tracer.vision.config.VisionConfig of a Qwen3-VL model, else None
+    template: str | None = None
+    """A chat template carried by the source itself (a GGUF file's ``tokenizer.chat_template``)."""
+    tokenizer_factory: Callable[[], Tokenizer | None] | None = field(default=None, repr=False)
+    """Builds the source's own tokenizer (GGUF metadata); None from it means the source has none."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Defaults the source suggests (an Ollama model's params and system prompt); flags override them."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """What ``tracer info`` shows about the source (GGUF metadata, Ollama license and template)."""
     _tokenizer: Tokenizer | None = field(default=None, repr=False)
 
     @property
     def tokenizer(self) -> Tokenizer:
         """The toy vocabulary, the checkpoint's tokenizer.json, or Qwen3's BPE (made on first use)."""
+        if self._tokenizer is None and self.tokenizer_factory is not None:
+            self._tokenizer = self.tokenizer_factory()
         if self._tokenizer is None:
             if self.toy_vocab:
                 self._tokenizer = ToyTokenizer(self.toy_vocab)
@@ -62,21 +73,30 @@ class Model:
     @property
     def chat_template(self) -> str | None:
         """The checkpoint's own template, or None for Qwen3's (rendered by ``render_chat``)."""
+        if self.template is not None:
+            return self.template
         return checkpoint_template(self.directory) if self.directory is not None else None
 
 
-def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dtype: str = "float32") -> Model:
-    """A preset by name or a checkpoint directory, with ``--set`` overrides, in float32 or float64."""
+def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dtype: str = "float32",
+               stream: bool = False) -> Model:
+    """A preset by name, or weights on disk (a checkpoint directory, a ``.gguf`` file, ``hf:ORG/NAME[@REV]``,
+    ``ollama:NAME[:TAG]``: see ``tracer.sources``), with ``--set`` overrides, in float32 or float64.
+
+    ``stream``: keep no converted weight in memory (each layer is read from the memory-mapped file again).
+    """
     if dtype not in DTYPES:
         raise TracerError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if seed < 0:
         raise TracerError(f"--seed must be a non-negative whole number, got {seed}")
-    if name not in PRESETS and (Path(name).exists() or "/" in name or name.startswith(".")):
-        directory = Path(name)
-        cfg = read_config(directory).with_overrides(overrides or [])
-        weights = CheckpointWeights(directory, cfg, DTYPES[dtype])
-        return Model(str(directory), cfg, weights, f"checkpoint {directory}", None, notes=tuple(weights.warnings),
-                     directory=directory)
+    from tracer.vision.models import is_vision_model, load_vision_model
+
+    if is_vision_model(name):
+        return load_vision_model(name, overrides or [], seed, DTYPES[dtype])
+    if name not in PRESETS and looks_like_source(name):
+        from tracer.sources.load import open_source
+
+        return open_source(name, overrides or [], DTYPES[dtype], stream)
     preset = get_preset(name)
     cfg = preset.config.with_overrides(overrides or [])
     if preset.weights is None:
@@ -160,8 +180,14 @@ def token_bytes(model: Model, ids: list[int]) -> list[str]:
 
 
 def stop_tokens(model: Model) -> tuple[int, ...]:
+    """The tokenizer's stop tokens, plus the source's own stop strings (Ollama params) that are one token."""
     try:
-        return tuple(t for t in model.tokenizer.stop_ids() if t < model.cfg.vocab_size)
+        ids = list(model.tokenizer.stop_ids())
+        for text in model.defaults.get("stop", ()):
+            encoded = model.tokenizer.encode(text)
+            if len(encoded) == 1:
+                ids.append(encoded[0])
+        return tuple(t for t in dict.fromkeys(ids) if t < model.cfg.vocab_size)
     except TracerError:
         return ()
 
@@ -169,11 +195,13 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
-              listener: Callable[[str], None] | None = None, max_memory: dict[Any, Any] | None = None) -> Trace:
+              listener: Callable[[str], None] | None = None, max_memory: dict[Any, Any] | None = None,
+              images: list[Any] | None = None) -> Trace:
     """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
     ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``:
     cpu, cuda, cuda:N, or auto — every GPU, then CPU memory, then disk, capped by ``max_memory``).
+    ``images`` (files, bytes or arrays) go to a Qwen3-VL model, one per ``<|image_pad|>`` of ``ids``.
     """
     if backend not in BACKENDS:
         raise TracerError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -190,7 +218,19 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener)
     stops = stop_tokens(model)
     versions: dict[str, str] = {}
-    if backend == "torch":
+    vision_meta = None
+    if images and model.vision is None:
+        from tracer.i18n import t
+
+        raise TracerError(t("vision.err_text_only", "en", model=model.name))
+    if model.vision is not None:
+        from tracer.vision.run import generate_vision
+
+        placed = None
+        gen, dtype, versions, vision_meta = generate_vision(
+            model, ids, list(images or []), rec, sampling, max_new_tokens, stops, backend, torch_dtype, device,
+            round_decimals)
+    elif backend == "torch":
         from tracer.backends import torch_backend as tb
 
         if round_decimals is not None:
@@ -240,4 +280,6 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         "vocab": list(model.toy_vocab) if model.toy_vocab else None,
         "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
     }
+    if vision_meta is not None:
+        meta["vision"] = vision_meta
     return Trace.in_memory(rec.records, meta)

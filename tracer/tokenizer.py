@@ -222,26 +222,52 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def tokenizer_json() -> dict[str, Any]:
-    """Qwen3's ``tokenizer.json`` rebuilt from the ranks: BPE vocabulary and merges, NFC, split, byte level.
+def bpe_parts(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
+    """Byte-level BPE of ``token`` using only merges ranked below ``max_rank``: repeatedly join the adjacent
+    pair whose concatenation has the lowest rank (tiktoken's rule).
 
-    Each merge (a, b) is ranked by the rank of a+b, as the ranks themselves define the merge order.
+    >>> bpe_parts({b"a": 0, b"b": 1, b"c": 2, b"ab": 3, b"abc": 4}, b"abc", 4)
+    [b'ab', b'c']
+    """
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 1:
+        best: tuple[int, int] | None = None
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < max_rank and (best is None or rank < best[0]):
+                best = (rank, i)
+        if best is None:
+            break
+        i = best[1]
+        parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    return parts
+
+
+@lru_cache(maxsize=1)
+def qwen_merges() -> tuple[tuple[bytes, bytes], ...]:
+    """Qwen's BPE merges, in rank order: one per multi-byte regular token (151,387).
+
+    A token's merge is the last step of BPE over its own bytes with only lower-ranked merges allowed
+    (llama.cpp's ``QwenModel.bpe``); it always ends in exactly two parts, which are the merge.
     """
     ranks = load_ranks()
-    to_char = bytes_to_unicode()
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) > 1:
+            left, right = bpe_parts(ranks, token, rank)
+            merges.append((left, right))
+    return tuple(merges)
 
-    def text(b: bytes) -> str:
-        return "".join(to_char[x] for x in b)
 
-    merges: list[tuple[int, int, int, bytes, bytes]] = []
-    for token, rank in ranks.items():
-        for cut in range(1, len(token)):
-            left, right = token[:cut], token[cut:]
-            if left in ranks and right in ranks:
-                merges.append((rank, ranks[left], ranks[right], left, right))
-    merges.sort()
-    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
-              "special": t in HF_SPECIAL} for t, i in SPECIAL_IDS.items()]
+def gpt2_text(raw: bytes, to_char: dict[int, str] | None = None) -> str:
+    """Token bytes in GPT-2's byte-to-unicode spelling (``Ġ`` = space), as tokenizer.json and GGUF write them."""
+    table = to_char or bytes_to_unicode()
+    return "".join(table[x] for x in raw)
+
+
+def bpe_tokenizer_json(vocab: dict[str, int], merges: list[tuple[str, str]], added: list[dict[str, Any]]
+                       ) -> dict[str, Any]:
+    """A ``tokenizer.json`` for Qwen's byte-level BPE: NFC, Qwen's split pattern, byte level, these tables."""
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
@@ -251,9 +277,18 @@ def tokenizer_json() -> dict[str, Any]:
         "post_processor": byte_level, "decoder": byte_level,
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
                   "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": {text(t): r for t, r in ranks.items()},
-                  "merges": [[text(a), text(b)] for *_, a, b in merges]},
+                  "vocab": vocab, "merges": [list(m) for m in merges]},
     }
+
+
+def tokenizer_json() -> dict[str, Any]:
+    """Qwen3's ``tokenizer.json`` rebuilt from the ranks: BPE vocabulary and merges, NFC, split, byte level."""
+    ranks = load_ranks()
+    to_char = bytes_to_unicode()
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": t in HF_SPECIAL} for t, i in SPECIAL_IDS.items()]
+    return bpe_tokenizer_json({gpt2_text(t, to_char): r for t, r in ranks.items()},
+                              [(gpt2_text(a, to_char), gpt2_text(b, to_char)) for a, b in qwen_merges()], added)
 
 
 def write_tokenizer_files(directory: Path, chat_template: str) -> None:

@@ -16,7 +16,7 @@ run_tab, open_tab = st.tabs(["Run a model", "Open a trace"])
 with run_tab:
     left, right = st.columns(2)
     preset = left.selectbox("Model", list(PRESETS), index=0)
-    directory = left.text_input("…or a checkpoint directory (Hugging Face layout)", "")
+    directory = left.text_input("…or weights on disk: checkpoint directory, FILE.gguf, hf:ORG/NAME, ollama:NAME", "")
     backend = left.radio("Backend", ["numpy", "torch"], horizontal=True)
     overrides = left.text_input("Config overrides (KEY=VALUE, comma separated)", "",
                                 help="e.g. num_hidden_layers=2 — values are JSON")

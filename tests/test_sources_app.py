@@ -1,0 +1,60 @@
+"""The explorer's Quantization drift page, and the layer-by-layer drift it plots, on real quantized runs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("streamlit")
+pytest.importorskip("plotly")
+pytest.importorskip("gguf")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from tracer.cli import main  # noqa: E402
+from tracer.sources.drift import layer_drift, quant_rows  # noqa: E402
+from tracer.tracefile import load_trace  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
+SMALL = ["num_hidden_layers=3", "hidden_size=256", "head_dim=32", "intermediate_size=512", "vocab_size=512"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("drift")
+    sets = [x for s in SMALL for x in ("--set", s)]
+    assert main(["export", "qwen3-0.6b", *sets, "--seed", "5", "--out", str(tmp / "ckpt")]) == 0
+    tokens = ["--tokens", "5,6,7,8,9,10"]
+    assert main(["trace", str(tmp / "ckpt"), *tokens, "--out", str(tmp / "ref.npz")]) == 0
+    for kind in ("Q8_0", "Q4_K"):
+        assert main(["quantize", str(tmp / "ckpt"), "--type", kind, "--out", str(tmp / f"{kind}.gguf")]) == 0
+        assert main(["trace", str(tmp / f"{kind}.gguf"), *tokens, "--reference", str(tmp / "ckpt"),
+                     "--out", str(tmp / f"{kind}.npz")]) == 0
+    return {k: str(tmp / f"{k}.npz") for k in ("ref", "Q8_0", "Q4_K")}
+
+
+def test_layer_drift_is_the_relative_error_of_each_layer_output(runs):
+    ref, q8, q4 = (load_trace(runs[k]) for k in ("ref", "Q8_0", "Q4_K"))
+    rows8, rows4 = layer_drift(ref, q8), layer_drift(ref, q4)
+    assert [r["stage"] for r in rows8] == ["layers.0.resid_post", "layers.1.resid_post", "layers.2.resid_post",
+                                           "logits"]
+    a, b = ref["layers.1.resid_post"].astype(np.float64), q8["layers.1.resid_post"].astype(np.float64)
+    assert rows8[1]["rel_error"] == pytest.approx(np.linalg.norm(b - a) / np.linalg.norm(a))
+    # 4.5 bits per weight drift further than 8.5 at every stage
+    assert all(r4["rel_error"] > 3 * r8["rel_error"] for r4, r8 in zip(rows4, rows8))
+    weights = quant_rows(q4)
+    assert len(weights) == 3 * 11 + 2 and {w["bits_per_weight"] for w in weights} == {4.5, 32.0}
+
+
+def test_quantization_drift_page(monkeypatch, runs):
+    monkeypatch.setenv("QWEN3_TRACER_TRACE", runs["ref"])
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("views/quant.py")
+    at.run()
+    assert not at.exception and at.title[0].value == "Quantization drift"
+    assert "tracer quantize" in at.code[0].value
+    at.text_input(key="quant_paths").set_value(f"{runs['Q8_0']}, {runs['Q4_K']}").run()
+    assert not at.exception
+    assert len(at.get("plotly_chart")) == 1 and len(at.dataframe) == 3
+    at.text_input(key="quant_paths").set_value("/no/such/trace.npz").run()
+    assert not at.exception and "does not exist" in at.error[0].value

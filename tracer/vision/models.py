@@ -1,0 +1,106 @@
+"""Qwen3-VL models: the presets on seeded random weights, Hugging Face checkpoint directories, and export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracer import TracerError
+from tracer.i18n import t
+from tracer.checkpoint import CheckpointWeights, export_checkpoint
+from tracer.vision.config import VisionConfig, from_hf_dict, split_overrides, to_hf_dict
+from tracer.vision.presets import VISION_PRESETS
+from tracer.vision.weights import VLRandomWeights, vl_weight_shapes
+
+
+def _checkpoint_config(directory: Path) -> dict[str, Any] | None:
+    """The directory's config.json when it is a Qwen3-VL one, else None."""
+    path = directory / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return raw if isinstance(raw, dict) and raw.get("model_type") == "qwen3_vl" else None
+
+
+def is_vision_model(name: str) -> bool:
+    """A Qwen3-VL preset name or a directory holding a qwen3_vl config.json."""
+    return name in VISION_PRESETS or (Path(name).is_dir() and _checkpoint_config(Path(name)) is not None)
+
+
+def check_pair(cfg: Any, vc: VisionConfig) -> None:
+    """The text model and the vision tower fit together."""
+    if sum(vc.mrope_section) != cfg.head_dim // 2:
+        raise TracerError(t("vision.err_mrope_section", "en", section=list(vc.mrope_section), half=cfg.head_dim // 2))
+    if vc.out_hidden_size != cfg.hidden_size:
+        raise TracerError(t("vision.err_out_hidden", "en", out=vc.out_hidden_size, hidden=cfg.hidden_size))
+    if len(vc.deepstack_visual_indexes) > cfg.num_hidden_layers:
+        raise TracerError(t("vision.err_taps", "en", taps=len(vc.deepstack_visual_indexes),
+                            layers=cfg.num_hidden_layers))
+    for key in ("image_token_id", "vision_start_token_id", "vision_end_token_id"):
+        if not 0 <= getattr(vc, key) < cfg.vocab_size:
+            raise TracerError(t("vision.err_token_id", "en", key=key, value=getattr(vc, key), last=cfg.vocab_size - 1))
+
+
+def load_vision_model(name: str, overrides: list[str], seed: int, dtype: np.dtype) -> Any:
+    """A Qwen3-VL preset (seeded random weights) or checkpoint directory, as a ``tracer.run.Model``."""
+    from tracer.run import Model
+
+    if name in VISION_PRESETS:
+        preset = VISION_PRESETS[name]
+        cfg, vc = split_overrides(preset.text, preset.vision, overrides)
+        check_pair(cfg, vc)
+        return Model(name, cfg, VLRandomWeights(cfg, vc, seed, dtype), f"seeded random weights (seed {seed})", seed,
+                     notes=preset.notes, vision=vc)
+    directory = Path(name)
+    raw = _checkpoint_config(directory)
+    pre_path = directory / "preprocessor_config.json"
+    pre = None
+    if pre_path.is_file():
+        try:
+            pre = json.loads(pre_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise TracerError(f"{pre_path} is not valid JSON ({exc})") from None
+    cfg, vc = from_hf_dict(raw or {}, pre)
+    cfg, vc = split_overrides(cfg, vc, overrides)
+    check_pair(cfg, vc)
+    weights = CheckpointWeights(directory, cfg, dtype, shapes=vl_weight_shapes(cfg, vc))
+    return Model(str(directory), cfg, weights, f"checkpoint {directory}", None, directory=directory, vision=vc)
+
+
+def export_vision_checkpoint(model: Any, directory: Path, dtype: str = "float32",
+                             max_shard_bytes: int = 2 * 1024**3) -> list[Path]:
+    """Write a Qwen3-VL model as a directory transformers loads with Qwen3VLForConditionalGeneration:
+    config.json, preprocessor_config.json, safetensors and (for Qwen's vocabulary) the tokenizer."""
+    cfg, vc = model.cfg, model.vision
+    if vc.window_size:
+        raise TracerError(t("vision.err_window_export", "en"))
+    files = export_checkpoint(cfg, model.weights, directory, dtype, max_shard_bytes,
+                              shapes=vl_weight_shapes(cfg, vc), hf_config=to_hf_dict(cfg, vc))
+    (directory / "preprocessor_config.json").write_text(json.dumps(vc.preprocessor_dict(), indent=2) + "\n",
+                                                        encoding="utf-8")
+    return files
+
+
+def vision_card(model: Any) -> str:
+    """Parameter counts of the vision tower, its mergers and the whole vision-language model."""
+    from tracer.info import count_params
+    from tracer.vision.forward import vision_weight_shapes
+
+    vc = model.vision
+    shapes = vision_weight_shapes(vc)
+    size = {n: int(np.prod(s)) for n, s in shapes.items()}
+    merger = sum(v for n, v in size.items() if ".merger." in n)
+    deepstack = sum(v for n, v in size.items() if ".deepstack_merger_list." in n)
+    vision = sum(size.values())
+    text = count_params(model.cfg).total
+    return (f"vision tower: {vc.depth} blocks of width {vc.hidden_size} ({vc.num_heads} heads), patch {vc.patch_size}, "
+            f"{vc.spatial_merge_size}×{vc.spatial_merge_size} merge, DeepStack taps "
+            f"{list(vc.deepstack_visual_indexes)}, M-RoPE sections {list(vc.mrope_section)}\n"
+            f"vision parameters: {vision:,} (merger {merger:,}, DeepStack mergers {deepstack:,})\n"
+            f"total with the text model: {vision + text:,}")
