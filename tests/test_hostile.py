@@ -300,7 +300,7 @@ CHECKPOINTS: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
     "single-fifo": (ckpt(_single_fifo), "not a regular file"),
     "truncated-safetensors": (ckpt(_truncate), "not a readable safetensors"),
     "pickled-only": (ckpt(_pickled_only), "pickled"),
-    "not-a-folder": (lambda d, b: raw(b"x")(d, b), "does not exist"),
+    "not-a-folder": (lambda d, b: raw(b"x")(d, b), "not a GGUF file"),
 }
 
 
@@ -426,6 +426,23 @@ def _cases():
     case("export-set-nan", ["export", "qwen3-0.6b", "--set", "rms_norm_eps=NaN", "--out", "{d}/new"], "finite")
     case("export-unknown", ["export", "qwen9", "--out", "{d}/new"], "qwen9")
     case("export-30b", ["export", "qwen3-30b-a3b", "--out", "{d}/new"], "budget")
+    for cid, argv, expect in [
+        ("quantize-unknown-type", ["quantize", "toy-dense", "--type", "Q9", "--out", "{d}/x.gguf"], "'Q9'"),
+        ("quantize-out-folder", ["quantize", "toy-dense", "--type", "Q8_0", "--out", "{d}"], ".gguf"),
+        ("quantize-out-not-gguf", ["quantize", "toy-dense", "--type", "Q8_0", "--out", "{old}"], ".gguf"),
+        ("export-gguf-out-not-gguf", ["export", "toy-dense", "--format", "gguf", "--out", "{old}"], ".gguf"),
+        ("trace-ollama-dotdot", ["trace", "ollama:../../etc", "--tokens", "1", "--out", "{old}"], "../../etc"),
+        ("trace-hf-dotdot", ["trace", "hf:../../x", "--tokens", "1", "--out", "{old}"], "../../x"),
+        ("trace-stream-preset", ["trace", "qwen3-0.6b", "--stream", "--tokens", "1", "--out", "{old}"], "--stream"),
+    ]:
+        case(cid, argv, expect)
+    for cid, content in [("gguf-garbage", b"GGUF\x03\x00\x00\x00garbage"),
+                         ("gguf-huge-counts", b"GGUF\x03\x00\x00\x00" + b"\xff" * 7 + b"\x7f" + b"\xff" * 7 + b"\x7f")]:
+        def build(d, b, content=content):
+            (d / "m.gguf").write_bytes(content)
+            return d / "m.gguf"
+        case(f"trace-{cid}", ["trace", "{file}", "--tokens", "1", "--out", "{old}"], "not a readable GGUF", build)
+        case(f"info-{cid}", ["info", "{file}"], "not a readable GGUF", build)
     case("demo-out-dir-file", ["demo", "--out-dir", "{old}"], "not a folder")
     case("demo-round-negative", ["demo", "--out-dir", "{d}/demo", "--round", "-1"], "-1")
     case("demo-round-text", ["demo", "--out-dir", "{d}/demo", "--round", "x"], "'x'")
