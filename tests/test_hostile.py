@@ -336,8 +336,8 @@ def _cases():
                           ("head_dim=3", "head_dim"), ("vocab_size=1e20", "vocab_size"),
                           ("mlp_only_layers=\"x\"", "mlp_only_layers"),
                           ('rope_scaling={{"rope_type": "yarn", "factor": NaN, '
-                           '"original_max_position_embeddings": 64}}', "finite"), ("rope_scaling=[]", "rope_scaling"), ("sliding_window=100000000000000",
-                                                                            "sliding_window")]:
+                           '"original_max_position_embeddings": 64}}', "finite"),
+                          ("rope_scaling=[]", "rope_scaling"), ("sliding_window=100000000000000", "sliding_window")]:
         case(f"trace-set-{value}", ["trace", "qwen3-0.6b", "--tokens", "1,2", "--out", "{old}", "--set", value],
              expect)
     case("trace-rope-angle-nan", ["trace", "toy-dense", "--tokens", "0", "--out", "{old}", "--set",
