@@ -52,8 +52,9 @@ def weight_files(directory: Path, warnings: list[str] | None = None) -> dict[str
 
     index = directory / "model.safetensors.index.json"
     single = directory / "model.safetensors"
+    root = _link_root(directory)
     if index.exists():
-        if not regular_file(index, directory):
+        if not regular_file(index, root):
             raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(index))))
         if single.exists() and warnings is not None:
             warnings.append(t("safety.index_wins", "en", directory=directory, ignored=single.name))
@@ -73,11 +74,11 @@ def weight_files(directory: Path, warnings: list[str] | None = None) -> dict[str
                                     file=escape_controls(str(file))[:80]))
             files[name] = directory / file
         for path in set(files.values()):
-            if path.exists() and not regular_file(path, directory):
+            if path.exists() and not regular_file(path, root):
                 raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(path))))
         return files
     if single.exists():
-        if not regular_file(single, directory):
+        if not regular_file(single, root):
             raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(single))))
         return {name: single for name in _header(single)}
     pickled = sorted(p.name for pattern in PICKLED for p in directory.glob(pattern))
@@ -86,6 +87,14 @@ def weight_files(directory: Path, warnings: list[str] | None = None) -> dict[str
                           f"code, so qwen3-tracer reads safetensors only: convert them with save_pretrained("
                           f"safe_serialization=True)")
     raise TracerError(f"{directory} has no model.safetensors or model.safetensors.index.json")
+
+
+def _link_root(directory: Path) -> Path:
+    """The folder a checkpoint's files may link into: the folder itself, or for a Hugging Face cache snapshot
+    (``models--ORG--NAME/snapshots/REV``, whose files link to ``../../blobs``) the repo's cache folder."""
+    if directory.resolve().parent.name == "snapshots" and directory.resolve().parent.parent.name.startswith("models--"):
+        return directory.resolve().parent.parent
+    return directory
 
 
 def _header(path: Path) -> dict[str, Any]:

@@ -43,7 +43,7 @@ META_SCHEMA: dict[int, dict[str, Any]] = {
     1: {
         "schema_version": int, "model": str, "backend": str, "dtype": str, "config": dict, "records": list,
         "token_ids": list, "token_labels": list, "generated_ids": list, "generated_labels": list,
-        "stop_reason": str, "notes": list,
+        "stop_reason": (str, type(None)), "notes": list,
     },
 }
 """Keys every ``__meta__`` of a schema version must have, with their JSON types (versioned with the trace schema)."""
@@ -177,7 +177,9 @@ def check_meta(meta: Any, label: str, version: int, max_bytes: int | None = None
         if key not in meta:
             raise TracerError(t("safety.meta_missing", "en", label=label, key=key))
         if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
-            raise TracerError(t("safety.meta_type", "en", label=label, key=key, kind=kind.__name__))
+            names = kind if isinstance(kind, tuple) else (kind,)
+            raise TracerError(t("safety.meta_type", "en", label=label, key=key,
+                                kind=" or ".join(k.__name__ for k in names)))
     for key in ("token_ids", "generated_ids"):
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in meta[key]):
             raise TracerError(t("safety.meta_type", "en", label=label, key=key, kind="list of whole numbers"))
