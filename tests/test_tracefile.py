@@ -163,3 +163,22 @@ def test_failed_write_keeps_the_old_file(toy_trace, monkeypatch):
         save_trace(path, computed)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_long_chains_of_rebuilt_records_read_without_recursion(tmp_path):
+    """Each decode step's cache is rebuilt from the step before: 1,200 steps of chain, read in one go."""
+    computed = run_trace(load_model("toy-dense", ["max_position_embeddings=2000"]), [0, 1, 2, 3],
+                         sampling=None, max_new_tokens=1)
+    records = {name: computed[name] for name in computed.names}
+    meta = {**computed.meta, "records": list(computed.meta["records"])}
+    previous = "layers.0.attn.k_rope"
+    piece = records[previous]
+    for step in range(1, 1201):  # a made-up generation: every step appends the same keys to the cache
+        name = f"decode.{step}.layers.0.attn.k_cache"
+        records[name] = np.concatenate([records[previous], piece], axis=1)
+        meta["records"].append({"name": name, "shape": list(records[name].shape), "dtype": "float32",
+                                "op": "kv_append", "inputs": [previous, "layers.0.attn.k_rope"]})
+        previous = name
+    trace = load_trace(save_trace(tmp_path / "chain.npz", Trace(None, records, meta)))
+    assert trace.info[previous]["storage"]["kind"] == "rebuilt"
+    np.testing.assert_array_equal(trace[previous], records[previous])

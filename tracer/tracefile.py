@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -130,8 +131,12 @@ def _storage_of(trace: Trace, name: str, info: dict[str, Any], value: np.ndarray
 class Trace:
     """A trace: records by name, in recording order, and its meta.
 
-    In memory straight from a run (``path`` None), or opened from a file (records read lazily).
+    In memory straight from a run (``path`` None), or opened from a file (records read lazily). Rebuilt
+    records are kept once computed, up to ``REBUILT_CACHE_BYTES`` (the residual stream of layer i is rebuilt
+    from layer i − 1's), oldest dropped first; the app shares a trace between sessions, hence the lock.
     """
+
+    REBUILT_CACHE_BYTES = 256 << 20
 
     def __init__(self, path: Path | None, store: Mapping[str, np.ndarray], meta: dict[str, Any]):
         self.path = path
@@ -140,6 +145,8 @@ class Trace:
         self.info = {r["name"]: r for r in meta["records"]}
         self.name: str | None = path.name if path is not None else None
         self.check_values: Callable[[str, np.ndarray], None] | None = None
+        self._rebuilt: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     @classmethod
     def in_memory(cls, records: Mapping[str, np.ndarray], meta: dict[str, Any]) -> Trace:
@@ -163,7 +170,7 @@ class Trace:
         kind = info.get("storage", {}).get("kind")
         try:
             if kind == "rebuilt":
-                value = rebuild(info, [self[n] for n in info["inputs"]])
+                value = self._rebuild(name)
             elif kind == "visible":
                 value = scatter_visible(self._stored(name), self[info["storage"]["mask"]], info)
             else:
@@ -175,8 +182,42 @@ class Trace:
                               f"the file is damaged") from None
         if self.check_values is not None:
             self.check_values(name, value)  # a file's records: NaN/Inf only where the schema allows them
-        value.flags.writeable = False
+        if value.flags.writeable:
+            value.flags.writeable = False
         return value
+
+    def _rebuild(self, name: str) -> np.ndarray:
+        """A rebuilt record, its rebuilt inputs first — without recursion: a cache record of decode step s is
+        rebuilt from step s − 1's, so chains are as long as the generation."""
+        made: dict[str, np.ndarray] = {}
+        todo = [name]
+        while todo:
+            current = todo[-1]
+            if current in made:
+                todo.pop()
+                continue
+            with self._lock:
+                kept = self._rebuilt.get(current)
+            if kept is not None:
+                made[current] = kept
+                continue
+            info = self.info[current]
+            pending = [n for n in info["inputs"] if n not in made
+                       and self.info[n].get("storage", {}).get("kind") == "rebuilt"]
+            if pending:
+                todo.extend(pending)
+                continue
+            value = rebuild(info, [made[n] if n in made else self[n] for n in info["inputs"]])
+            value.flags.writeable = False
+            self._keep(current, value)
+            made[current] = value
+        return made[name]
+
+    def _keep(self, name: str, value: np.ndarray) -> None:
+        with self._lock:
+            self._rebuilt[name] = value
+            while sum(v.nbytes for v in self._rebuilt.values()) > self.REBUILT_CACHE_BYTES and len(self._rebuilt) > 1:
+                del self._rebuilt[next(iter(self._rebuilt))]
 
     def _stored(self, name: str) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """What the file holds for a record: its array, or a half-precision record's (low, high) byte planes."""

@@ -15,6 +15,7 @@ marked ``derived`` in ``__meta__``. Sampling uses the tracer's sampler on the li
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -73,9 +74,11 @@ def hf_config(cfg: Qwen3Config) -> Any:
 def state_dict(cfg: Qwen3Config, weights: Any, torch: Any) -> dict[str, Any]:
     """Checkpoint tensors in the layout transformers v5 keeps in memory (experts stacked as 3-D weights)."""
     sd = {}
-    for name in weights:
-        if ".mlp.experts." not in name:
-            sd[name] = torch.from_numpy(np.ascontiguousarray(weights[name]))
+    with warnings.catch_warnings():  # memory-mapped weights are read-only; the model only reads them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for name in weights:
+            if ".mlp.experts." not in name:
+                sd[name] = torch.from_numpy(np.ascontiguousarray(weights[name]))
     if cfg.tie_word_embeddings:
         sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
     for i in range(cfg.num_hidden_layers):
