@@ -164,6 +164,7 @@ TRACE_FILES: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
     "meta-token-ids-text": (mutate(_set("token_ids", "0,1")), "'token_ids'"),
     "meta-labels-numbers": (mutate(_set("token_labels", [1, 2])), "'token_labels'"),
     "meta-record-no-shape": (mutate(lambda a, m: m["records"][0].pop("shape")), "records[0].shape"),
+    "meta-record-text-number": (mutate(lambda a, m: m["records"][0].__setitem__("en", 5)), "records[0].en"),
     "meta-record-ansi-name": (mutate(_rename_record("x\x1b[2J")), "records[0].name"),
     "meta-record-markdown-name": (mutate(_rename_record("![x](http://evil/a.png)")), "records[0].name"),
     "meta-config-nan": (mutate(lambda a, m: m["config"].__setitem__("rms_norm_eps", float("nan"))), "finite"),

@@ -47,8 +47,9 @@ META_SCHEMA: dict[int, dict[str, Any]] = {
     },
 }
 """Keys every ``__meta__`` of a schema version must have, with their JSON types (versioned with the trace schema)."""
-RECORD_SCHEMA = {"name": str, "shape": list, "dtype": str, "op": str, "formula_text": str, "inputs": list,
-                 "schema_shape": str, "en": str, "zh": str}
+RECORD_SCHEMA = {"name": str, "shape": list, "dtype": str, "op": str, "inputs": list}
+RECORD_TEXTS = ("formula", "formula_text", "schema_shape", "en", "zh")
+"""Texts of a record: strings when present; missing ones are filled in from this version's schema."""
 
 
 def escape_controls(text: str) -> str:
@@ -196,6 +197,11 @@ def check_meta(meta: Any, label: str, version: int, max_bytes: int | None = None
         if not RECORD_NAME.match(record["name"]):
             raise TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}].name",
                                 kind="letters, digits, '_' and '.'"))
+        for key in RECORD_TEXTS:
+            if key in record and not isinstance(record[key], str):
+                raise TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}].{key}", kind="str"))
+            if key not in record:
+                record[key] = _schema_text(record["name"], record["op"], key)
     seen: set[str] = set()
     decoded = 0
     for n, record in enumerate(meta["records"]):
@@ -213,6 +219,20 @@ def check_meta(meta: Any, label: str, version: int, max_bytes: int | None = None
         raise TracerError(t("safety.meta_type", "en", label=label, key="config", kind="Qwen3 config")) from None
     except TracerError as exc:
         raise TracerError(f"{label}: config: {exc}") from None
+
+
+def _schema_text(name: str, op: str, key: str) -> str:
+    """A record's text from this version's schema (its op's formula, its entry's shape and explanations)."""
+    from tracer.schema import OPS, entry_for
+
+    if key in ("formula", "formula_text"):
+        found = OPS.get(op)
+        return "" if found is None else (found.latex if key == "formula" else found.text)
+    try:
+        entry = entry_for(name)
+    except KeyError:
+        return ""
+    return {"schema_shape": entry.shape, "en": entry.en, "zh": entry.zh}[key]
 
 
 def _check_record(record: dict[str, Any], n: int, label: str, earlier: set[str]) -> int:
