@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tracer.budget
 import tracer.limits
 import tracer.safefiles
 from tracer.cli import main
@@ -428,6 +429,7 @@ def _cases():
     case("export-unknown", ["export", "qwen9", "--out", "{d}/new"], "qwen9")
     case("export-30b", ["export", "qwen3-30b-a3b", "--out", "{d}/new"], "budget")
     for cid, argv, expect in [
+        ("quantize-30b", ["quantize", "qwen3-30b-a3b", "--type", "Q8_0", "--out", "{d}/x.gguf"], "budget"),
         ("quantize-unknown-type", ["quantize", "toy-dense", "--type", "Q9", "--out", "{d}/x.gguf"], "'Q9'"),
         ("quantize-out-folder", ["quantize", "toy-dense", "--type", "Q8_0", "--out", "{d}"], ".gguf"),
         ("quantize-out-not-gguf", ["quantize", "toy-dense", "--type", "Q8_0", "--out", "{old}"], ".gguf"),
@@ -478,6 +480,7 @@ def test_hostile_input_is_refused_in_one_line(argv, expect, build, base, tmp_pat
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRACER_APP_PASSWORD", raising=False)
     monkeypatch.setattr(tracer.limits, "TEMPLATE_SECONDS", 0.5)
+    monkeypatch.setattr(tracer.budget, "available_memory", lambda: 16 * 1024**3)  # the same budget on any machine
     monkeypatch.setattr(os, "execve", _no_exec)
     monkeypatch.setattr(os, "execv", _no_exec)
     old = tmp_path / "old.npz"

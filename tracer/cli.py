@@ -380,6 +380,9 @@ def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
     if not (out.parent if str(out.parent) else Path(".")).is_dir():
         raise TracerError(t("sources.cannot_write", "en", path=out, detail="its folder does not exist"))
     model = load_model(args.model, args.set, args.seed)
+    from tracer.budget import check_budget, default_budget, estimate
+
+    check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())  # every weight is made once
     real_vocab = model.cfg.vocab_size >= QWEN_VOCAB and not model.toy_vocab
     counts = write_gguf(model.cfg, model.weights, out, qtype, Path(model.name).name, tokenizer=real_vocab,
                         chat_template=(model.chat_template or official_template()) if real_vocab else None)
