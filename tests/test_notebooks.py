@@ -26,6 +26,7 @@ ANSWER_CHECKS = {
     # image ids 1..3, end 4); Qwen3-VL-2B taps 3 vision blocks (facts note §2, seed 002)
     "09_vision.py": [("box_448", 196, 784), ("box_pos", 5, 8), ("box_ds", 3, 28)],
     # long-context notes §1, §2, §7: 24 pairs kept, a² = 1.29648, 4.50 GiB, W − 1 cached keys + the new one
+    "08_why.py": [("box1", 10.638, 9.584)],  # §4-6-2: the chosen token's logit is the sum of the direct terms
     "11_long_context.py": [("box_kept", 24, 40), ("box_a2", 1.2965, 1.1386), ("box_kv", 4.5, 9.0),
                            ("box_window", 4, 11)],
 }
@@ -35,6 +36,7 @@ def test_there_are_seven_notebooks():
     names = [p.name[:2] for p in NOTEBOOKS]
     assert names[:7] == ["01", "02", "03", "04", "05", "06", "07"]
     assert {"09", "10", "11"} <= set(names)  # vision, one training step, long context
+    assert "08" in names  # why this token
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

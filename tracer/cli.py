@@ -72,12 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lang", choices=("en", "zh"), default="en")
     t.add_argument("--max-memory", metavar="SIZE", help="refuse a run estimated above SIZE (e.g. 4G; default 75%% of "
                    "the available memory)")
+    t.add_argument("--zero-head", action="append", metavar="L.H",
+                   help="set head H's context to 0 before o_proj in layer L (repeatable)")
+    t.add_argument("--drop-expert", action="append", metavar="L.E",
+                   help="layer L's router may not choose expert E; top-k over the others (repeatable)")
+    t.add_argument("--patch", action="append", metavar="NAME=FILE.npy",
+                   help="replace record NAME by the array in FILE.npy and recompute what follows (repeatable)")
 
     s = sub.add_parser("show", help="print the records of a trace the way seed 004 does")
     s.add_argument("file", metavar="FILE.npz")
     s.add_argument("pattern", nargs="?", metavar="NAME-GLOB", help="e.g. 'layers.0.attn.*'")
     s.add_argument("--lang", choices=("en", "zh"), default="en", help="language of the explanations")
     s.add_argument("--decimals", type=whole("--decimals", 0, 12), default=3)
+    s.add_argument("--npy", metavar="OUT.npy", help="write the one record NAME to OUT.npy (for --patch)")
 
     d = sub.add_parser("demo", help="trace the two worked examples of seed 004 and print every step")
     d.add_argument("--out-dir", default="traces", help="where to save the traces (default: traces/)")
@@ -221,10 +228,14 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError("--system and --no-thinking go with --chat")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(temperature, top_k, top_p, suppress, args.seed)
+    from tracer.interventions import from_flags
+
+    interventions = from_flags(args.zero_head, args.drop_expert, args.patch)
     _check_run_budget(model, ids, args)
     trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
-                      backend=args.backend, torch_dtype=args.dtype, device=args.device, images=args.image)
+                      backend=args.backend, torch_dtype=args.dtype, device=args.device, images=args.image,
+                      interventions=interventions or None)
     if reference is not None:
         from tracer.sources.quantize import with_quant_errors
 
@@ -264,6 +275,11 @@ def cmd_show(args: argparse.Namespace) -> None:
     from tracer.safefiles import escape_controls
 
     trace = load_trace(args.file)
+    if args.npy:
+        from tracer.interventions import export_record
+
+        print(export_record(trace, args.pattern, args.npy))
+        return
     names = select(trace, args.pattern)
     if not names:
         raise TracerError(f"no record of {escape_controls(args.file)} matches {args.pattern!r}")

@@ -15,6 +15,7 @@ import numpy as np
 
 from tracer import TracerError, ops
 from tracer.config import Qwen3Config
+from tracer.interventions import Interventions
 from tracer.longctx import layer_window, rope_frequencies
 from tracer.recorder import Recorder
 from tracer.vision import ops as vops
@@ -48,6 +49,17 @@ class KVCache:
 
 
 Rope = tuple[np.ndarray, np.ndarray]  # cos, sin tables [T, Dh] of the positions being computed
+LENS_TOP = 20  # tokens kept per position by the logit lens
+LENS_BATCH_BYTES = 256 << 20  # the lens reads the LM head once per this many bytes of lens logits
+
+
+@dataclass
+class Taps:
+    """One block's writes into the residual stream, kept for direct logit attribution."""
+
+    context: np.ndarray | None = None  # [H, T, Dh], before o_proj
+    mlp: np.ndarray | None = None  # [T, D], the MLP / MoE output
+    experts: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)  # (e, rows, gate · output)
 
 
 def mask_value(cfg: Qwen3Config, dtype: np.dtype) -> float:
@@ -63,13 +75,15 @@ def rope_inv_freq(cfg: Qwen3Config) -> np.ndarray:
 
 
 def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndarray, rec: Recorder,
-            cache: KVCache | None = None, visual: Visual | None = None) -> np.ndarray:
+            cache: KVCache | None = None, visual: Visual | None = None,
+            interventions: Interventions | None = None) -> np.ndarray:
     """Token ids [T] -> logits [T, V], recording every step. With a cache, the tokens continue it.
 
     ``visual`` (Qwen3-VL, seed 002): image tokens spliced into the embeddings, M-RoPE position ids, and
     DeepStack features added after the first layers at the image rows.
 
     The residual stream is the running sum below: each block reads it and returns what it adds.
+    ``interventions``: experts the routers may not choose (heads and patches are applied by the recorder).
     """
     w = rec.params(weights)
     table = w("model.embed_tokens.weight")
@@ -80,7 +94,7 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
     ids = rec("tokens", np.asarray(tokens, dtype=np.int64))
     if cfg.vocab_size <= 4096:
         rec("embed.onehot", ops.one_hot(ids, cfg.vocab_size, dtype), ids)
-    stream = rec("embed.out", ops.embedding(ids, table), ids, table)
+    stream = embedded = rec("embed.out", ops.embedding(ids, table), ids, table)
     if visual is not None and visual.embeds is not None:  # seed 002: image tokens replace the <|image_pad|> rows
         stream = rec("embed.spliced", vops.splice_rows(stream, visual.mask, visual.embeds), stream, visual.embeds)
     del table  # the LM head asks for its matrix again: a streamed checkpoint holds no V×D table meanwhile
@@ -100,29 +114,127 @@ def forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], tokens: np.ndar
         rope = (rec("rope.cos", (cos_table * factor).astype(dtype), position_ids, omega, scale, op="mrope_cos"),
                 rec("rope.sin", (sin_table * factor).astype(dtype), position_ids, omega, scale, op="mrope_sin"))
 
+    # lens and attribution explain text models (Qwen3-VL's DeepStack writes into the stream outside any block)
+    attributing = visual is None and wants_attribution(cfg, rec, interventions)
+    taps: list[Taps] = []
+    lens_streams: list[tuple[int, np.ndarray]] = []  # each block's output, for the logit lens
     for i in range(cfg.num_hidden_layers):
         n = f"layers.{i}"
         layer_cache = cache.layers[i] if cache is not None else None
-        attn_out = attention(cfg, w, rec, i, stream, rope, layer_cache)
+        tap = Taps() if attributing else None
+        attn_out = attention(cfg, w, rec, i, stream, rope, layer_cache, tap)
         stream_mid = rec(f"{n}.resid_mid", stream + attn_out, stream, attn_out)
-        mlp_out = moe(cfg, w, rec, i, stream_mid) if cfg.is_sparse_layer(i) else mlp(cfg, w, rec, i, stream_mid)
+        dropped = interventions.experts_dropped(i) if interventions is not None else []
+        mlp_out = (moe(cfg, w, rec, i, stream_mid, dropped, tap) if cfg.is_sparse_layer(i)
+                   else mlp(cfg, w, rec, i, stream_mid))
         stream = rec(f"{n}.resid_post", stream_mid + mlp_out, stream_mid, mlp_out)
         if visual is not None and i < len(visual.deepstack):  # seed 002 DeepStack: added at the image rows only
             feature = visual.deepstack[i]
             stream = rec(f"{n}.deepstack", vops.add_rows(stream, visual.mask, feature), stream, feature)
+        if tap is not None:
+            tap.mlp = mlp_out
+            taps.append(tap)
+        if visual is None and i < cfg.num_hidden_layers - 1 and wants_lens(rec, i):
+            lens_streams.append((i, stream))
     if cache is not None:
         cache.length = start + len(ids)
 
     # §3-6: final norm (absent in the toys) and LM head on every position.
+    last_stream = stream
     if cfg.final_norm:
         norm_w = w("model.norm.weight")
         stream = rec("final_norm", ops.rms_norm(stream, norm_w, cfg.rms_norm_eps), stream, norm_w)
     head = w(lm_head_name(cfg))
-    return rec("logits", ops.linear(stream, head), stream, head)
+    logits = rec("logits", ops.linear(stream, head), stream, head)
+
+    # Why this token: what each block's stream would predict; each block's direct share of the top logit.
+    if visual is None:
+        lens(cfg, w, rec, lens_streams, logits)
+    if attributing:
+        attribute(cfg, w, rec, embedded, last_stream, logits, taps)
+    return logits
+
+
+def keeps(rec: Recorder, *names: str) -> bool:
+    """Whether the recorder keeps any of these records (so they are worth computing)."""
+    return any(rec.wants(rec.prefix + name) for name in names)
+
+
+def wants_lens(rec: Recorder, i: int) -> bool:
+    """Whether any logit lens record of block i is kept (``lens.{i}.logits`` only when asked for by name)."""
+    return rec.asks(f"lens.{i}.logits") or keeps(rec, f"lens.{i}.top_ids", f"lens.{i}.top_probs")
+
+
+def lens(cfg: Qwen3Config, w: Params, rec: Recorder, streams: list[tuple[int, np.ndarray]],
+         logits: np.ndarray) -> None:
+    """Logit lens: the residual stream after block i read through the final norm and the LM head as if it were
+    the last block, and its 20 likeliest next tokens. The last block's lens is the model's own ``logits``.
+
+    Computed after the last block for all blocks together: the LM head ([V, D], the largest matrix of the model)
+    is then read once per group of blocks instead of once per block."""
+    head = w(lm_head_name(cfg))
+    norm_w = w("model.norm.weight") if cfg.final_norm else None
+    rows = len(logits)
+    per_group = max(1, LENS_BATCH_BYTES // max(1, rows * head.shape[0] * head.itemsize))
+    for g in range(0, len(streams), per_group):
+        group = streams[g:g + per_group]
+        x = np.concatenate([stream for _, stream in group])
+        normed = ops.rms_norm(x, norm_w, cfg.rms_norm_eps) if norm_w is not None else x
+        together = ops.linear(normed, head)
+        for k, (i, stream) in enumerate(group):
+            source = (stream, head) if norm_w is None else (stream, norm_w, head)
+            _lens_records(rec, i, together[k * rows:(k + 1) * rows], source)
+    last = cfg.num_hidden_layers - 1
+    if wants_lens(rec, last):
+        _lens_records(rec, last, logits, (logits,))
+
+
+def _lens_records(rec: Recorder, i: int, logits: np.ndarray, source: tuple[np.ndarray, ...]) -> None:
+    n = f"lens.{i}"
+    if rec.asks(f"{n}.logits"):
+        logits = rec(f"{n}.logits", logits.copy(), *source)
+        source = (logits,)
+    top_ids, top_p = ops.top_probs(logits, LENS_TOP)
+    rec(f"{n}.top_ids", top_ids, *source)
+    rec(f"{n}.top_probs", top_p, *source)
+
+
+def wants_attribution(cfg: Qwen3Config, rec: Recorder, interventions: Interventions | None) -> bool:
+    """Direct logit attribution is computed when kept and the stream is still the sum of its writes."""
+    names = ["attrib.target_ids", "attrib.scale", "attrib.embed"] + [
+        f"attrib.{i}.{part}" for i in range(cfg.num_hidden_layers) for part in ("heads", "mlp", "experts")]
+    return (interventions is None or interventions.attributable) and keeps(rec, *names)
+
+
+def attribute(cfg: Qwen3Config, w: Params, rec: Recorder, embedded: np.ndarray, stream: np.ndarray,
+              logits: np.ndarray, taps: list[Taps], derived: bool = False) -> None:
+    """Direct logit attribution: what the embedding, every head and every MLP / expert wrote into the residual
+    stream, read along the direction of each position's top token through the final norm with its RMS scale
+    frozen (so the map is linear). The terms sum to that token's logit."""
+    target = rec("attrib.target_ids", np.argmax(logits, axis=-1).astype(np.int64), logits, derived=derived)
+    head = w(lm_head_name(cfg))
+    direction = head[target]
+    if cfg.final_norm:
+        norm_w = w("model.norm.weight")
+        scale = rec("attrib.scale", ops.frozen_rms_scale(stream, cfg.rms_norm_eps), stream, derived=derived)
+        direction = direction * norm_w * scale[:, None]
+    rec("attrib.embed", np.sum(embedded * direction, axis=-1), embedded, target, derived=derived)
+    for i, tap in enumerate(taps):
+        wo = w(f"model.layers.{i}.self_attn.o_proj.weight")
+        assert tap.context is not None and tap.mlp is not None
+        rec(f"attrib.{i}.heads", ops.head_attribution(tap.context, wo, direction), tap.context, wo, target,
+            derived=derived)
+        if not cfg.is_sparse_layer(i):
+            rec(f"attrib.{i}.mlp", np.sum(tap.mlp * direction, axis=-1), tap.mlp, target, derived=derived)
+            continue
+        per_expert = np.zeros((cfg.num_experts, len(target)), dtype=tap.mlp.dtype)
+        for e, rows, written in tap.experts:
+            per_expert[e, rows] = np.sum(written * direction[rows], axis=-1)
+        rec(f"attrib.{i}.experts", per_expert, tap.mlp, target, derived=derived)
 
 
 def attention(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x: np.ndarray, rope: Rope,
-              layer_cache: LayerCache | None) -> np.ndarray:
+              layer_cache: LayerCache | None, taps: Taps | None = None) -> np.ndarray:
     """Residual stream [T, D] -> what attention adds to it [T, D]: pre-norm, Q/K/V, QK-Norm, RoPE, scores,
     mask, softmax, context, o_proj. With a cache, keys and values of earlier positions are read from it."""
     p, n = f"model.layers.{i}", f"layers.{i}"
@@ -173,6 +285,8 @@ def attention(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x: np.ndarray,
 
     # §3-5-7 context and output projection (the forward adds it to the residual stream).
     context = rec(f"{n}.attn.context", ops.attention_context(probs, values), probs, values)
+    if taps is not None:
+        taps.context = context
     wo = w(f"{p}.self_attn.o_proj.weight")
     return rec(f"{n}.attn.o_proj", ops.linear(ops.merge_heads(context), wo), context, wo)
 
@@ -195,9 +309,10 @@ def _mlp_norm(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x_mid: np.ndar
     return rec(f"layers.{i}.mlp_norm", ops.rms_norm(x_mid, norm_w, cfg.rms_norm_eps), x_mid, norm_w)
 
 
-def moe(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x_mid: np.ndarray) -> np.ndarray:
+def moe(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x_mid: np.ndarray, dropped: list[int] | None = None,
+        taps: Taps | None = None) -> np.ndarray:
     """Residual stream [T, D] -> what the Mixture-of-Experts adds to it [T, D] (§4-5-9..14): pre-norm, router,
-    top-k gating, each chosen expert on its rows, gate-weighted sum."""
+    top-k gating, each chosen expert on its rows, gate-weighted sum. ``dropped``: experts top-k may not pick."""
     p, n = f"model.layers.{i}.mlp", f"layers.{i}.moe"
     h = _mlp_norm(cfg, w, rec, i, x_mid)
 
@@ -209,7 +324,8 @@ def moe(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x_mid: np.ndarray) -
     else:
         router_logits = rec(f"{n}.router_logits", ops.linear(h, wr), h, wr)
     router_probs = rec(f"{n}.router_probs", ops.softmax(router_logits), router_logits)
-    chosen, chosen_probs = ops.top_k(router_probs, cfg.num_experts_per_tok)
+    choosable = ops.drop_experts(router_probs, dropped) if dropped else router_probs
+    chosen, chosen_probs = ops.top_k(choosable, cfg.num_experts_per_tok)
     topk_ids = rec(f"{n}.topk_ids", chosen, router_probs)
     if cfg.norm_topk_prob:  # softmax over the chosen logits = chosen probabilities renormalised (§4-5-10)
         chosen_logits = np.take_along_axis(router_logits, topk_ids, axis=-1)
@@ -240,6 +356,8 @@ def moe(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x_mid: np.ndarray) -
         y = rec(f"{ne}.down_proj", ops.linear(act, wd), act, wd)
         weighted = rec(f"{ne}.weighted", ops.scatter_rows(rows, y, gates[rows, e], len(h)), gates, rows, y)
         weighted_outputs.append(weighted)
+        if taps is not None:
+            taps.experts.append((e, rows, weighted[rows]))
         total = total + weighted
     return rec(f"{n}.out", total, *weighted_outputs)
 
@@ -322,8 +440,10 @@ def decode_loop(cfg: Qwen3Config, prompt: list[int], rec: Recorder, sampling: Sa
 
 
 def generate(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], prompt: list[int], rec: Recorder,
-             sampling: Sampling, max_new_tokens: int = 1, stop_tokens: tuple[int, ...] = ()) -> Generation:
+             sampling: Sampling, max_new_tokens: int = 1, stop_tokens: tuple[int, ...] = (),
+             interventions: Interventions | None = None) -> Generation:
     """Prefill the prompt once, then decode one token per step with the KV cache (``decode.{s}.*``)."""
     cache = KVCache.empty(cfg.num_hidden_layers)
     return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens,
-                       lambda tokens, step_rec: forward(cfg, weights, np.array(tokens), step_rec, cache))
+                       lambda tokens, step_rec: forward(cfg, weights, np.array(tokens), step_rec, cache,
+                                                        interventions=interventions))

@@ -465,3 +465,79 @@ def sampling_probs(logits: np.ndarray, temperature: float, top_k: int | None, to
         keep[order[mass_before >= top_p * sorted_probs.sum()]] = False
     kept = np.where(keep, probs, 0.0)
     return (kept / kept.sum()).astype(logits.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Interpretability: logit lens, direct logit attribution, interventions
+# ---------------------------------------------------------------------------------------------------
+
+
+def top_probs(logits: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """[T, V] -> ids [T, n] int, probs [T, n]. The n largest logits, best first (ties: lower id first), and
+    their probabilities p = softmax(logits) = exp(ℓ − max ℓ) / Σ_v exp(ℓ_v − max ℓ).
+
+    ``partition`` finds the n best without sorting all of V; only the n chosen probabilities are divided out.
+
+    >>> top_probs(np.array([[0.0, np.log(3.0), -50.0]]), 2)
+    (array([[1, 0]]), array([[0.75, 0.25]]))
+    >>> top_probs(np.array([[1.0, 2.0, 2.0, 2.0]]), 2)[0]
+    array([[1, 2]])
+    """
+    n = min(n, logits.shape[-1])
+    x = logits.astype(np.promote_types(logits.dtype, np.float32))
+    top = x.max(axis=-1, keepdims=True)
+    total = np.exp(x - top).sum(axis=-1, keepdims=True)
+    nth = -np.partition(-x, n - 1, axis=-1)[:, n - 1]
+    ids = np.empty((len(x), n), dtype=np.int64)
+    for t, row in enumerate(x):
+        candidates = np.flatnonzero(row >= nth[t])  # the n best, and every token tied with the n-th
+        ids[t] = candidates[np.lexsort((candidates, -row[candidates]))[:n]]
+    probs = np.exp(np.take_along_axis(x, ids, axis=-1) - top) / total
+    return ids, probs.astype(logits.dtype)
+
+
+def zero_heads(context: np.ndarray, heads: list[int]) -> np.ndarray:
+    """[H, T, Dh] -> [H, T, Dh]. The context of the listed heads set to 0 (what o_proj then mixes).
+
+    >>> zero_heads(np.ones((2, 1, 2)), [1])[:, 0]
+    array([[1., 1.],
+           [0., 0.]])
+    """
+    out = context.copy()
+    out[list(heads)] = 0
+    return out
+
+
+def drop_experts(probs: np.ndarray, experts: list[int]) -> np.ndarray:
+    """[T, E] -> [T, E]. Router probabilities with the listed experts at −∞, so top-k never picks them.
+
+    >>> drop_experts(np.array([[0.5, 0.3, 0.2]]), [0])
+    array([[-inf,  0.3,  0.2]])
+    """
+    out = probs.copy()
+    out[:, list(experts)] = -np.inf
+    return out
+
+
+def frozen_rms_scale(x: np.ndarray, eps: float) -> np.ndarray:
+    """[T, D] -> [T]. 1 / sqrt(mean(x²) + ε): the final norm's scale, held fixed to make the head linear.
+
+    >>> frozen_rms_scale(np.array([[3., 4.]]), 0.0).round(4)
+    array([0.2828])
+    """
+    xf = x.astype(np.promote_types(x.dtype, np.float32))
+    return (1.0 / np.sqrt(np.mean(xf * xf, axis=-1) + eps)).astype(x.dtype)
+
+
+def head_attribution(context: np.ndarray, wo: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """[H, T, Dh], [D, H·Dh], [T, D] -> [H, T]. a[h, t] = (C_h[t] W_O,hᵀ) · u[t]: head h's write, read along u.
+
+    Summed over heads this is o_proj[t] · u[t].
+
+    >>> head_attribution(np.ones((2, 1, 1)), np.array([[1., 2.]]), np.array([[3.]]))
+    array([[3.],
+           [6.]])
+    """
+    h, t, dh = context.shape
+    read = (direction @ wo).reshape(t, h, dh)  # u[t] pulled back through each head's slice of W_O
+    return np.einsum("htk,thk->ht", context, read)

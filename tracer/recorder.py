@@ -21,11 +21,14 @@ class Recorder:
     ``capture``: glob patterns (``fnmatch``) of names to keep; None keeps everything.
     ``round_decimals``: hand-calculation mode, every float record rounded to N decimals before it is used.
     ``listener``: called with each record's name as it is computed (progress bars).
+    ``edit``: called with each record's full name and value, returns the value to use instead (interventions).
     """
 
     def __init__(self, capture: list[str] | None = None, round_decimals: int | None = None, prefix: str = "",
-                 listener: Callable[[str], None] | None = None):
+                 listener: Callable[[str], None] | None = None,
+                 edit: Callable[[str, np.ndarray], np.ndarray] | None = None):
         self.capture = capture
+        self.edit = edit
         self.listener = listener
         self.round_decimals = round_decimals
         self.records: dict[str, np.ndarray] = {}
@@ -45,6 +48,8 @@ class Recorder:
 
         ``derived``: the value was recomputed from captured tensors rather than captured (torch backend).
         """
+        if self.edit is not None:
+            value = self.edit(self.prefix + name, value)
         if self.capture == [] and self.round_decimals is None and self.listener is None:
             return value  # recording nothing: a pure identity, at no cost
         full = self.prefix + name
@@ -72,6 +77,10 @@ class Recorder:
     def wants(self, full_name: str) -> bool:
         """Whether a record of this name is kept (the capture filter)."""
         return self.capture is None or any(fnmatch.fnmatchcase(full_name, pat) for pat in self.capture)
+
+    def asks(self, name: str) -> bool:
+        """Whether ``--capture`` names this record explicitly (records too big to keep by default)."""
+        return self.capture is not None and self.wants(self.prefix + name)
 
     def params(self, weights: Mapping[str, np.ndarray]) -> _Params:
         """A view of the checkpoint weights whose arrays can be named as inputs of records."""

@@ -14,6 +14,7 @@ from tracer import TracerError
 from tracer.chat import check_messages, checkpoint_template, render_chat, render_jinja
 from tracer.config import Qwen3Config
 from tracer.limits import check_device, check_suppress
+from tracer.interventions import Editor, Interventions
 from tracer.longctx import context_limit
 from tracer.model import Sampling, generate
 from tracer.presets import PRESETS, get_preset
@@ -192,15 +193,27 @@ def stop_tokens(model: Model) -> tuple[int, ...]:
         return ()
 
 
+def _explained_labels(model: Model, rec: Recorder) -> dict[str, str]:
+    """Text of every token id the logit lens and the attribution name, so viewers need no tokenizer."""
+    found = [v for n, v in rec.records.items() if n.endswith((".top_ids", "attrib.target_ids"))]
+    ids = np.unique(np.concatenate([np.ravel(v) for v in found])).tolist() if found else []
+    try:
+        labels = model.tokenizer.token_strings(ids)
+    except TracerError:  # no tokenizer, or an id it does not know (Qwen3 pads its vocabulary): one by one
+        labels = [token_labels(model, [i])[0] for i in ids]
+    return dict(zip(map(str, ids), labels))
+
+
 def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None, max_new_tokens: int = 1,
               round_decimals: int | None = None, capture: list[str] | None = None, prompt: str | None = None,
               backend: str = "numpy", torch_dtype: str = "float32", device: str | None = None,
               listener: Callable[[str], None] | None = None, max_memory: dict[Any, Any] | None = None,
-              images: list[Any] | None = None) -> Trace:
+              images: list[Any] | None = None, interventions: Interventions | None = None) -> Trace:
     """Trace a prompt's forward pass and its generated tokens, in memory (``save_trace`` writes it).
 
     ``backend="torch"`` runs the real transformers model on the same weights (``torch_dtype``, ``device``:
     cpu, cuda, cuda:N, or auto — every GPU, then CPU memory, then disk, capped by ``max_memory``).
+    ``interventions``: heads to zero, experts to drop, records to patch (listed in the meta).
     ``images`` (files, bytes or arrays) go to a Qwen3-VL model, one per ``<|image_pad|>`` of ``ids``.
     """
     if backend not in BACKENDS:
@@ -215,7 +228,14 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     if bad:
         raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
     check_suppress(model.cfg.vocab_size, sampling.suppress)
-    rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener)
+    if interventions is not None:
+        interventions.check(model.cfg)
+        if interventions and model.vision is not None:
+            from tracer.i18n import t
+
+            raise TracerError(t("interp.vision", "en", model=model.name))
+    editor = Editor(interventions) if interventions else None
+    rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener, edit=editor)
     stops = stop_tokens(model)
     versions: dict[str, str] = {}
     vision_meta = None
@@ -256,7 +276,8 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         try:
             hf_model = tb.build_model(model.cfg, model.weights, directory, torch_dtype, device,
                                       offload_dir=offload.name if offload else None, max_memory=max_memory)
-            gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device)
+            gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device,
+                                    interventions)
             placed = tb.placement(hf_model) if device == "auto" else None
         finally:
             if offload is not None:
@@ -265,8 +286,10 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         versions = tb.library_versions()
     else:
         placed = None
-        gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops)
+        gen = generate(model.cfg, model.weights, ids, rec, sampling, max_new_tokens, stops, interventions)
         dtype = str(model.weights[next(iter(model.weights))].dtype)
+    if editor is not None:
+        editor.check_applied()
     meta = {
         "model": model.name, "source": model.source, "seed": model.seed, "backend": backend, "device": device, "placement": placed,
         "dtype": dtype, "round": round_decimals, "backend_versions": versions,
@@ -279,6 +302,8 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
                      "suppress": list(sampling.suppress), "seed": sampling.seed},
         "vocab": list(model.toy_vocab) if model.toy_vocab else None,
         "capture": capture, "notes": list(model.notes), "records": record_meta(rec),
+        "interventions": interventions.describe() if interventions else None,
+        "vocab_labels": _explained_labels(model, rec),
     }
     if vision_meta is not None:
         meta["vision"] = vision_meta

@@ -307,9 +307,12 @@ def lm_loss(cfg: Qwen3Config, records: Mapping[str, np.ndarray], targets: Target
 
 
 def run_forward(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], ids: np.ndarray) -> Recorder:
-    """The inference forward with every record captured (the numbers are the inference numbers)."""
+    """The inference forward with every record captured (the numbers are the inference numbers); the logit lens
+    and direct logit attribution (``lens.*``, ``attrib.*``) explain a prediction and take no part in training."""
     rec = Recorder()
     forward(cfg, weights, np.asarray(ids, dtype=np.int64), rec)
+    for name in [n for n in rec.records if n.startswith(("lens.", "attrib."))]:
+        del rec.records[name], rec.inputs[name]
     return rec
 
 

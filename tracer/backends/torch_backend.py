@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
+from tracer.backends.torch_interp import check_patchable, interp
 from tracer.config import Qwen3Config
+from tracer.interventions import Interventions
 from tracer.model import Generation, Sampling, decode_loop
 from tracer.recorder import Recorder
 
@@ -441,12 +443,14 @@ def tracing(cfg: Qwen3Config, model: Any, rec: Recorder, torch: Any) -> Iterator
 
 
 def generate_torch(cfg: Qwen3Config, model: Any, prompt: list[int], rec: Recorder, sampling: Sampling,
-                   max_new_tokens: int, stop_tokens: tuple[int, ...], device: str) -> Generation:
+                   max_new_tokens: int, stop_tokens: tuple[int, ...], device: str,
+                   interventions: Interventions | None = None) -> Generation:
     """Prefill, then decode with the library's own DynamicCache, recording the same names as the engine."""
     torch, transformers = require_torch()
+    check_patchable(interventions)
     cache = transformers.DynamicCache(config=model.config)
     where = input_device(model, device)
-    with tracing(cfg, model, rec, torch) as session, torch.no_grad():
+    with tracing(cfg, model, rec, torch) as session, interp(cfg, model, session, interventions), torch.no_grad():
         return decode_loop(cfg, prompt, rec, sampling, max_new_tokens, stop_tokens,
                            lambda tokens, step_rec: session.forward(tokens, step_rec, cache, where))
 
