@@ -446,6 +446,20 @@ def _cases():
             return d / "m.gguf"
         case(f"trace-{cid}", ["trace", "{file}", "--tokens", "1", "--out", "{old}"], "not a readable GGUF", build)
         case(f"info-{cid}", ["info", "{file}"], "not a readable GGUF", build)
+    npy_cases = [("zero-head-text", ["--zero-head", "x"], "'x'"), ("zero-head-layer", ["--zero-head", "9.9"], "9"),
+                 ("drop-expert-dense", ["--drop-expert", "0.1"], "dense"),
+                 ("patch-text-file", ["--patch", "embed.out=/etc/passwd"], "/etc/passwd"),
+                 ("patch-no-equals", ["--patch", "nonsense"], "'nonsense'"),
+                 ("patch-folder", ["--patch", "embed.out={d}"], "--patch"),
+                 ("patch-object", ["--patch", "embed.out={file}"], "not a .npy array"),
+                 ("patch-nan", ["--patch", "embed.out={d}/nan.npy"], "NaN")]
+    for cid, extra, expect in npy_cases:
+        def build(d, b):
+            np.save(d / "obj.npy", np.array([{}], dtype=object), allow_pickle=True)
+            np.save(d / "nan.npy", np.full((2, 4), np.nan, dtype=np.float32))
+            return d / "obj.npy"
+        case(f"trace-{cid}", ["trace", "toy-dense", "--tokens", "0,1", "--out", "{old}", *extra], expect, build)
+    case("show-npy-folder", ["show", "{good}", "logits", "--npy", "{d}"], ".npy")
     case("demo-out-dir-file", ["demo", "--out-dir", "{old}"], "not a folder")
     case("demo-round-negative", ["demo", "--out-dir", "{d}/demo", "--round", "-1"], "-1")
     case("demo-round-text", ["demo", "--out-dir", "{d}/demo", "--round", "x"], "'x'")
