@@ -15,6 +15,7 @@ import math
 import os
 import re
 import stat
+import threading
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -37,6 +38,10 @@ NUMERIC_KINDS = "biuf"
 NEG_INF_ALLOWED = ("*attn.mask", "*attn.masked_scores", "*.masked_logits")
 """Records where −∞ (masked positions, suppressed tokens) is part of the math; NaN and +∞ are never allowed."""
 RECORD_NAME = re.compile(r"^[A-Za-z0-9_.]{1,200}$")
+NPY_HEADER_LOCK = threading.Lock()
+"""NumPy parses every ``.npy`` header with ``ast.literal_eval``, and CPython 3.11's AST constructor fails with a
+SystemError when several threads parse at once (many app sessions opening traces): headers are parsed one at a
+time. The lock guards no data."""
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 META_SCHEMA: dict[int, dict[str, Any]] = {
@@ -155,12 +160,13 @@ def _npy_header(member: BinaryIO, label: str, name: str) -> tuple[tuple[int, ...
     fmt = np.lib.format
     try:
         major, _ = fmt.read_magic(member)
-        if major == 1:
-            shape, fortran, dtype = fmt.read_array_header_1_0(member)
-        elif major in (2, 3):
-            shape, fortran, dtype = fmt.read_array_header_2_0(member)
-        else:
-            raise ValueError("unknown .npy version")
+        with NPY_HEADER_LOCK:
+            if major == 1:
+                shape, fortran, dtype = fmt.read_array_header_1_0(member)
+            elif major in (2, 3):
+                shape, fortran, dtype = fmt.read_array_header_2_0(member)
+            else:
+                raise ValueError("unknown .npy version")
     except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as exc:
         raise TracerError(t("safety.bad_member", "en", label=label, member=escape_controls(name)[:80])
                           + f" ({type(exc).__name__})") from None
@@ -328,7 +334,8 @@ class CheckedStore(Mapping[str, np.ndarray]):
 
     def __getitem__(self, name: str) -> np.ndarray:
         try:
-            value = self._npz[name]
+            with NPY_HEADER_LOCK:  # the member's .npy header is parsed as it is read
+                value = self._npz[name]
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise TracerError(t("safety.record_damaged", "en", label=self._label, name=name)
                               + f" ({type(exc).__name__})") from None

@@ -265,7 +265,8 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
     """
     from tracer.budget import default_budget
     from tracer.i18n import t
-    from tracer.safefiles import CheckedStore, check_meta, escape_controls, inspect_npz, read_json_text, regular_file
+    from tracer.safefiles import (NPY_HEADER_LOCK, CheckedStore, check_meta, escape_controls, inspect_npz,
+                                  read_json_text, regular_file)
 
     if isinstance(source, (str, os.PathLike)):
         p: Path | None = Path(source)
@@ -283,7 +284,9 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
         if p is None:
             source.seek(0)  # type: ignore[union-attr]
         npz = np.load(p if p is not None else source, allow_pickle=False)
-        meta = read_json_text(str(npz[META_KEY]), f"{label}: {META_KEY}")
+        with NPY_HEADER_LOCK:
+            text = str(npz[META_KEY])
+        meta = read_json_text(text, f"{label}: {META_KEY}")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise TracerError(f"{label} is not a readable .npz trace ({exc})") from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
