@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import guard
 import numpy as np
 import streamlit as st
 
@@ -19,6 +20,7 @@ from tracer.i18n import t as translate
 from tracer.run import encode_prompt, load_model, run_trace
 from tracer.notes import notes_for
 from tracer.tokentext import TokenText
+from tracer.safefiles import escape_controls
 from tracer.tracefile import Trace, load_trace
 
 TRACE_ENV = "QWEN3_TRACER_TRACE"
@@ -57,18 +59,28 @@ def default_trace() -> Trace:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _open(path: str, mtime: float) -> Trace:
-    return load_trace(path)
+def _open(path: str, mtime: float, budget: int) -> Trace:
+    return load_trace(path, max_bytes=budget)
+
+
+def _read_any(path: str) -> Trace:
+    return _open(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0, guard.settings().budget)
 
 
 def read_trace(path: str) -> Trace:
-    """A trace file, cached per server until the file changes; a TracerError when it cannot be read."""
-    return _open(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
+    """A trace file of the traces folder (any other path is refused), cached per server until the file changes;
+    a TracerError without server paths when it cannot be read."""
+    try:
+        return _read_any(str(guard.trace_path(path)))
+    except TracerError as exc:
+        raise TracerError(guard.scrub(str(exc))) from None
 
 
 def read_upload(uploaded: Any) -> Trace:
     """An uploaded trace, read from its bytes in memory (nothing is written on the server)."""
-    return load_trace(io.BytesIO(uploaded.getvalue()), name=uploaded.name)
+    if uploaded.size > guard.upload_limit_bytes():
+        raise TracerError(f"{guard.plain(uploaded.name)} is larger than the upload limit")
+    return load_trace(io.BytesIO(uploaded.getvalue()), name=uploaded.name, max_bytes=guard.settings().budget)
 
 
 def current_trace() -> Trace | None:
@@ -76,9 +88,9 @@ def current_trace() -> Trace | None:
     if "trace" not in st.session_state:
         path = os.environ.get(TRACE_ENV)
         try:
-            st.session_state.trace = read_trace(path) if path else default_trace()
+            st.session_state.trace = _read_any(path) if path else default_trace()  # the teacher's own file
         except TracerError as exc:
-            st.error(str(exc))
+            st.error(guard.scrub(str(exc)))
             return None
     return st.session_state.trace
 
@@ -94,7 +106,7 @@ def open_path(path: str) -> bool:
     try:
         open_trace(read_trace(path))
     except TracerError as exc:
-        st.error(str(exc))
+        st.error(guard.scrub(str(exc)))
         return False
     return True
 
@@ -120,7 +132,7 @@ def sidebar() -> None:
         trace = current_trace()
         if trace is not None:
             m = trace.meta
-            st.caption(f"{t('trace')}: {trace.label} · {m['model']} · {m['backend']} · {m['dtype']}")
+            st.caption(guard.plain(f"{t('trace')}: {trace.label} · {m['model']} · {m['backend']} · {m['dtype']}"))
 
 
 def header(title: str, zh: str | None = None, zh_hant: str | None = None) -> None:
@@ -168,13 +180,15 @@ def summary(trace: Trace) -> None:
     cols[1].metric(t("tokens"), len(m["token_ids"]))
     new = text.generated_labels()
     cols[2].metric(t("next"), f"{m['generated_ids'][0]} {new[0]!r}" if new else "—")
-    st.markdown(" ".join(f"`{label.strip() or repr(label)}`" for label in text.prompt_labels()[:256]))
+    st.text(" ".join(f"[{escape_controls(label.strip()) or repr(label)}]" for label in text.prompt_labels()[:256]))
 
 
 def show_notes(trace: Trace, page: str) -> None:
-    """The trace's notes and the known errata of the seed documents that concern this page."""
+    """The trace's notes and the known errata of the seed documents that concern this page (plain text: a
+    note comes from the trace file, so its markdown is not rendered)."""
     for kind, text in notes_for(trace.meta, page, lang()):
-        (st.warning if kind == "erratum" else st.info)(f"**{t('erratum' if kind == 'erratum' else 'note')}** · {text}")
+        label = t('erratum' if kind == 'erratum' else 'note')
+        (st.warning if kind == "erratum" else st.info)(f"{label} · {escape_controls(text)}")
 
 
 def layer_count(trace: Trace) -> int:

@@ -7,9 +7,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # pages import common
 
 import streamlit as st  # noqa: E402
 
+import guard  # noqa: E402
 from common import nav_title  # noqa: E402
 
 st.set_page_config(page_title="qwen3-tracer", layout="wide")
+guard.gate()  # the class password, before anything else
 # a new page: st.Page("views/<name>.py", title=nav_title("<name>")) and the key app.nav_<name> in the catalogs
 PAGES = [
     st.Page("views/run.py", title=nav_title("run"), default=True),
@@ -30,4 +32,5 @@ PAGES = [
     st.Page("views/training.py", title=nav_title("training", "Training")),
     st.Page("views/vision.py", title=nav_title("vision", "Vision (Qwen3-VL)")),
 ]
-st.navigation(PAGES, expanded=True).run()  # every page listed (no "View more")
+with guard.boundary():  # any error: a one-line message box, never a traceback or a server path
+    st.navigation(PAGES, expanded=True).run()  # every page listed (no "View more")

@@ -46,6 +46,12 @@ def traces(tmp_path_factory):
     }
 
 
+@pytest.fixture(autouse=True)
+def traces_dir(monkeypatch, tmp_path_factory):
+    """The app opens files only from its traces folder: here, the folder of every test's files."""
+    monkeypatch.setenv("QWEN3_TRACER_TRACES_DIR", str(tmp_path_factory.getbasetemp()))
+
+
 def app(monkeypatch, trace=None):
     if trace:
         monkeypatch.setenv("QWEN3_TRACER_TRACE", trace)

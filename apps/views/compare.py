@@ -4,6 +4,7 @@ difference matrix of any record."""
 import numpy as np
 import streamlit as st
 
+import guard
 from common import header, lang, read_trace, read_upload, require_trace, show_notes, t
 from tracer import TracerError
 from tracer.compare import compare_traces, first_divergence
@@ -12,7 +13,8 @@ from tracer.figures import compare_figure, difference_heatmap, error_growth_figu
 header("nav_compare")
 a = require_trace()
 show_notes(a, "compare")
-uploaded = st.file_uploader(t("second_trace"), type=["npz"], key="compare_upload")
+uploaded = st.file_uploader(t("second_trace"), type=["npz"], key="compare_upload",
+                            max_upload_size=guard.settings().max_upload_mb)
 typed = st.text_input(t("or_path"), key="compare_path")
 if uploaded is None and not typed.strip():
     st.info(t("compare_hint"))
@@ -20,11 +22,11 @@ if uploaded is None and not typed.strip():
 try:
     b = read_upload(uploaded) if uploaded is not None else read_trace(typed.strip())
 except TracerError as exc:
-    st.error(str(exc))
+    st.error(guard.scrub(str(exc)))
     st.stop()
 rows = compare_traces(a, b)
 first = first_divergence(rows)
-counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")}
+counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "NONFINITE", "MISSING")}
 st.write(", ".join(f"{v} {n}" for v, n in counts.items()))
 if first:
     st.markdown(t("first_divergence", name=first.name))
@@ -44,6 +46,6 @@ if x.ndim == 3:
     x, y, labels = x[head], y[head], labels[1:]
 if x.ndim == 0:
     x, y = x.reshape(1, 1), y.reshape(1, 1)
-st.caption(t("diff_caption", a=f"{a.label} ({a.meta['backend']}, {a.meta['dtype']})",
-             b=f"{b.label} ({b.meta['backend']}, {b.meta['dtype']})"))
+st.caption(guard.plain(t("diff_caption", a=f"{a.label} ({a.meta['backend']}, {a.meta['dtype']})",
+                         b=f"{b.label} ({b.meta['backend']}, {b.meta['dtype']})")))
 st.plotly_chart(difference_heatmap(x, y, labels[0] if x.ndim == 2 else None, labels[-1], name, lang()), key="diff")

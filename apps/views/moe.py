@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import guard
 from common import header, lang, matrix_table, require_trace, show_notes, t, zoomable_heatmap
 from tracer.figures import expert_load_figure, labels_for, record_heatmap, topk_equivalence
 
@@ -25,7 +26,7 @@ experts = sorted({int(x.split(".")[4]) for x in trace.names if x.startswith(f"{n
 expert = st.selectbox(t("expert"), experts, format_func=lambda e: f"E{e}")
 e = f"{n}.experts.{expert}"
 tokens = labels_for(trace, f"{n}.gates")[0]
-st.caption(t("expert_rows") + ": " + ", ".join(tokens[r] for r in trace[f"{e}.token_ids"]))
+st.caption(t("expert_rows") + ": " + guard.plain(", ".join(tokens[r] for r in trace[f"{e}.token_ids"])))
 weighted = trace[f"{e}.weighted"]
 if weighted.shape[1] <= 16:
     matrix_table(trace[f"{e}.down_proj"], labels_for(trace, f"{e}.down_proj")[0], None)

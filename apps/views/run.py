@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import guard
 from common import header, open_path, open_trace, read_upload, require_trace, show_notes, summary, t
 from tracer import TracerError
 from tracer.model import Sampling
@@ -41,7 +42,8 @@ with run_tab:
         try:
             if backend == "numpy" and dtype not in ("float32", "float64"):
                 raise TracerError(t("dtype_numpy", dtype=dtype))
-            model = load_model(directory.strip() or preset, [o.strip() for o in overrides.split(",") if o.strip()],
+            source = str(guard.trace_path(directory, "checkpoint folder")) if directory.strip() else preset
+            model = load_model(source, [o.strip() for o in overrides.split(",") if o.strip()],
                                seed, dtype if dtype in ("float32", "float64") else "float32")
             if token_ids.strip():
                 ids = parse_token_list(token_ids, model)
@@ -61,26 +63,33 @@ with run_tab:
                     bar.progress(min(1.0, done[0] / total), text=f"{name}")
 
             sampling = Sampling(temperature, top_k or None, top_p if top_p < 1 else None, suppressed, seed)
-            trace = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
-                              round_decimals=None if rounding < 0 else rounding,
-                              capture=[g.strip() for g in capture.split(",") if g.strip()] or None,
-                              backend=backend, torch_dtype=dtype, listener=progress)
+            globs = [g.strip() for g in capture.split(",") if g.strip()] or None
+            guard.check_run(model.cfg, len(ids), int(max_new), globs, backend)
+            stop = st.empty()
+            stop.button(t("cancel"), key="cancel_run")  # any click reruns the page, which stops this run
+            try:
+                with guard.run_slot():  # a bounded pool shared by every session: wait for a free worker
+                    trace = run_trace(model, ids, sampling=sampling, max_new_tokens=int(max_new), prompt=text,
+                                      round_decimals=None if rounding < 0 else rounding, capture=globs,
+                                      backend=backend, torch_dtype=dtype, listener=progress)
+            finally:
+                stop.empty()
             bar.empty()
             open_trace(trace)
             st.rerun()
         except TracerError as exc:
-            st.error(str(exc))
+            st.error(guard.scrub(str(exc)))
 
 with open_tab:
-    uploaded = st.file_uploader(t("upload"), type=["npz"])
+    uploaded = st.file_uploader(t("upload"), type=["npz"], max_upload_size=guard.settings().max_upload_mb)
     if uploaded is not None and st.session_state.get("uploaded_name") != uploaded.name + str(uploaded.size):
         st.session_state.uploaded_name = uploaded.name + str(uploaded.size)
         try:
             open_trace(read_upload(uploaded))
             st.rerun()
         except TracerError as exc:
-            st.error(str(exc))
-    typed = st.text_input(t("local_path"), key="open_path")
+            st.error(guard.scrub(str(exc)))
+    typed = st.text_input(t("local_path"), key="open_path", help=", ".join(guard.trace_files()[:50]) or None)
     if st.button(t("open")) and typed.strip():
         if open_path(typed.strip()):
             st.rerun()

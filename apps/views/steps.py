@@ -4,6 +4,7 @@ inputs, parameters (as the checkpoint names them), output, and any one cell redo
 import numpy as np
 import streamlit as st
 
+import guard
 from common import header, lang, matrix_table, require_trace, show_notes, t, vocab_view, zoomable_heatmap
 from tracer import TracerError
 from tracer.figures import labels_for
@@ -35,8 +36,8 @@ info = trace.info[name]
 value = np.asarray(trace[name])
 vocab_size = int(trace.meta["config"]["vocab_size"])
 st.subheader(name)
-st.latex(info["formula"])
-st.caption(f"{t('shape')}: {list(value.shape)} = {info['schema_shape']} · {info['dtype']}"
+st.latex(guard.formula(info))  # the schema's own LaTeX for the record's op, never the file's text
+st.caption(guard.plain(f"{t('shape')}: {list(value.shape)} = {info['schema_shape']} · {info['dtype']}")
            + (f" · {t('derived')}" if info.get("derived") else ""))
 st.info(explanation(name, lang()))
 
@@ -46,7 +47,7 @@ records = [n for n in info["inputs"] if n not in {w for w, _ in weights}]
 left, right = st.columns(2)
 with left:
     st.markdown(f"**{t('inputs')}**")
-    st.markdown("\n".join(f"- `{n}` {list(np.shape(trace[n])) if n in trace else ''}" for n in records) or "—")
+    st.text("\n".join(f"• {guard.plain(n)} {list(np.shape(trace[n])) if n in trace else ''}" for n in records) or "—")
 with right:
     st.markdown(f"**{t('parameters')}**")
     if weights:
