@@ -10,45 +10,45 @@ import os
 from pathlib import Path
 from typing import Any
 
+import guard
 import numpy as np
 import streamlit as st
 
 from tracer import TracerError
+from tracer.i18n import LANGS, catalog, normalize
+from tracer.i18n import t as translate
 from tracer.run import encode_prompt, load_model, run_trace
+from tracer.notes import notes_for
+from tracer.tokentext import TokenText
+from tracer.safefiles import escape_controls
 from tracer.tracefile import Trace, load_trace
 
 TRACE_ENV = "QWEN3_TRACER_TRACE"
-
-TEXT = {
-    "language": ("Language", "語言"),
-    "trace": ("Trace", "追蹤檔"),
-    "model": ("Model", "模型"),
-    "tokens": ("Tokens", "Tokens"),
-    "next": ("Next token", "下一個 token"),
-    "no_trace": ("No trace is open.", "尚未開啟追蹤檔。"),
-    "record": ("Record", "紀錄"),
-    "previous": ("◀ Previous", "◀ 上一步"),
-    "next_step": ("Next ▶", "下一步 ▶"),
-    "shape": ("Shape", "形狀"),
-    "inputs": ("Computed from", "輸入"),
-    "layer": ("Layer", "層"),
-    "head": ("Head", "Head"),
-    "step": ("Step", "步驟"),
-    "explanation": ("What it is", "說明"),
-    "derived": ("derived: recomputed from captured tensors", "derived:由擷取的張量重新計算"),
-    "no_moe": ("This trace has no Mixture-of-Experts layer; open a toy-moe or Qwen3-MoE trace.",
-               "此追蹤檔沒有 MoE 層;請開啟 toy-moe 或 Qwen3-MoE 的追蹤檔。"),
-}
+LANG_ENV = "QWEN3_TRACER_LANG"
+LANG_NAMES = {"en": "English", "zh-Hans": "简体中文", "zh-Hant": "繁體中文"}
 
 
 def lang() -> str:
-    return st.session_state.get("lang", "en")
+    """This session's language: ``en``, ``zh-Hans`` or ``zh-Hant`` (``tracer app --lang``, ``?lang=``, the
+    switch in the sidebar)."""
+    if "lang" not in st.session_state:
+        st.session_state.lang = st.query_params.get("lang") or os.environ.get(LANG_ENV) or "en"
+    try:
+        return normalize(st.session_state.lang)  # "zh" is zh-Hans
+    except TracerError:
+        return "en"
 
 
-def t(key: str) -> str:
-    """An interface label in the chosen language."""
-    en, zh = TEXT[key]
-    return zh if lang() == "zh" else en
+def t(key: str, /, **values: Any) -> str:
+    """Interface text in this session's language: ``t("record")`` is ``app.record`` of the catalogs; a key
+    with a dot names its area (``t("figures.mask_title")``)."""
+    return translate(key if "." in key else f"app.{key}", lang(), **values)
+
+
+def nav_title(page: str, fallback: str | None = None) -> str:
+    """A page's title in the navigation: ``app.nav_<page>`` of the catalogs (new pages add that key)."""
+    key = f"app.nav_{page}"
+    return translate(key, lang()) if key in catalog("en") else (fallback or page)
 
 
 @st.cache_resource(show_spinner=False)
@@ -59,18 +59,28 @@ def default_trace() -> Trace:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _open(path: str, mtime: float) -> Trace:
-    return load_trace(path)
+def _open(path: str, mtime: float, budget: int) -> Trace:
+    return load_trace(path, max_bytes=budget)
+
+
+def _read_any(path: str) -> Trace:
+    return _open(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0, guard.settings().budget)
 
 
 def read_trace(path: str) -> Trace:
-    """A trace file, cached per server until the file changes; a TracerError when it cannot be read."""
-    return _open(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
+    """A trace file of the traces folder (any other path is refused), cached per server until the file changes;
+    a TracerError without server paths when it cannot be read."""
+    try:
+        return _read_any(str(guard.trace_path(path)))
+    except TracerError as exc:
+        raise TracerError(guard.scrub(str(exc))) from None
 
 
 def read_upload(uploaded: Any) -> Trace:
     """An uploaded trace, read from its bytes in memory (nothing is written on the server)."""
-    return load_trace(io.BytesIO(uploaded.getvalue()), name=uploaded.name)
+    if uploaded.size > guard.upload_limit_bytes():
+        raise TracerError(f"{guard.plain(uploaded.name)} is larger than the upload limit")
+    return load_trace(io.BytesIO(uploaded.getvalue()), name=uploaded.name, max_bytes=guard.settings().budget)
 
 
 def current_trace() -> Trace | None:
@@ -78,9 +88,9 @@ def current_trace() -> Trace | None:
     if "trace" not in st.session_state:
         path = os.environ.get(TRACE_ENV)
         try:
-            st.session_state.trace = read_trace(path) if path else default_trace()
+            st.session_state.trace = _read_any(path) if path else default_trace()  # the teacher's own file
         except TracerError as exc:
-            st.error(str(exc))
+            st.error(guard.scrub(str(exc)))
             return None
     return st.session_state.trace
 
@@ -96,7 +106,7 @@ def open_path(path: str) -> bool:
     try:
         open_trace(read_trace(path))
     except TracerError as exc:
-        st.error(str(exc))
+        st.error(guard.scrub(str(exc)))
         return False
     return True
 
@@ -109,33 +119,76 @@ def require_trace() -> Trace:
     return trace
 
 
+def _switch_language() -> None:
+    st.session_state.lang = st.session_state.lang_choice
+
+
 def sidebar() -> None:
     """Language switch and a summary of the open trace, on every page."""
     with st.sidebar:
-        choice = st.radio(t("language"), ["en", "zh"], index=0 if lang() == "en" else 1, horizontal=True,
-                          key="lang_choice", format_func=lambda code: "English" if code == "en" else "中文")
-        st.session_state.lang = choice  # a plain key: it survives pages that do not draw the switch
+        current = lang()
+        st.radio(t("language"), list(LANGS), index=list(LANGS).index(current), key="lang_choice",
+                 format_func=LANG_NAMES.get, on_change=_switch_language)
         trace = current_trace()
         if trace is not None:
             m = trace.meta
-            st.caption(f"{t('trace')}: {trace.label} · {m['model']} · {m['backend']} · {m['dtype']}")
+            st.caption(guard.plain(f"{t('trace')}: {trace.label} · {m['model']} · {m['backend']} · {m['dtype']}"))
 
 
-def header(en: str, zh: str) -> None:
-    """The sidebar (language switch, open trace) and the page title, at the top of every page."""
+def header(title: str, zh: str | None = None, zh_hant: str | None = None) -> None:
+    """The sidebar (language switch, open trace) and the page title, at the top of every page.
+
+    ``title`` is a catalog key (``header("nav_attention")``); pages written before the catalogs may still
+    pass English and Chinese text (``header("Attention", "注意力")``).
+    """
     sidebar()
-    st.title(zh if lang() == "zh" else en)
+    key = title if "." in title else f"app.{title}"
+    if key not in catalog("en"):  # English text: its catalog key, when some catalog holds it
+        key = next((k for k, v in catalog("en").items() if v == title), key)
+    if key in catalog("en"):
+        st.title(translate(key, lang()))
+    else:
+        st.title({"en": title, "zh-Hans": zh or title, "zh-Hant": zh_hant or zh or title}[lang()])
+    localize_widgets()
+
+
+def localize_widgets() -> None:
+    """Streamlit's own words (the file uploader's drop zone and button, the skip link) in the session's
+    language: hidden, and the catalog's text drawn in their place (a style sheet, placed in the sidebar)."""
+    hide_deploy = '[data-testid="stAppDeployButton"] {display: none;}'  # a classroom server deploys nothing
+    if lang() == "en":
+        st.sidebar.markdown(f"<style>{hide_deploy}</style>", unsafe_allow_html=True)
+        return
+    st.sidebar.markdown(f"""<style>{hide_deploy}
+[data-testid="stFileUploaderDropzoneInstructions"] > div > span,
+[data-testid="stFileUploaderDropzoneInstructions"] > div > small {{display: none;}}
+[data-testid="stFileUploaderDropzoneInstructions"] > div::after {{content: "{t('uploader_drop')}";}}
+[data-testid="stFileUploaderDropzone"] button, [data-testid="stSkipToContent"] {{font-size: 0 !important;
+  visibility: hidden;}}
+[data-testid="stFileUploaderDropzone"] button::after {{content: "{t('uploader_browse')}"; font-size: 0.9rem;
+  visibility: visible;}}
+[data-testid="stSkipToContent"]::after {{content: "{t('skip_to_content')}"; font-size: 1rem; visibility: visible;}}
+</style>""", unsafe_allow_html=True)
 
 
 def summary(trace: Trace) -> None:
     """Model, tokens and chosen next token of a trace."""
     m = trace.meta
+    text = TokenText(m)
     cols = st.columns(3)
     cols[0].metric(t("model"), m["model"])
     cols[1].metric(t("tokens"), len(m["token_ids"]))
-    new = m.get("generated_labels") or []
+    new = text.generated_labels()
     cols[2].metric(t("next"), f"{m['generated_ids'][0]} {new[0]!r}" if new else "—")
-    st.markdown(" ".join(f"`{label.strip() or repr(label)}`" for label in m["token_labels"][:256]))
+    st.text(" ".join(f"[{escape_controls(label.strip()) or repr(label)}]" for label in text.prompt_labels()[:256]))
+
+
+def show_notes(trace: Trace, page: str) -> None:
+    """The trace's notes and the known errata of the seed documents that concern this page (plain text: a
+    note comes from the trace file, so its markdown is not rendered)."""
+    for kind, text in notes_for(trace.meta, page, lang()):
+        label = t('erratum' if kind == 'erratum' else 'note')
+        (st.warning if kind == "erratum" else st.info)(f"{label} · {escape_controls(text)}")
 
 
 def layer_count(trace: Trace) -> int:
@@ -162,3 +215,63 @@ def matrix_table(value: np.ndarray, rows: list[str] | None, cols: list[str] | No
     if np.issubdtype(m.dtype, np.floating):
         frame = frame.map(lambda v: "−∞" if v == -np.inf else f"{v:.{decimals}f}")
     st.table(frame)
+
+
+def zoomable_heatmap(matrix: np.ndarray, rows: list[str] | None, cols: list[str] | None, title: str,
+                     key: str) -> None:
+    """A matrix as a heatmap; a large one drawn downsampled, with a region to see at full resolution."""
+    from tracer.figures import MAX_CELLS, heatmap
+
+    m = np.asarray(matrix)
+    st.plotly_chart(heatmap(m, rows, cols, title, lang=lang()), key=key)
+    if m.ndim == 2 and (m.shape[0] > MAX_CELLS or m.shape[1] > MAX_CELLS):
+        with st.expander(t("zoom")):
+            a, b, c, d = st.columns(4)
+            r0 = int(a.number_input(t("zoom_row"), 0, m.shape[0] - 1, 0, key=f"{key}-r0"))
+            nr = int(b.number_input(t("zoom_rows"), 1, 64, min(32, m.shape[0]), key=f"{key}-nr"))
+            c0 = int(c.number_input(t("zoom_col"), 0, m.shape[1] - 1, 0, key=f"{key}-c0"))
+            nc = int(d.number_input(t("zoom_cols"), 1, 64, min(32, m.shape[1]), key=f"{key}-nc"))
+            region = (r0, min(m.shape[0], r0 + nr), c0, min(m.shape[1], c0 + nc))
+            st.plotly_chart(heatmap(m, rows, cols, title, lang=lang(), region=region), key=f"{key}-zoom")
+
+
+def vocab_table(logits: np.ndarray, probs: np.ndarray, ids: list[int], text: TokenText) -> list[dict[str, Any]]:
+    """Rows of a vocabulary table: rank, id, token text, logit and probability of each id."""
+    from tracer.figures import ranks_of
+
+    labels = text.labels(ids)
+    ranks = ranks_of(probs, ids)
+    return [{t("col_rank"): r, t("col_id"): i, t("col_token"): label, t("col_logit"): float(logits[i]),
+             t("col_prob"): float(probs[i])} for i, label, r in zip(ids, labels, ranks)]
+
+
+def token_search(logits: np.ndarray, probs: np.ndarray, text: TokenText, key: str) -> None:
+    """Find tokens by text or id in a vocabulary-wide vector: their logit, probability and rank."""
+    query = st.text_input(t("search"), key=f"{key}-search", help=t("search_help"))
+    if not query.strip():
+        return
+    ids = [i for i in text.find(query) if 0 <= i < len(logits)]
+    if not ids:
+        st.warning(t("search_none", q=query))
+        return
+    st.dataframe(vocab_table(logits, probs, ids, text), hide_index=True)
+
+
+def vocab_view(trace: Trace, name: str, key: str) -> None:
+    """A vector over the whole vocabulary ([V], or one row of [T, V]): the top tokens with their text, the
+    sorted and binned distribution on log axes, and a search."""
+    from tracer import ops
+    from tracer.figures import top_tokens, vocab_distribution_figure
+
+    value = np.asarray(trace[name], dtype=np.float64)
+    if value.ndim == 2:
+        row = int(st.number_input(t("position"), 0, value.shape[0] - 1, value.shape[0] - 1, key=f"{key}-row"))
+        value = value[row]
+    is_probs = trace.info[name]["op"] in ("greedy_probs", "sampling_probs")
+    probs = value if is_probs else ops.softmax(value)
+    text = TokenText(trace.meta)
+    n = int(st.number_input(t("top_n"), 5, 100, 15, key=f"{key}-n"))
+    top = [i for i, _, _ in top_tokens(probs if not is_probs else value, None, n)]
+    st.dataframe(vocab_table(value, probs, top, text), hide_index=True)
+    st.plotly_chart(vocab_distribution_figure(value, probs, lang()), key=f"{key}-dist")
+    token_search(value, probs, text, key)

@@ -1,81 +1,92 @@
-# %% [markdown]
-# # 2 · A Mixture-of-Experts block by hand (seed 004 §4) — and a lesson in rounding
-#
-# Same four tokens; the dense MLP is replaced by a router and three ReLU experts (time, task, politeness), each
-# token sent to its top-2 experts. The document computes by hand with numbers rounded to 3 decimals; we trace
-# the block twice — at full precision and in hand-calculation mode (`--round 3`) — and see where they part.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb02_md1")
 
 # %%
 import numpy as np
 import pandas as pd
 
 from tracer import seed004
-from tracer.classroom import AnswerBox, difference_note, setup, side_by_side
+from tracer.classroom import Exercise, difference_note, language, setup, side_by_side
 from tracer.figures import expert_load_figure, record_heatmap, topk_equivalence
 from tracer.run import encode_prompt, load_model, run_trace
 
 setup()
+LANG = language()
 model = load_model("toy-moe")
 ids = encode_prompt(model, "明天交報告")
 tokens = ["<bos>", "明天", "交", "報告"]
 full = run_trace(model, ids)
 paper = run_trace(model, ids, round_decimals=3)
 
-# %% [markdown]
-# ## Router logits with a bias, top-2 gating (§4-5-10)
-# **Your turn.** Token `<bos>` has router logits (1.134, 2.268, 1.200). Keep the two largest and take a softmax
-# over them: what weight does expert 1 get?
+# %% jupyter={"source_hidden": true}
+prose("nb02_md2")
 
 # %%
 L = paper["layers.0.moe.router_logits"]
 print(difference_note(L, seed004.MOE["layers.0.moe.router_logits"], 2.5e-3))
-box = AnswerBox("softmax(2.268, 1.200): the weight of expert 1?", full["layers.0.moe.topk_weights"][0, 0],
-                hint="1 / (1 + e^−(2.268 − 1.2)).")
-box
+L0 = full["layers.0.moe.router_logits"][0]
+ex1 = Exercise("nb02_gate", full["layers.0.moe.topk_weights"][0, 0], lang=LANG,
+               logits=", ".join(f"{x:.3f}" for x in L0), a=f"{L0[1]:.3f}", b=f"{L0[2]:.3f}")
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
 
 # %%
 G = paper["layers.0.moe.gates"]
 print(difference_note(G, seed004.MOE["layers.0.moe.gates"], 2.5e-3))
 side_by_side(G, seed004.MOE["layers.0.moe.gates"], tokens)
 
-# %% [markdown]
-# Qwen3-MoE takes a softmax over **all** experts, keeps the top k and renormalises; the document takes the top
-# k logits and a softmax over them. Same numbers:
+# %% jupyter={"source_hidden": true}
+prose("nb02_md3")
 
 # %%
-pd.DataFrame(topk_equivalence(full, 0))
+pd.DataFrame(topk_equivalence(full, 0, LANG))
 
-# %% [markdown]
-# ## Each expert on the tokens routed to it (§4-5-11..13)
+# %% jupyter={"source_hidden": true}
+prose("nb02_md4")
 
 # %%
 for e, rows in seed004.EXPERT_ROWS.items():
     n = f"layers.0.moe.experts.{e}"
     print(f"expert {e} serves {[tokens[r] for r in full[n + '.token_ids']]}; Y_e",
           difference_note(paper[n + ".down_proj"], seed004.EXPERTS[e]["down_proj"][rows], 2.5e-3))
-record_heatmap(full, "layers.0.moe.gates", title="gates: which expert each token uses").show()
-expert_load_figure(full, 3).show()
-
-# %% [markdown]
-# ## Weighted sum and residual (§4-5-14)
-# **Your turn.** Token 明天 gives expert 0 the weight 0.684, and expert 0 outputs 1.974 in its first dimension.
-# What is Z₀[明天, 0]?
+record_heatmap(full, "layers.0.moe.gates", lang=LANG).show()
+expert_load_figure(full, 3, lang=LANG).show()
 
 # %%
-box_z = AnswerBox("Z0[明天, 0] = 0.684 × 1.974 = ?", full["layers.0.moe.experts.0.weighted"][1, 0])
-box_z
+gates = full["layers.0.moe.gates"]
+ex2 = Exercise("nb02_expert", int(np.argmax(gates[3])), tolerance=0, lang=LANG,
+               gates=", ".join(f"{x:.3f}" for x in gates[3]))
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %% jupyter={"source_hidden": true}
+prose("nb02_md5")
+
+# %%
+y0 = full["layers.0.moe.experts.0.down_proj"][list(full["layers.0.moe.experts.0.token_ids"]).index(1), 0]
+ex3 = Exercise("nb02_weighted", full["layers.0.moe.experts.0.weighted"][1, 0], lang=LANG,
+               w=f"{gates[1, 0]:.3f}", y=f"{y0:.3f}")
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
 
 # %%
 X1 = paper["layers.0.resid_post"]
 print(difference_note(X1, seed004.MOE["layers.0.resid_post"], 2.5e-3))
 side_by_side(X1, seed004.MOE["layers.0.resid_post"], tokens)
 
-# %% [markdown]
-# ## The rounding lesson
-# At full precision the same block drifts away from the paper: §4 multiplied the *rounded* attention weights
-# (0.454, 0.136, 0.136, 0.275), so its context row 報告 is (1.452, 1.458) where the exact value is (1.450, 1.457)
-# — which is what §3 prints for the very same attention. The error is carried through the router and the experts
-# into the logits.
+# %% jupyter={"source_hidden": true}
+prose("nb02_md6")
 
 # %%
 rows = []

@@ -1,35 +1,51 @@
-# %% [markdown]
-# # 3 · Rotary position embedding (RoPE)
-#
-# Angles per dimension pair and position, the rotation of q and k, the relative-position property, and the two
-# ways of pairing dimensions: Hugging Face's `rotate_half` (pair j = (x[j], x[j+Dh/2])) and the interleaved
-# pairs of seed 001's code (pair j = (x[2j], x[2j+1])).
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb03_md1")
 
 # %%
 import numpy as np
 import pandas as pd
 
 from tracer import ops
-from tracer.classroom import setup
-from tracer.figures import heatmap, relative_position_figure, rope_angle_figure, rope_rotation_figure
+from tracer.classroom import Exercise, language, setup
+from tracer.figures import heatmap, rope_angle_figure, rope_distance_figure, rope_rotation_figure
 from tracer.presets import QWEN3_0_6B
 from tracer.run import load_model, run_trace
 
 setup()
+LANG = language()
 inv_freq = ops.rope_inv_freq(QWEN3_0_6B.head_dim, QWEN3_0_6B.rope_theta)
 pd.DataFrame({"pair j": range(0, 64, 8), "ω_j (rad / position)": inv_freq[::8],
               "positions per full turn": 2 * np.pi / inv_freq[::8]})
 
-# %% [markdown]
-# Fast pairs turn about a radian per position; slow ones take millions of positions for one turn.
+# %% jupyter={"source_hidden": true}
+prose("nb03_md2")
+
+# %%
+ex1 = Exercise("nb03_omega", inv_freq[1], tolerance=5e-4, lang=LANG, dh=QWEN3_0_6B.head_dim,
+               theta=f"{QWEN3_0_6B.rope_theta:g}", w0=f"{inv_freq[0]:g}")
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
 
 # %%
 cos, sin = ops.rope_tables(np.arange(64), inv_freq, np.float64)
 heatmap(np.arctan2(sin, cos)[:, :64:4], [str(t) for t in range(64)], [f"pair {j}" for j in range(0, 64, 4)],
         "angle φ[t, j] wrapped to (−π, π]", decimals=1, colorscale="Twilight").show()
 
-# %% [markdown]
-# ## Rotation keeps lengths and makes q·k depend on distance only
+# %%
+ex2 = Exercise("nb03_cos", cos[5, 0], lang=LANG, w0=f"{inv_freq[0]:g}", phi=f"{5 * inv_freq[0]:g}")
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %% jupyter={"source_hidden": true}
+prose("nb03_md3")
 
 # %%
 rng = np.random.default_rng(0)
@@ -42,20 +58,29 @@ pairs = [(5, 2), (105, 102), (3005, 3002)]
 pd.DataFrame([{"q position": m, "k position": n, "distance": m - n,
                "q·k": float(np.sum(rotated(q, m) * rotated(k, n)))} for m, n in pairs])
 
-# %% [markdown]
-# ## On a real trace (a small Qwen3 with random weights)
+# %%
+turned = ops.apply_rope(np.array([[[1.0] + [0.0] * 63 + [0.0] * 64]]), *ops.rope_tables(np.array([3]), inv_freq,
+                                                                                       np.float64))
+ex3 = Exercise("nb03_rotate", turned[0, 0, 0], lang=LANG, c=f"{np.cos(3):.3f}")
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
+
+# %% jupyter={"source_hidden": true}
+prose("nb03_md4")
 
 # %%
 model = load_model("qwen3-0.6b", ["num_hidden_layers=1", "vocab_size=1000"])
 trace = run_trace(model, list(range(1, 17)))
-rope_angle_figure(trace).show()
-rope_rotation_figure(trace, 0, 0, "q", pairs=2).show()
-relative_position_figure(trace, 0, 0).show()
+rope_angle_figure(trace, lang=LANG).show()
+rope_rotation_figure(trace, 0, 0, "q", pairs=2, lang=LANG).show()
+# one fixed q,k pair rotated to every distance, with the key at positions 0, 100 and 1000: the curves coincide
+rope_distance_figure(trace, 0, 0, query=15, key=0, max_distance=128, lang=LANG).show()
 
-# %% [markdown]
-# ## `rotate_half` vs interleaved pairs
-# Seed 001 (LLaMA's code) rotates (x[2j], x[2j+1]); Hugging Face Qwen3 rotates (x[j], x[j+Dh/2]). Moving the even
-# dimensions to the first half and the odd ones to the second turns one into the other:
+# %% jupyter={"source_hidden": true}
+prose("nb03_md5")
 
 # %%
 x = rng.standard_normal((1, 16, 128))

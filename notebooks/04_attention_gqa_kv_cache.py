@@ -1,24 +1,31 @@
-# %% [markdown]
-# # 4 · Attention, GQA and the KV cache
-#
-# Masks and softmax, how Qwen3-0.6B's 16 query heads share 8 key/value heads, and how the KV cache grows while
-# decoding — with the proof that decoding with the cache gives the same logits as recomputing everything.
-# The model has Qwen3-0.6B's attention shape (16/8 heads of 128) with two layers and a small vocabulary, so the
-# notebook runs in seconds.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb04_md1")
 
 # %%
 import numpy as np
 import pandas as pd
 
 from tracer import ops
-from tracer.classroom import setup
-from tracer.figures import attention_figure, gqa_figure, record_heatmap
+from tracer.classroom import Exercise, language, setup
+from tracer.figures import attention_figure, decode_attention_figure, gqa_figure
 from tracer.model import forward
 from tracer.recorder import Recorder
 from tracer.run import load_model, run_trace
 
 setup()
+LANG = language()
 print(ops.causal_mask(5, 5, -np.inf))
+ex1 = Exercise("nb04_masked", ops.softmax(np.array([1.0, 2.0, -np.inf]))[1], lang=LANG, e1=f"{np.e:.3f}",
+               e2=f"{np.e ** 2:.3f}")
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
+
+# %%
 print(ops.softmax(np.array([1.0, 2.0, -np.inf])), "← a masked position gets exactly 0")
 
 # %%
@@ -26,19 +33,26 @@ model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=2000", "ini
 cfg = model.cfg
 prompt = [11, 22, 33, 44, 55, 66]
 trace = run_trace(model, prompt, max_new_tokens=5)
-gqa_figure(cfg.num_attention_heads, cfg.num_key_value_heads).show()
-
-# %% [markdown]
-# Query heads 0 and 1 read the same keys (KV head 0), so their scores differ only through their queries:
+gqa_figure(cfg.num_attention_heads, cfg.num_key_value_heads, LANG).show()
+ex2 = Exercise("nb04_kvhead", 13 // cfg.kv_groups, tolerance=0, lang=LANG, h=cfg.num_attention_heads,
+               hkv=cfg.num_key_value_heads, group=cfg.kv_groups)
+ex2
 
 # %%
-attention_figure(trace, 1, 0).show()
-attention_figure(trace, 1, 1).show()
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %% jupyter={"source_hidden": true}
+prose("nb04_md2")
+
+# %%
+attention_figure(trace, 1, 0, lang=LANG).show()
+attention_figure(trace, 1, 1, lang=LANG).show()
 print("q_proj", trace["layers.1.attn.q_proj"].shape, " k_proj", trace["layers.1.attn.k_proj"].shape,
       " scores", trace["layers.1.attn.scores"].shape)
 
-# %% [markdown]
-# ## The KV cache grows by one position per decode step
+# %% jupyter={"source_hidden": true}
+prose("nb04_md3")
 
 # %%
 pd.DataFrame([{"decode step": s, "new token": int(trace[f"decode.{s}.tokens"][0]),
@@ -46,12 +60,18 @@ pd.DataFrame([{"decode step": s, "new token": int(trace[f"decode.{s}.tokens"][0]
                "scores shape": trace[f"decode.{s}.layers.0.attn.scores"].shape} for s in range(1, 5)])
 
 # %%
-record_heatmap(trace, "decode.4.layers.1.attn.probs", head=0, title="decode step 4: one query, every cached key").show()
+ex3 = Exercise("nb04_cache", trace["decode.4.layers.0.attn.k_cache"].shape[1], tolerance=0, lang=LANG, t=len(prompt))
+ex3
 
-# %% [markdown]
-# ## Same logits with and without the cache
-# Recompute the whole sequence (prompt + generated tokens) in one forward pass, no cache, and compare each
-# decode step's logits with the row of the full pass at the same position.
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
+
+# %%
+decode_attention_figure(trace, 4, 1, 0, LANG).show()
+
+# %% jupyter={"source_hidden": true}
+prose("nb04_md4")
 
 # %%
 full = forward(cfg, model.weights, np.array(prompt + trace.meta["generated_ids"][:-1]), Recorder(capture=[]))

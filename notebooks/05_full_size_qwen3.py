@@ -1,9 +1,7 @@
-# %% [markdown]
-# # 5 · A full-size Qwen3 trace
-#
-# The real tokenizer and chat template (thinking on and off, a tool call), then a 28-layer trace of Qwen3-0.6B on
-# seeded random weights: the residual stream's size layer by layer, attention heatmaps, and the logits.
-# At the end: how to point the same code at real weights.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb05_md1")
 
 # %%
 import json
@@ -11,19 +9,30 @@ import json
 import pandas as pd
 
 from tracer.chat import parse_reply, render_chat
-from tracer.classroom import setup
+from tracer.classroom import Exercise, language, setup
 from tracer.figures import attention_figure, residual_norms_figure, sampling_figure
 from tracer.info import count_params
 from tracer.run import load_model, run_trace
 from tracer.tokenizer import QwenTokenizer
+from tracer.tokentext import piece
 
 setup()
+LANG = language()
 tok = QwenTokenizer()
 ids = tok.encode("Hello, world! 明天交報告 😀")
-pd.DataFrame([{"id": t.id, "bytes": t.bytes.hex(" "), "text": t.text} for t in tok.tokens(ids)])
+pieces = [piece(t.bytes) for t in tok.tokens(ids)]
+pd.DataFrame([{"id": t.id, "bytes": t.bytes.hex(" "), "text": text} for t, text in zip(tok.tokens(ids), pieces)])
 
-# %% [markdown]
-# ## The chat template: thinking on, thinking off, and a tool call
+# %%
+ex1 = Exercise("nb05_tokens", len(ids), tolerance=0, lang=LANG, first=pieces[0], last=pieces[-1])
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
+
+# %% jupyter={"source_hidden": true}
+prose("nb05_md2")
 
 # %%
 messages = [{"role": "system", "content": "You are concise."}, {"role": "user", "content": "明天交報告, 加上禮貌用語"}]
@@ -41,13 +50,26 @@ print(render_chat(call, tools))
 print(parse_reply('<think>\nI should call the tool.\n</think>\n\n<tool_call>\n{"name": "get_weather", '
                   '"arguments": {"city": "Taipei"}}\n</tool_call>'))
 
-# %% [markdown]
-# ## 28 layers of Qwen3-0.6B
-# Exact size first (seed 003 estimates about 591M):
+# %% jupyter={"source_hidden": true}
+prose("nb05_md3")
 
 # %%
 model = load_model("qwen3-0.6b", seed=0)
 print(f"{count_params(model.cfg).total:,} parameters")
+c = model.cfg
+counts = count_params(c)
+ex2 = Exercise("nb05_layer", counts.attention[0] + counts.mlp[0] + counts.norms[0], tolerance=0.5, lang=LANG,
+               q=f"{c.num_attention_heads * c.head_dim}, {c.hidden_size}",
+               kv=f"{c.num_key_value_heads * c.head_dim}, {c.hidden_size}",
+               o=f"{c.hidden_size}, {c.num_attention_heads * c.head_dim}", i=f"{c.intermediate_size}, {c.hidden_size}",
+               d=c.hidden_size, dh=c.head_dim, i_prod=f"{c.intermediate_size} × {c.hidden_size}")
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %%
 prompt = render_chat([{"role": "user", "content": "明天交報告"}], enable_thinking=False)
 ids = model.tokenizer.encode(prompt)
 trace = run_trace(model, ids, prompt=prompt,
@@ -56,22 +78,21 @@ trace = run_trace(model, ids, prompt=prompt,
 print(len(ids), "tokens,", len(trace), "records kept (--capture)")
 
 # %%
-residual_norms_figure(trace).show()
-attention_figure(trace, 27, 0).show()
+residual_norms_figure(trace, LANG).show()
+attention_figure(trace, 27, 0, lang=LANG).show()
+ex3 = Exercise("nb05_scale", model.cfg.head_dim ** -0.5, tolerance=5e-4, lang=LANG, dh=model.cfg.head_dim,
+               root=f"{model.cfg.head_dim ** 0.5:.3f}")
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
 
 # %%
 labels = trace.meta["generated_labels"]
-fig, probs = sampling_figure(trace["sample.0.masked_logits"], 1.0, None, None)
+fig, probs = sampling_figure(trace["sample.0.masked_logits"], 1.0, None, None, tok.token_strings, lang=LANG)
 fig.show()
 print("greedy next token:", trace.meta["generated_ids"], labels, "(random weights: the token means nothing yet)")
 
-# %% [markdown]
-# ## With real weights
-# Download a Qwen3 checkpoint elsewhere and copy the folder (config.json, model.safetensors, tokenizer files)
-# to this machine. Then `load_model("/path/to/Qwen3-0.6B")` reads it memory-mapped, and everything above works
-# the same — including the chat template the checkpoint ships. From the command line:
-#
-# ```
-# tracer trace /path/to/Qwen3-0.6B --prompt "明天交報告" --chat --max-new-tokens 16 --out real.npz
-# tracer app real.npz
-# ```
+# %% jupyter={"source_hidden": true}
+prose("nb05_md4")

@@ -1,19 +1,19 @@
-# %% [markdown]
-# # 6 · Sampling: greedy, temperature, top-k, top-p
-#
-# The next token is chosen from the last position's logits. Move the sliders to see how temperature, top-k and
-# top-p reshape the distribution of a real trace's logits. Then check a worked example from the course notes.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb06_md1")
 
 # %%
 import numpy as np
 import pandas as pd
 
 from tracer import ops, seed004
-from tracer.classroom import setup
+from tracer.classroom import Exercise, language, setup
 from tracer.figures import sampling_figure
 from tracer.run import load_model, run_trace
 
 setup()
+LANG = language()
 model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=500", "initializer_range=0.5"])
 trace = run_trace(model, [1, 2, 3, 4, 5])
 logits = trace["sample.0.masked_logits"]
@@ -24,19 +24,45 @@ import ipywidgets as widgets  # noqa: E402
 from IPython.display import display  # noqa: E402
 
 def show(temperature=1.0, top_k=0, top_p=1.0):
-    fig, probs = sampling_figure(logits, temperature, top_k or None, top_p if top_p < 1 else None)
+    fig, probs = sampling_figure(logits, temperature, top_k or None, top_p if top_p < 1 else None, lang=LANG)
     fig.show()
     print(f"{int((probs > 0).sum())} tokens can be drawn")
 
 display(widgets.interactive(show, temperature=(0.0, 2.0, 0.05), top_k=(0, 50), top_p=(0.05, 1.0, 0.05)))
 show(0.7, 20, 0.9)
 
-# %% [markdown]
-# ## The course example: logits [5, 2, 1]
-# Seed 001 prints probabilities for T = 1, 0.5 and 2. Here is what softmax(logits / T) really gives:
+# %% jupyter={"source_hidden": true}
+prose("nb06_md2")
 
 # %%
 z = np.array(seed004.SEED001_TEMPERATURE["logits"])
+zs = ", ".join(f"{v:g}" for v in z)
+ex1 = Exercise("nb06_t1", ops.softmax(z)[0], lang=LANG, logits=zs)
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
+
+# %%
+ex2 = Exercise("nb06_t2", ops.softmax(z / 2)[0], lang=LANG, logits=zs, halves=", ".join(f"{v:g}" for v in z / 2))
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %%
+p1 = ops.softmax(z)
+ex3 = Exercise("nb06_topp", int((ops.sampling_probs(z, 1.0, None, 0.9) > 0).sum()), tolerance=0, lang=LANG,
+               probs=", ".join(f"{v:.3f}" for v in p1), p0=f"{p1[0]:.3f}")
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
+
+# %%
 rows = []
 for T, printed in seed004.SEED001_TEMPERATURE["printed"].items():
     exact = ops.softmax(z / T)
@@ -44,11 +70,8 @@ for T, printed in seed004.SEED001_TEMPERATURE["printed"].items():
                  "largest error": round(float(np.abs(exact - printed).max()), 3)})
 pd.DataFrame(rows)
 
-# %% [markdown]
-# **Where the document went wrong.** e⁵ ≈ 148.4, e² ≈ 7.39, e¹ ≈ 2.72, so at T = 1 the first token has
-# 148.4 / 158.5 ≈ 0.936, not 0.84; the document's numbers even sum to 1 while being too flat. At T = 0.5 the
-# first token is 0.997 (the document: 0.97); at T = 2 it is 0.736 (the document: 0.62). The qualitative lesson
-# holds — lower T sharpens, higher T flattens — but the printed probabilities are not what softmax gives.
+# %% jupyter={"source_hidden": true}
+prose("nb06_md3")
 
 # %%
 for T in (1.0, 0.5, 2.0):

@@ -1,18 +1,18 @@
-# %% [markdown]
-# # 7 · Comparing engines: NumPy vs PyTorch, float32 vs bfloat16
-#
-# The same weights run through the NumPy reference engine and through Hugging Face `transformers`' real
-# `Qwen3ForCausalLM`, both traced into the same schema, then compared record by record.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb07_md1")
 
 # %%
 import pandas as pd
 
-from tracer.classroom import setup
+from tracer.classroom import Exercise, language, setup
 from tracer.compare import compare_traces, first_divergence
 from tracer.figures import compare_figure
 from tracer.run import load_model, run_trace
 
 setup()
+LANG = language()
 overrides = ["num_hidden_layers=2", "hidden_size=128", "head_dim=32", "intermediate_size=256", "vocab_size=1000"]
 
 def traced(backend, dtype="float32"):
@@ -21,24 +21,46 @@ def traced(backend, dtype="float32"):
 
 numpy_f32, torch_f32, torch_bf16 = traced("numpy"), traced("torch"), traced("torch", "bfloat16")
 
-# %% [markdown]
-# ## NumPy vs transformers, float32: every record agrees
+# %% jupyter={"source_hidden": true}
+prose("nb07_md2")
 
 # %%
 rows = compare_traces(numpy_f32, torch_f32)
-print({v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")},
-      "first divergence:", first_divergence(rows))
-compare_figure(rows).show()
+counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")}
+print(counts, "first divergence:", first_divergence(rows))
+compare_figure(rows, LANG).show()
+ex1 = Exercise("nb07_diff", counts["DIFF"], tolerance=0, lang=LANG, counts=counts)
+ex1
 
-# %% [markdown]
-# ## float32 vs bfloat16: drift, op by op
-# bfloat16 keeps 8 bits of mantissa, so every op adds relative error of order 2⁻⁸ ≈ 0.4 %. Watch it accumulate.
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
+
+# %%
+ex2 = Exercise("nb07_roundoff", 2.0 ** -8, tolerance=1e-4, lang=LANG, gap=f"{2.0 ** -7:g}")
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %% jupyter={"source_hidden": true}
+prose("nb07_md3")
 
 # %%
 rows = compare_traces(numpy_f32, torch_bf16)
 drift = pd.DataFrame([{"record": r.name, "max_rel": r.max_rel} for r in rows
                       if r.max_rel is not None and not r.name.startswith(("decode.", "sample."))])
-compare_figure(rows).show()
+compare_figure(rows, LANG).show()
+worst = drift.loc[drift["max_rel"].idxmax()]
+ex3 = Exercise("nb07_worst", worst["record"], lang=LANG, value=worst["max_rel"], start=worst["record"].split(".")[0])
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
+
+# %%
 drift.sort_values("max_rel", ascending=False).head(10)
 
 # %% [markdown]

@@ -1,10 +1,13 @@
 """Execute one jupytext notebook in a fresh Jupyter kernel (used by test_notebooks.py in a subprocess).
 
-    python tests/notebook_runner.py NOTEBOOK.py [EXTRA_CELL]...
+    python tests/notebook_runner.py NOTEBOOK.py [NAME=EXPRESSION]... [EXTRA_CELL]...
 
-Exit 0 when every cell ran; otherwise the failing cell's error is printed and the exit code is 1.
+``NAME=EXPRESSION`` fills an exercise's answer: the line ``NAME = None  # ← your answer`` becomes
+``NAME = EXPRESSION``. Each other argument is a cell run after the notebook. Exit 0 when every cell ran;
+otherwise the failing cell's error is printed and the exit code is 1.
 """
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -13,11 +16,26 @@ import jupytext
 import nbclient
 import nbformat
 
+ANSWER = re.compile(r"^(answer_\d+)=(.+)$", re.S)
+
 
 def main() -> int:
     path = Path(sys.argv[1])
     nb = jupytext.read(path)
-    nb.cells += [nbformat.v4.new_code_cell(code) for code in sys.argv[2:]]
+    extra = []
+    for arg in sys.argv[2:]:
+        match = ANSWER.match(arg)
+        if not match:
+            extra.append(arg)
+            continue
+        name, expression = match.groups()
+        line = re.compile(rf"^{name} = None  # .*$", re.M)
+        hits = [cell for cell in nb.cells if cell.cell_type == "code" and line.search(cell.source)]
+        if len(hits) != 1:
+            print(f"{path.name}: no single line '{name} = None  # …' to fill")
+            return 1
+        hits[0].source = line.sub(f"{name} = {expression}", hits[0].source)
+    nb.cells += [nbformat.v4.new_code_cell(code) for code in extra]
     start = time.perf_counter()
     try:
         nbclient.NotebookClient(nb, timeout=120, startup_timeout=120, kernel_name="python3",

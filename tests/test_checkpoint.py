@@ -9,6 +9,7 @@ from tracer import TracerError
 from tracer.checkpoint import CheckpointWeights, bfloat16_bits, export_checkpoint, read_config
 from tracer.cli import main
 from tracer.run import load_model, run_trace
+from tracer.tracefile import load_trace
 from tracer.weights import weight_shapes
 
 SMALL = ["--set", "num_hidden_layers=2", "--set", "hidden_size=32", "--set", "head_dim=8",
@@ -101,7 +102,7 @@ def test_checkpoint_with_real_vocab_ships_tokenizer_and_template(tmp_path, capsy
     (directory / "tokenizer_config.json").write_text(json.dumps(config))
     out = tmp_path / "t.npz"
     assert main(["trace", str(directory), "--prompt", "hi", "--chat", "--no-thinking", "--out", str(out)]) == 0
-    meta = json.loads(str(np.load(out)["__meta__"]))
+    meta = load_trace(out).meta
     assert meta["prompt"].endswith("<|im_start|>ASSISTANT\n<think>\n\n</think>\n\n")  # the checkpoint's own template
     assert meta["token_ids"][:3] == [151644, 872, 198]
 

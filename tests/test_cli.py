@@ -24,7 +24,7 @@ def test_trace_toy_dense_prompt_tokenizes_to_seed_ids(tmp_path, capsys):
     assert 'next 4 "請"' in stdout
     npz = np.load(out, allow_pickle=False)
     assert npz["tokens"].tolist() == [0, 1, 2, 3]
-    meta = json.loads(str(npz["__meta__"]))
+    meta = load_trace(out).meta
     trace = load_trace(out)
     assert meta["schema_version"] == 2 and meta["backend"] == "numpy" and meta["model"] == "toy-dense"
     assert meta["config"]["hidden_size"] == 4 and meta["token_labels"] == ["<bos>", "明天", "交", "報告"]
@@ -102,8 +102,10 @@ def test_show_prints_seed_style(tmp_path, capsys):
     assert "layers.0.attn.probs  (shape=1×4×4, float32)" in stdout
     assert "0.230 0.770 0.000 0.000" in stdout and "0.454 0.136 0.136 0.275" in stdout
     assert "exp(" in stdout and "Attention weights" in stdout
-    code, stdout, _ = run_cli(capsys, "show", str(out), "layers.0.attn.probs", "--lang", "zh")
-    assert "注意力權重" in stdout
+    code, stdout, _ = run_cli(capsys, "show", str(out), "layers.0.attn.probs", "--lang", "zh-Hant")
+    assert "注意力權重" in stdout and "形狀=1×4×4" in stdout
+    code, stdout, _ = run_cli(capsys, "show", str(out), "layers.0.attn.probs", "--lang", "zh")  # zh = zh-Hans
+    assert "注意力权重:对遮罩后分数逐行做 softmax,每行和为 1。" in stdout
 
 
 def test_demo_prints_both_worked_examples(tmp_path, capsys):

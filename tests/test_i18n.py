@@ -38,3 +38,11 @@ def test_aliases_and_unknown_languages():
     assert t("i18n.language_name", "zh-Hant") == "繁體中文"
     with pytest.raises(TracerError, match="unknown language 'fr'"):
         normalize("fr")
+
+
+def test_every_schema_record_is_explained_in_every_language():
+    from tracer.schema import SCHEMA
+
+    for lang in LANGS:
+        missing = [e.pattern for e in SCHEMA if f"schema.{e.pattern}" not in catalog(lang)]
+        assert not missing, f"{lang}: schema.json lacks {missing[:5]}"

@@ -31,6 +31,12 @@ def traces(tmp_path_factory):
     return out
 
 
+@pytest.fixture(autouse=True)
+def traces_dir(monkeypatch, tmp_path_factory):
+    """The app opens files only from its traces folder: here, the folder of every test's files."""
+    monkeypatch.setenv("QWEN3_TRACER_TRACES_DIR", str(tmp_path_factory.getbasetemp()))
+
+
 def open_page(monkeypatch, trace, page):
     monkeypatch.setenv("QWEN3_TRACER_TRACE", trace)
     at = AppTest.from_file(APP, default_timeout=120)

@@ -86,14 +86,14 @@ def test_ollama_odd_blobs_and_names(tmp_path, capsys) -> None:
 
 @pytest.mark.parametrize("flag", ["--messages", "--dpo", "--grpo"])
 def test_json_input_directory_refused(flag: str, tmp_path, capsys) -> None:
-    refused(["train-step", *TINYV, flag, str(tmp_path), "--out", str(tmp_path / "x.npz")], capsys, "is a directory")
+    refused(["train-step", *TINYV, flag, str(tmp_path), "--out", str(tmp_path / "x.npz")], capsys, "is a folder")
 
 
 def test_messages_name_what_is_wrong(tmp_path, capsys) -> None:
     refused(["info", "banana"], capsys, "qwen3-vl-tiny", "qwen3-vl-2b", "FILE.gguf", "hf:ORG/NAME",
                   "ollama:NAME")
     (tmp_path / "d.npz").mkdir()
-    assert "does not exist" not in refused(["show", str(tmp_path / "d.npz")], capsys, "is a directory")
+    assert "does not exist" not in refused(["show", str(tmp_path / "d.npz")], capsys, "folder")
 
 
 def test_vision_language_models_not_gguf_nor_trained(tmp_path, capsys) -> None:

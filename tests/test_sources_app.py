@@ -45,8 +45,9 @@ def test_layer_drift_is_the_relative_error_of_each_layer_output(runs):
     assert len(weights) == 3 * 11 + 2 and {w["bits_per_weight"] for w in weights} == {4.5, 32.0}
 
 
-def test_quantization_drift_page(monkeypatch, runs):
+def test_quantization_drift_page(monkeypatch, runs, tmp_path_factory):
     monkeypatch.setenv("QWEN3_TRACER_TRACE", runs["ref"])
+    monkeypatch.setenv("QWEN3_TRACER_TRACES_DIR", str(tmp_path_factory.getbasetemp()))  # the app's traces folder
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     at.switch_page("views/quant.py")
@@ -56,5 +57,7 @@ def test_quantization_drift_page(monkeypatch, runs):
     at.text_input(key="quant_paths").set_value(f"{runs['Q8_0']}, {runs['Q4_K']}").run()
     assert not at.exception
     assert len(at.get("plotly_chart")) == 1 and len(at.dataframe) == 3
-    at.text_input(key="quant_paths").set_value("/no/such/trace.npz").run()
+    at.text_input(key="quant_paths").set_value(str(tmp_path_factory.getbasetemp() / "no-such.npz")).run()
     assert not at.exception and "does not exist" in at.error[0].value
+    at.text_input(key="quant_paths").set_value("/no/such/trace.npz").run()
+    assert not at.exception and "not in the traces folder" in at.error[0].value

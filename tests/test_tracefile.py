@@ -1,5 +1,6 @@
 """Trace files: plain .npz without pickles, lazy loading, and clear errors for anything else."""
 
+import io
 import json
 import zipfile
 
@@ -72,9 +73,9 @@ def test_newer_schema_version(tmp_path):
 
 def test_meta_listing_missing_records(tmp_path):
     broken = tmp_path / "broken.npz"
-    meta = {"schema_version": 1, "records": [{"name": "logits"}]}
+    meta = {"schema_version": 1, "records": [{"name": "logits", "shape": [2, 3], "dtype": "float32", "inputs": []}]}
     np.savez(broken, __meta__=np.array(json.dumps(meta)))
-    with pytest.raises(TracerError, match="first: logits"):
+    with pytest.raises(TracerError, match="lists record logits but does not contain it"):
         load_trace(broken)
 
 
@@ -182,3 +183,67 @@ def test_long_chains_of_rebuilt_records_read_without_recursion(tmp_path):
     trace = load_trace(save_trace(tmp_path / "chain.npz", Trace(None, records, meta)))
     assert trace.info[previous]["storage"]["kind"] == "rebuilt"
     np.testing.assert_array_equal(trace[previous], records[previous])
+
+
+def _rewrite(src, dst, change_meta=None, damage=None):
+    """Copy a trace file member by member, changing its meta or flipping a byte of one member's data."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info.filename)
+            if info.filename == "__meta__.npy" and change_meta is not None:
+                meta = json.loads(bytes(np.load(src)["__meta__"]).decode("utf-8"))
+                change_meta(meta)
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+                data = buf.getvalue()
+            zout.writestr(info, data)
+    if damage is not None:  # flip one byte in the middle of a stored member's numbers: its CRC no longer matches
+        raw = bytearray(dst.read_bytes())
+        with zipfile.ZipFile(dst) as z:
+            info = z.getinfo(damage)
+        raw[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
+        dst.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("flipped byte", "record logits is damaged"),
+    ("records not a list", "'records' is not a list"),
+    ("record without a name", "lacks its name"),
+    ("rebuilt from a missing record", "rebuilt from records the file does not hold"),
+    ("lying shape", "its meta says"),
+])
+def test_a_damaged_trace_is_one_line_not_a_traceback(toy_trace, tmp_path, capsys, case, needle):
+    path, _ = toy_trace
+    bad = tmp_path / "bad.npz"
+
+    def edit(meta):
+        records = meta["records"]
+        if case == "records not a list":
+            meta["records"] = "abc"
+        elif case == "record without a name":
+            del records[3]["name"]
+        elif case == "rebuilt from a missing record":
+            next(r for r in records if r.get("storage", {}).get("kind") == "rebuilt")["inputs"][0] = "nope"
+        elif case == "lying shape":
+            next(r for r in records if r["name"] == "logits")["shape"] = [4, 7]
+
+    _rewrite(path, bad, change_meta=None if case == "flipped byte" else edit,
+             damage="logits.npy" if case == "flipped byte" else None)
+    code = main(["show", str(bad), "logits"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_meta_is_compressed_utf8_json_and_v1_string_meta_still_reads(toy_trace, tmp_path):
+    path, computed = toy_trace
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("__meta__.npy")
+    assert info.compress_type == zipfile.ZIP_DEFLATED and info.compress_size < info.file_size / 3
+    meta = json.loads(bytes(np.load(path)["__meta__"]).decode("utf-8"))
+    old = tmp_path / "v1.npz"  # schema v1: every record stored, the meta a NumPy string
+    meta_v1 = {**meta, "schema_version": 1, "records": [{k: v for k, v in r.items() if k != "storage"}
+                                                        for r in meta["records"]]}
+    np.savez(old, **{n: computed[n] for n in computed.names}, __meta__=np.array(json.dumps(meta_v1)))
+    trace = load_trace(old)
+    for name in computed.names:
+        np.testing.assert_array_equal(trace[name], computed[name])

@@ -71,7 +71,7 @@ def test_opened_train_step_and_dpo_traces(monkeypatch, tmp_path):
 
 def test_chinese(monkeypatch):
     at = training_page(monkeypatch)
-    next(r for r in at.radio if r.key == "lang_choice").set_value("zh").run()
+    next(r for r in at.radio if r.key == "lang_choice").set_value("zh-Hans").run()  # en, zh-Hans or zh-Hant
     assert at.title[0].value == "训练"
     assert not at.exception
 

@@ -20,6 +20,7 @@ from tracer.cli import main
 from tracer.compare import compare_arrays
 from tracer.recorder import Recorder
 from tracer.run import encode_prompt, load_model, run_trace
+from tracer.tracefile import load_trace
 from tracer.vision.config import VisionConfig
 from tracer.vision.mrope import mrope_tables, rope_index
 from tracer.vision.placement import PLACEHOLDER
@@ -222,7 +223,7 @@ def test_cli_trace_with_images_and_chat(tmp_path, capsys):
     assert main(["trace", "qwen3-vl-tiny", "--image", str(img), "--image", str(img), "--prompt", "Same?", "--chat",
                  "--out", str(out), "--capture", "rope.*", "--capture", "vision.grid_thw"]) == 0
     npz = np.load(out)
-    meta = json.loads(str(npz["__meta__"]))
+    meta = load_trace(out).meta
     labels = meta["token_labels"]
     user = labels.index("user")
     assert labels[user + 2:user + 4] == ["<|vision_start|>", "<|image_pad|>"]  # images first in the user turn

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from tracer import TracerError
-from tracer.i18n import t
 
 ROLES = ("system", "user", "assistant", "tool")
 TOOLS_HEADER = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -115,15 +114,19 @@ def render_jinja(template: str, messages: list[dict[str, Any]], tools: list[dict
     def raise_exception(message: str) -> None:
         raise TracerError(f"the chat template refused the conversation: {message}")
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    from tracer.limits import bounded_sandbox, render_bounded
+
+    sandbox = bounded_sandbox(ImmutableSandboxedEnvironment)
+    env = sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
         x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
     env.globals["raise_exception"] = raise_exception
     try:
         compiled = env.from_string(template)
-        return compiled.render(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                               enable_thinking=enable_thinking, bos_token="", eos_token="<|im_end|>")
-    except TemplateError as exc:
+        context = dict(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                       enable_thinking=enable_thinking, bos_token="", eos_token="<|im_end|>")
+        return render_bounded(compiled, context)
+    except (TemplateError, RecursionError, TypeError, ValueError, AttributeError) as exc:
         raise TracerError(f"the chat template failed: {exc}") from None
 
 
@@ -150,7 +153,8 @@ def check_messages(messages: Any, tools: Any = None) -> None:
         raise TracerError("the messages must be a non-empty JSON list of {role, content} objects")
     for n, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise TracerError(f"message {n} needs a role of {', '.join(ROLES)}, got {json.dumps(m, ensure_ascii=False)[:80]}")
+            shown = json.dumps(m, ensure_ascii=False)[:80] if isinstance(m, dict) else type(m).__name__
+            raise TracerError(f"message {n} needs a role of {', '.join(ROLES)}, got {shown}")
         content = m.get("content")
         if content is not None and not isinstance(content, str):
             raise TracerError(f"message {n}: content must be a string")
@@ -163,15 +167,24 @@ def check_messages(messages: Any, tools: Any = None) -> None:
 
 
 def load_json_file(path: str | Path, what: str) -> Any:
+    from tracer.safefiles import regular_file
+
     p = Path(path)
+    from tracer.i18n import t
+
+    if p.is_dir():
+        raise TracerError(t("safety.is_directory", "en", what=f"{what} file", path=p))
+    if p.exists() and not regular_file(p):
+        raise TracerError(t("safety.cannot_read", "en", what=f"{what} file", path=p,
+                            reason="not a regular file (a FIFO or a device); give a JSON file"))
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TracerError(f"{what} file {p} does not exist") from None
-    except IsADirectoryError:
-        raise TracerError(t("train.err_json_is_dir", "en", what=what, path=p)) from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TracerError(f"{what} file {p} is not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise TracerError(f"cannot read {what} file {p}: {exc.strerror or type(exc).__name__}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise TracerError(f"{what} file {p} is not valid JSON ({type(exc).__name__})") from None
 
 
 def thinking_mode(messages: list[dict[str, Any]], enable_thinking: bool) -> str:

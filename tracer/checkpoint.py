@@ -33,24 +33,53 @@ def read_config(directory: Path) -> Qwen3Config:
         raise TracerError(f"{directory} has no config.json; a Hugging Face checkpoint directory needs one")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise TracerError(f"{path} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise TracerError(f"{path} is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(raw, dict):
         raise TracerError(f"{path} must hold a JSON object")
     return Qwen3Config.from_hf_dict(raw)
 
 
-def weight_files(directory: Path) -> dict[str, Path]:
-    """Tensor name -> safetensors file, from ``model.safetensors.index.json`` or the single file."""
+def weight_files(directory: Path, warnings: list[str] | None = None) -> dict[str, Path]:
+    """Tensor name -> safetensors file, from ``model.safetensors.index.json`` or the single file.
+
+    The one file-selection rule of both backends: the index wins over a ``model.safetensors`` beside it (the
+    ignored file is named in ``warnings``). Shard names must be plain file names inside the folder, and every
+    file a regular file there (no ``..``, absolute path, link out, FIFO or device).
+    """
+    from tracer.i18n import t
+    from tracer.safefiles import escape_controls, read_json_text, regular_file
+
     index = directory / "model.safetensors.index.json"
     single = directory / "model.safetensors"
-    if index.is_file():
+    root = _link_root(directory)
+    if index.exists():
+        if not regular_file(index, root):
+            raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(index))))
+        if single.exists() and warnings is not None:
+            warnings.append(t("safety.index_wins", "en", directory=directory, ignored=single.name))
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TracerError(f"{index} is not a valid safetensors index ({exc})") from None
-        return {name: directory / file for name, file in weight_map.items()}
-    if single.is_file():
+            data = read_json_text(index.read_text(encoding="utf-8"), str(index))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TracerError(f"{index} is not a valid safetensors index ({type(exc).__name__})") from None
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise TracerError(t("safety.weight_map", "en", index=index))
+        files = {}
+        for name, file in weight_map.items():
+            bad = (not isinstance(file, str) or not file or "/" in file or "\\" in file or file in (".", "..")
+                   or "\x00" in file)
+            if bad:
+                raise TracerError(t("safety.shard_name", "en", index=index.name, name=escape_controls(str(name))[:80],
+                                    file=escape_controls(str(file))[:80]))
+            files[name] = directory / file
+        for path in set(files.values()):
+            if path.exists() and not regular_file(path, root):
+                raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(path))))
+        return files
+    if single.exists():
+        if not regular_file(single, root):
+            raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(single))))
         return {name: single for name in _header(single)}
     pickled = sorted(p.name for pattern in PICKLED for p in directory.glob(pattern))
     if pickled:
@@ -58,6 +87,14 @@ def weight_files(directory: Path) -> dict[str, Path]:
                           f"code, so qwen3-tracer reads safetensors only: convert them with save_pretrained("
                           f"safe_serialization=True)")
     raise TracerError(f"{directory} has no model.safetensors or model.safetensors.index.json")
+
+
+def _link_root(directory: Path) -> Path:
+    """The folder a checkpoint's files may link into: the folder itself, or for a Hugging Face cache snapshot
+    (``models--ORG--NAME/snapshots/REV``, whose files link to ``../../blobs``) the repo's cache folder."""
+    if directory.resolve().parent.name == "snapshots" and directory.resolve().parent.parent.name.startswith("models--"):
+        return directory.resolve().parent.parent
+    return directory
 
 
 def _header(path: Path) -> dict[str, Any]:
@@ -92,7 +129,8 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
         self.directory = directory
         self.dtype = np.dtype(dtype)
         self.stream = stream
-        files = weight_files(directory)
+        self.warnings: list[str] = []
+        files = weight_files(directory, self.warnings)
         self._headers = {path: _header(path) for path in sorted(set(files.values()))}
         self._files = files
         self._maps: dict[Path, np.memmap] = {}
@@ -136,11 +174,15 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
         end = start + info["data_offsets"][1] - info["data_offsets"][0]
         stored = SAFETENSORS_DTYPES[info["dtype"]]
         if self.stream:
-            return self._read_streamed(self._maps[path], start, stored, info["shape"])
-        raw = self._maps[path][start:end].view(stored).reshape(info["shape"])
-        if raw.dtype == self.dtype:
-            return raw
-        return _widen(raw, self.dtype)
+            value = self._read_streamed(self._maps[path], start, stored, info["shape"])
+        else:
+            raw = self._maps[path][start:end].view(stored).reshape(info["shape"])
+            value = raw if raw.dtype == self.dtype else _widen(raw, self.dtype)
+        if not np.isfinite(value).all():
+            from tracer.i18n import t
+
+            raise TracerError(t("safety.weight_nonfinite", "en", name=name, source=path.name))
+        return value
 
     def _read_streamed(self, mapped: np.memmap, start: int, stored: Any, shape: list[int]) -> np.ndarray:
         """Convert a slab at a time into a new array, releasing each slab's file pages once converted, so

@@ -1,6 +1,7 @@
-"""Helpers for the classroom notebooks: offline plotly, answer boxes, and the engine next to the document.
+"""Helpers for the classroom notebooks: offline plotly, graded exercises, and the engine next to the document.
 
 No model math here: the notebooks call ``tracer.ops`` and read traces; this module only displays and checks.
+The notebooks' language is ``QWEN3_TRACER_LANG`` (set by ``tracer notebooks --lang``), read by ``language()``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from tracer.i18n import normalize, translator
+
+LANG_ENV = "QWEN3_TRACER_LANG"
+
+
+def language() -> str:
+    """The notebooks' language: ``tracer notebooks --lang`` (``en`` when unset)."""
+    import os
+
+    return normalize(os.environ.get(LANG_ENV) or "en")
+
+
+def prose(key: str, lang: str | None = None) -> Any:
+    """A passage of a notebook's text (the ``notebooks`` catalog's ``KEY``) in the notebooks' language."""
+    from IPython.display import Markdown
+
+    return Markdown(translator(lang or language())(f"notebooks.{key}"))
 
 
 def setup() -> None:
@@ -25,9 +44,74 @@ class Verdict:
     ok: bool
     message: str
 
+    def _repr_markdown_(self) -> str:
+        return self.message
+
+
+class Exercise:
+    """A graded exercise: the student computes one value; ``check`` says right or wrong, with a hint whose
+    numbers come from the trace. Question and hint are the ``notebooks`` catalog's ``KEY`` and ``KEY_hint``.
+
+    >>> ex = Exercise("nb06_t1", 0.936, lang="en", logits="5, 2, 1")
+    >>> ex.check(0.94).ok, ex.check(0.84).ok, ex.check(None).ok
+    (True, False, False)
+    """
+
+    def __init__(self, key: str, expected: float | int | str, tolerance: float = 5e-3, lang: str | None = None,
+                 **values: Any):
+        self.key = key
+        self.expected = expected
+        self.tolerance = tolerance
+        self.tr = translator(lang or language())
+        self.values = values
+
+    @property
+    def question(self) -> str:
+        return self.tr(f"notebooks.{self.key}", **self.values)
+
+    @property
+    def hint(self) -> str:
+        return self.tr(f"notebooks.{self.key}_hint", **self.values)
+
+    def check(self, answer: Any) -> Verdict:
+        """Right when equal (text, whole numbers) or within the tolerance (hand calculation)."""
+        if answer is None:
+            return Verdict(False, self.tr("notebooks.unanswered"))
+        if isinstance(self.expected, str):
+            ok = str(answer).strip() == self.expected
+        else:
+            try:
+                ok = abs(float(answer) - float(self.expected)) <= self.tolerance
+            except (TypeError, ValueError):
+                return Verdict(False, self.tr("notebooks.not_a_number", answer=repr(answer)))
+        if ok:
+            return Verdict(True, self.tr("notebooks.right", answer=answer))
+        return Verdict(False, self.tr("notebooks.wrong", answer=answer, hint=self.hint))
+
+    def widget(self) -> Any:
+        """An ipywidgets box: the question, a field for the answer, a Check button and the verdict."""
+        import ipywidgets as widgets
+
+        field = widgets.Text(description=self.tr("notebooks.answer"))
+        button = widgets.Button(description=self.tr("notebooks.check"))
+        out = widgets.Output()
+
+        def on_click(_: Any) -> None:
+            out.clear_output()
+            with out:
+                print(self.check(field.value.strip() or None).message)
+
+        button.on_click(on_click)
+        return widgets.VBox([widgets.HTML(f"<b>{self.tr('notebooks.exercise')}</b> {self.question}"),
+                             widgets.HBox([field, button]), out])
+
+    def _repr_markdown_(self) -> str:
+        return f"**{self.tr('notebooks.exercise')}** {self.question}"
+
 
 class AnswerBox:
-    """Ask the student for one number and check it against the value the engine computed.
+    """Ask the student for one number and check it against the value the engine computed (the notebooks after
+    07 use it; ``Exercise`` is the graded form with catalog texts in both languages).
 
     >>> box = AnswerBox("A[1, 1]?", 0.7698, tolerance=0.005)
     >>> box.check(0.77).ok, box.check(0.5).ok

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from tracer import TracerError, __version__
+from tracer.argtypes import finite_float, whole
 from tracer.chat import load_json_file, official_template, thinking_mode
+from tracer.i18n import LANG_CHOICES
 from tracer.model import Sampling
 from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
@@ -37,6 +40,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tracer", description="Trace every tensor of a Qwen3 forward pass.")
     parser.add_argument("--version", action="version", version=f"qwen3-tracer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("trace", help="run a model on a prompt and save every intermediate tensor")
@@ -66,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--store-dtype", choices=STORE_DTYPES,
                    help="keep the numbers in half precision, for display (about half the file; compare refuses it)")
     t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
-    t.add_argument("--lang", choices=("en", "zh"), default="en")
+    t.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of --show (zh = zh-Hans)")
+    t.add_argument("--max-memory", metavar="SIZE", help="refuse a run estimated above SIZE (e.g. 4G; default 75%% of "
+                   "the available memory)")
     t.add_argument("--zero-head", action="append", metavar="L.H",
                    help="set head H's context to 0 before o_proj in layer L (repeatable)")
     t.add_argument("--drop-expert", action="append", metavar="L.E",
@@ -77,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="print the records of a trace the way seed 004 does")
     s.add_argument("file", metavar="FILE.npz")
     s.add_argument("pattern", nargs="?", metavar="NAME-GLOB", help="e.g. 'layers.0.attn.*'")
-    s.add_argument("--lang", choices=("en", "zh"), default="en", help="language of the explanations")
-    s.add_argument("--decimals", type=int, default=3)
+    s.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the explanations (zh = zh-Hans)")
+    s.add_argument("--decimals", type=whole("--decimals", 0, 12), default=3)
     s.add_argument("--npy", metavar="OUT.npy", help="write the one record NAME to OUT.npy (for --patch)")
 
     d = sub.add_parser("demo", help="trace the two worked examples of seed 004 and print every step")
     d.add_argument("--out-dir", default="traces", help="where to save the traces (default: traces/)")
-    d.add_argument("--lang", choices=("en", "zh"), default="en")
-    d.add_argument("--round", type=int, metavar="N", help="hand-calculation mode")
+    d.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language (zh = zh-Hans)")
+    d.add_argument("--round", type=whole("--round", 0, 12), metavar="N", help="hand-calculation mode")
 
     k = sub.add_parser("tokenize", help="Qwen3 token ids of a text, with each token's bytes and text")
     k.add_argument("text")
@@ -105,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    e.add_argument("--max-shard-gb", type=float, default=2.0, help="largest safetensors file, in GiB (default 2)")
+    e.add_argument("--max-shard-gb", type=finite_float("--max-shard-gb", 1e-9), default=2.0,
+                   help="largest safetensors file, in GiB (default 2)")
     e.add_argument("--format", choices=("safetensors", "gguf"), default="safetensors",
                    help="safetensors: a checkpoint folder (default); gguf: one GGUF file (F32, or BF16 with --dtype)")
     e.add_argument("--out", required=True, metavar="DIR or FILE.gguf")
@@ -127,13 +134,29 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("app", help="start the Streamlit explorer (offline, headless server)")
     a.add_argument("trace", nargs="?", metavar="TRACE.npz", help="open this trace (default: the toy dense example)")
     a.add_argument("--port", type=int, default=8501)
+    a.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the interface (zh = zh-Hans)")
+    _server_args(a)
+    a.add_argument("--traces-dir", metavar="DIR", help="the only folder whose files the app opens (default: a "
+                   "per-user data folder)")
+    a.add_argument("--max-upload-mb", type=whole("--max-upload-mb", 1, 10_000), default=200, metavar="MB",
+                   help="largest upload (default 200)")
+    a.add_argument("--max-memory", metavar="SIZE", help="per-session budget of a run or an opened trace (e.g. 2G; "
+                   "default 75%% of the available memory divided by --workers)")
+    a.add_argument("--workers", type=whole("--workers", 1, 64), default=2, metavar="N",
+                   help="runs at once; further runs wait in a queue (default 2)")
 
     nb = sub.add_parser("notebooks", help="open JupyterLab on the classroom notebooks")
     nb.add_argument("--port", type=int, default=8888)
+    nb.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the notebooks' text (zh = zh-Hans)")
+    _server_args(nb)
 
     i = sub.add_parser("info", help="config and exact parameter counts of a model")
     i.add_argument("model", help=MODEL_HELP)
     i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    i.add_argument("--tokens", type=whole("--tokens", 1, 2**31), metavar="N",
+                   help="also estimate the memory and time of tracing N prompt tokens")
+    i.add_argument("--max-memory", metavar="SIZE", help="budget the estimate is checked against (default 75%% of the "
+                   "available memory)")
     i.add_argument("--context", type=int, metavar="N", help="memory of N tokens: weights, KV cache, activations")
     i.add_argument("--dtype", default=None, help="bytes per value for --context: bfloat16 (default), float16, float32, "
                    "float64")
@@ -141,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the --context figures as JSON")
     add_train_step_parser(sub)
     return parser
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                   "only); a room address such as 0.0.0.0 needs --password")
+    p.add_argument("--password", help="class password asked before anything else (or env TRACER_APP_PASSWORD)")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -172,6 +201,8 @@ def cmd_trace(args: argparse.Namespace) -> None:
     temperature = args.temperature if args.temperature is not None else model.defaults.get("temperature", 0.0)
     top_k = args.top_k if args.top_k is not None else model.defaults.get("top_k")
     top_p = args.top_p if args.top_p is not None else model.defaults.get("top_p")
+    for warning in getattr(model.weights, "warnings", []):
+        print(f"tracer: warning: {warning}", file=sys.stderr)
     prompt = args.prompt
     if args.image:
         from tracer.i18n import t
@@ -203,6 +234,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
     from tracer.interventions import from_flags
 
     interventions = from_flags(args.zero_head, args.drop_expert, args.patch)
+    _check_run_budget(model, ids, args)
     trace = run_trace(model, ids, sampling=sampling, max_new_tokens=args.max_new_tokens,
                       round_decimals=args.round, capture=args.capture, prompt=prompt,
                       backend=args.backend, torch_dtype=args.dtype, device=args.device, images=args.image,
@@ -213,9 +245,21 @@ def cmd_trace(args: argparse.Namespace) -> None:
         trace = with_quant_errors(trace, model, reference, args.capture)
     trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
+        from tracer.safefiles import escape_controls
+
         for name in select(trace, args.show):
-            print(format_record(trace, name, args.lang), end="\n\n")
+            print(escape_controls(format_record(trace, name, args.lang)), end="\n\n")
     print(_summary(trace))
+
+
+def _check_run_budget(model: Model, ids: list[int], args: argparse.Namespace) -> None:
+    """Refuse, before anything is allocated, a run whose estimated memory exceeds --max-memory."""
+    from tracer.budget import check_budget, default_budget, estimate, parse_size
+    from tracer.run import check_tokens
+
+    check_tokens(model.cfg, ids, args.max_new_tokens)
+    budget = parse_size(args.max_memory) if args.max_memory else default_budget()
+    check_budget(estimate(model.cfg, len(ids), args.max_new_tokens, args.capture, args.dtype, args.backend), budget)
 
 
 def _summary(trace: Trace) -> str:
@@ -230,17 +274,10 @@ def _summary(trace: Trace) -> str:
             f"wrote {len(trace)} records to {trace.path}")
 
 
-def open_trace(path: str) -> Trace:
-    """``load_trace``, saying so when the path is a directory (not that it does not exist)."""
-    from tracer.i18n import t
-
-    if Path(path).is_dir():
-        raise TracerError(t("storage.err_trace_is_dir", "en", path=path))
-    return load_trace(path)
-
-
 def cmd_show(args: argparse.Namespace) -> None:
-    trace = open_trace(args.file)
+    from tracer.safefiles import escape_controls
+
+    trace = load_trace(args.file)
     if args.npy:
         from tracer.interventions import export_record
 
@@ -248,25 +285,33 @@ def cmd_show(args: argparse.Namespace) -> None:
         return
     names = select(trace, args.pattern)
     if not names:
-        raise TracerError(f"no record of {args.file} matches {args.pattern!r}")
+        raise TracerError(f"no record of {escape_controls(args.file)} matches {args.pattern!r}")
     for name in names:
-        print(format_record(trace, name, args.lang, args.decimals), end="\n\n")
+        print(escape_controls(format_record(trace, name, args.lang, args.decimals)), end="\n\n")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from tracer.i18n import t
+    from tracer.notes import notes_for
+
     out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TracerError(t("safety.not_directory", "en", flag="--out-dir", path=out_dir))
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TracerError(f"cannot create --out-dir {out_dir}: {exc.strerror or type(exc).__name__}") from None
     for name, section in (("toy-dense", "§3"), ("toy-moe", "§4")):
         model = load_model(name)
         path = out_dir / f"{name}.npz"
         trace = run_trace(model, encode_prompt(model, "明天交報告"), round_decimals=args.round, prompt="明天交報告")
         trace.path = save_trace(path, trace)
-        print(f"═══ {name}: seed 004 {section} — prompt 明天交報告 ═══\n")
+        print(t("show.demo_header", args.lang, name=name, section=section, prompt="明天交報告") + "\n")
         for record in trace.names:
             print(format_record(trace, record, args.lang), end="\n\n")
         print(_summary(trace))
-        for note in trace.meta["notes"]:
-            print(f"note: {note}")
+        for kind, note in notes_for(trace.meta, "run", args.lang):
+            print(f"{t('app.' + kind, args.lang)}: {note}")
         print()
 
 
@@ -292,13 +337,14 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
 def cmd_chat(args: argparse.Namespace) -> None:
     messages = load_json_file(args.messages, "messages")
     tools = load_json_file(args.tools, "tools") if args.tools else None
-    model, tokenizer = _text_tools(args.model)
+    model = load_model(args.model) if args.model else None  # rendering needs the template, not a tokenizer
     system = model.defaults.get("system") if model is not None else None
     if system and isinstance(messages, list) and not any(isinstance(m, dict) and m.get("role") == "system"
                                                          for m in messages):
         messages = [{"role": "system", "content": system}, *messages]  # the model's default (Ollama system layer)
     text = render_messages(model, messages, tools, not args.no_generation_prompt, not args.no_thinking)
     if args.json:
+        tokenizer = model.tokenizer if model else QwenTokenizer()
         print(json.dumps({"text": text, "ids": tokenizer.encode(text)}, ensure_ascii=False))
     else:
         print(text, end="" if text.endswith("\n") else "\n")
@@ -317,15 +363,28 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.max_shard_gb <= 0:
         raise TracerError(f"--max-shard-gb must be positive, got {args.max_shard_gb}")
     model = load_model(args.model, args.set, args.seed)
+    from tracer.budget import check_budget, default_budget, estimate
+
+    check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())
+    # written into a hidden folder beside --out and renamed into place: never a half-written checkpoint
+    if not out.parent.is_dir():
+        raise TracerError(f"cannot write {out}: folder {out.parent} does not exist")
+    import shutil
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         if model.vision is not None:
             from tracer.vision.models import export_vision_checkpoint
 
-            files = export_vision_checkpoint(model, out, args.dtype, int(args.max_shard_gb * 1024**3))
+            files = export_vision_checkpoint(model, tmp, args.dtype, int(args.max_shard_gb * 1024**3))
         else:
-            files = export_checkpoint(model.cfg, model.weights, out, args.dtype, int(args.max_shard_gb * 1024**3))
+            files = export_checkpoint(model.cfg, model.weights, tmp, args.dtype, int(args.max_shard_gb * 1024**3))
+        os.replace(tmp, out)
+        files = [out / f.name for f in files]
     except OSError as exc:
         raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {model.name} ({model.source}, {args.dtype}) to {out}: {len(files)} safetensors file(s)")
 
 
@@ -343,6 +402,9 @@ def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
     model = load_model(args.model, args.set, args.seed)
     if model.vision is not None:
         raise TracerError(t("vision.err_no_gguf", "en", model=args.model))
+    from tracer.budget import check_budget, default_budget, estimate
+
+    check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())  # every weight is made once
     kept, block = kept_unquantized(model.cfg, qtype)
     if kept:
         print(t("sources.quant_kept_f32", "en", count=len(kept), type=qtype, block=block, tensors=", ".join(kept)),
@@ -362,9 +424,9 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from tracer.compare import compare_traces, first_divergence, tolerance
 
-    a, b = open_trace(args.a), open_trace(args.b)
+    a, b = load_trace(args.a, allow_nonfinite=True), load_trace(args.b, allow_nonfinite=True)
     rows = compare_traces(a, b)
-    failed = any(r.verdict in ("DIFF", "SHAPE") for r in rows)
+    failed = any(r.verdict in ("DIFF", "SHAPE", "NONFINITE") for r in rows)
     if args.json:
         for row in rows:
             print(json.dumps(row.as_dict()))
@@ -377,8 +439,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.all or row.verdict != "OK":
             err = "" if row.max_abs is None else f"max_abs {row.max_abs:.3e}  max_rel {row.max_rel:.3e}"
             print(f"{row.verdict:8} {row.name:52} {err} {row.note}".rstrip())
-    counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")}
+    counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING", "NONFINITE")}
     print(", ".join(f"{n} {v}" for v, n in counts.items()))
+    if counts["NONFINITE"]:
+        from tracer.i18n import t
+
+        print(t("safety.nonfinite_verdict", "en", count=counts["NONFINITE"]))
     first = first_divergence(rows)
     print(f"first divergence: {first.name}" if first else "the traces agree on every common record")
     return 1 if failed else 0
@@ -396,13 +462,24 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise TracerError("the explorer needs Streamlit and plotly: pip install 'qwen3-tracer[app]'") from None
     if not 0 < args.port < 65536:
         raise TracerError(f"--port must be between 1 and 65535, got {args.port}")
+    from tracer.budget import default_budget, parse_size
+    from tracer.serve import app_environment, server_address
+
+    address, password = server_address(args.address, args.password)
     env = dict(os.environ)
+    env["QWEN3_TRACER_LANG"] = args.lang
     if args.trace:
-        open_trace(args.trace).close()  # a one-line error now, rather than in the browser
+        load_trace(args.trace).close()  # a one-line error now, rather than in the browser
         env["QWEN3_TRACER_TRACE"] = str(Path(args.trace).resolve())
-    print(f"qwen3-tracer explorer on http://localhost:{args.port}", flush=True)
+    budget = parse_size(args.max_memory) if args.max_memory else default_budget() // args.workers
+    env.update(app_environment(args.traces_dir, password, budget, args.workers, args.max_upload_mb))
+    print(f"qwen3-tracer explorer on http://{address}:{args.port} (traces folder {env['QWEN3_TRACER_TRACES_DIR']}"
+          f"{', class password required' if password else ''})", flush=True)
     return _become([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-                    "--server.port", str(args.port), "--browser.gatherUsageStats", "false",
+                    "--server.address", address, "--server.port", str(args.port),
+                    "--server.maxUploadSize", str(args.max_upload_mb),
+                    "--server.maxMessageSize", str(max(200, args.max_upload_mb)),
+                    "--browser.gatherUsageStats", "false", "--client.showErrorDetails", "none",
                     "--server.fileWatcherType", "none", "--global.developmentMode", "false"], env)
 
 
@@ -410,6 +487,9 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     import os
     import shutil
 
+    from tracer.serve import server_address
+
+    address, password = server_address(args.address, args.password)  # refuse an open room before any work
     folder = Path(__file__).resolve().parents[1] / "notebooks"
     if not folder.is_dir():
         raise TracerError(f"the notebooks are not at {folder}; run from a source checkout (pip install -e '.[notebooks]')")
@@ -424,12 +504,14 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
             notebook = jupytext.read(source)
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
-    print(f"JupyterLab on http://localhost:{args.port}/lab (notebooks in {folder})", flush=True)
-    # local only (127.0.0.1), so no token is needed; root (containers, CI) must be allowed explicitly
+    os.environ["QWEN3_TRACER_LANG"] = args.lang  # the notebooks' kernels read it (tracer.classroom.language)
+    print(f"JupyterLab on http://{address}:{args.port}/lab (notebooks in {folder})", flush=True)
+    # local only (127.0.0.1) needs no token; a room address uses the class password as the token (from the
+    # environment, not the command line); root (containers, CI) must be allowed explicitly
     command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}", "--no-browser",
-               "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token="]
+               f"--ServerApp.ip={address}"] + ([] if password else ["--IdentityProvider.token="])
     is_root = hasattr(os, "geteuid") and os.geteuid() == 0  # POSIX only; Windows has no root
-    return _become(command + (["--allow-root"] if is_root else []), dict(os.environ))
+    return _become(command + (["--allow-root"] if is_root else []), dict(os.environ, JUPYTER_TOKEN=password or ""))
 
 
 def _become(command: list[str], env: dict[str, str]) -> int:
@@ -464,6 +546,10 @@ def cmd_info(args: argparse.Namespace) -> None:
         from tracer.sources.load import source_lines
 
         print("\n".join(source_lines(model)))
+    if args.tokens is not None or args.max_memory:
+        from tracer.budget import estimate_report
+
+        print(estimate_report(model.cfg, args.tokens or 16, args.max_memory))
 
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
@@ -472,20 +558,44 @@ COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tracer.serve import interrupt_on_sigterm, one_line
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv[:argv.index("--") if "--" in argv else len(argv)]
     try:
-        args = build_parser().parse_args(argv)
-        code = COMMANDS[args.command](args)
+        with interrupt_on_sigterm():
+            args = build_parser().parse_args(argv)
+            code = COMMANDS[args.command](args)
     except TracerError as exc:
-        print(f"tracer: error: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"tracer: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except MemoryError:
         print("tracer: error: out of memory; trace fewer layers (--set num_hidden_layers=N) or fewer records "
               "(--capture GLOB)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        from tracer.i18n import t
+
+        print(f"tracer: {t('safety.interrupted', 'en')}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except RecursionError:
+        if debug:
+            raise
+        from tracer.i18n import t
+
+        print(f"tracer: error: {t('safety.too_deep', 'en')}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug, not an input error: still one line, the traceback behind --debug
+        if debug:
+            raise
+        from tracer.i18n import t
+
+        print(f"tracer: error: {t('safety.internal', 'en', kind=type(exc).__name__)}", file=sys.stderr)
+        return 70
     return code or 0
 
 

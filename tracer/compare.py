@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracer import TracerError
+from tracer.safefiles import nonfinite_problem
 from tracer.tracefile import Trace
 
 # (relative, absolute) tolerance by the lower precision of the two traces; probabilities use the absolute one.
@@ -20,7 +21,7 @@ class Row:
     """The comparison of one record."""
 
     name: str
-    verdict: str  # OK, DIFF, SHAPE, MISSING
+    verdict: str  # OK, DIFF, SHAPE, MISSING, NONFINITE (NaN/Inf where the schema allows none: never "equal")
     max_abs: float | None = None
     max_rel: float | None = None
     note: str = ""
@@ -49,6 +50,9 @@ def compare_arrays(name: str, x: np.ndarray, y: np.ndarray, rtol: float, atol: f
         equal = np.array_equal(x, y)
         diff = float(np.max(np.abs(x.astype(np.int64) - y.astype(np.int64))))
         return Row(name, "OK" if equal else "DIFF", diff, diff)
+    bad = nonfinite_problem(name, x) or nonfinite_problem(name, y)
+    if bad:
+        return Row(name, "NONFINITE", None, None, f"{bad} in A or B: no verdict on equality")
     x64 = np.where(x < NEG_INF_BELOW, -np.inf, x.astype(np.float64))
     y64 = np.where(y < NEG_INF_BELOW, -np.inf, y.astype(np.float64))
     if not np.array_equal(np.isneginf(x64), np.isneginf(y64)):
@@ -87,5 +91,5 @@ def compare_traces(a: Trace, b: Trace) -> list[Row]:
 
 
 def first_divergence(rows: list[Row]) -> Row | None:
-    """The first record, in computation order, where the traces part ways (DIFF or SHAPE)."""
-    return next((r for r in rows if r.verdict in ("DIFF", "SHAPE")), None)
+    """The first record, in computation order, where the traces part ways (DIFF, SHAPE or NONFINITE)."""
+    return next((r for r in rows if r.verdict in ("DIFF", "SHAPE", "NONFINITE")), None)

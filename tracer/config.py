@@ -174,6 +174,14 @@ class Qwen3Config:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     # --- validation ------------------------------------------------------------------------------
+    def sparse_layer_count(self) -> int:
+        """How many layers use experts, counted in O(len(mlp_only_layers)) rather than looped over."""
+        if not self.is_moe:
+            return 0
+        step = self.decoder_sparse_step
+        listed = {i for i in self.mlp_only_layers if 0 <= i < self.num_hidden_layers and (i + 1) % step == 0}
+        return self.num_hidden_layers // step - len(listed)
+
     def _validate(self) -> None:
         positive = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                     "num_key_value_heads", "head_dim", "max_position_embeddings", "decoder_sparse_step"]
@@ -200,7 +208,8 @@ class Qwen3Config:
             raise TracerError(f"hidden_act {self.hidden_act!r} is not supported; Qwen3 uses 'silu'")
         if self.num_experts < 0:
             raise TracerError(f"num_experts must not be negative, got {self.num_experts}")
-        if any(self.is_sparse_layer(i) for i in range(self.num_hidden_layers)):
+        n_sparse = self.sparse_layer_count()
+        if n_sparse:
             if not 1 <= self.num_experts_per_tok <= self.num_experts:
                 raise TracerError(
                     f"num_experts_per_tok must be between 1 and num_experts ({self.num_experts}), "
@@ -208,11 +217,14 @@ class Qwen3Config:
                 )
             if self.moe_intermediate_size <= 0:
                 raise TracerError(f"moe_intermediate_size must be positive, got {self.moe_intermediate_size}")
-        if any(not self.is_sparse_layer(i) for i in range(self.num_hidden_layers)) and self.intermediate_size <= 0:
+        if n_sparse < self.num_hidden_layers and self.intermediate_size <= 0:
             raise TracerError(f"intermediate_size must be positive, got {self.intermediate_size}")
         bad = [i for i in self.mlp_only_layers if not 0 <= i < self.num_hidden_layers]
         if bad:
             raise TracerError(f"mlp_only_layers names layers {bad} outside 0..{self.num_hidden_layers - 1}")
+        from tracer.limits import check_config_limits
+
+        check_config_limits(self)  # finite numbers, and sizes a machine can hold, before anything loops over them
         validate_long_context(self)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from tracer import TracerError
 from tracer.chat import check_messages, checkpoint_template, render_chat, render_jinja
 from tracer.config import Qwen3Config
+from tracer.limits import check_suppress
 from tracer.interventions import Editor, Interventions
 from tracer.longctx import context_limit
 from tracer.model import Sampling, generate
@@ -118,7 +119,7 @@ def parse_token_list(text: str, model: Model | None = None) -> list[int]:
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
-        if part.lstrip("-").isdigit():
+        if part.lstrip("-").isascii() and part.lstrip("-").isdigit():
             ids.append(int(part))
         elif model is not None and part.startswith("<") and isinstance(model.tokenizer, QwenTokenizer):
             ids.append(model.tokenizer.special_id(part))
@@ -226,6 +227,7 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     bad = [t for t in sampling.suppress if not 0 <= t < model.cfg.vocab_size]
     if bad:
         raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
+    check_suppress(model.cfg.vocab_size, sampling.suppress)
     if interventions is not None:
         interventions.check(model.cfg)
         if interventions and model.vision is not None:
@@ -260,10 +262,13 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
             raise TracerError(f"{model.name} cannot run through transformers' Qwen3: {reason}; trace it with the "
                               f"NumPy engine, or override what the library cannot express")
         device = tb.check_device(device)
+        # one file-selection rule for both backends: where the index wins over model.safetensors, torch gets the
+        # tensors this engine selected rather than from_pretrained's own choice
+        directory = model.directory if not getattr(model.weights, "warnings", None) else None
         # disk offload (``--device auto``) needs a folder; it is removed when the run ends
         offload = tempfile.TemporaryDirectory(prefix="qwen3-tracer-offload-") if device == "auto" else None
         try:
-            hf_model = tb.build_model(model.cfg, model.weights, model.directory, torch_dtype, device,
+            hf_model = tb.build_model(model.cfg, model.weights, directory, torch_dtype, device,
                                       offload_dir=offload.name if offload else None, max_memory=max_memory)
             gen = tb.generate_torch(model.cfg, hf_model, ids, rec, sampling, max_new_tokens, stops, device,
                                     interventions)

@@ -7,20 +7,23 @@ import unicodedata
 
 import numpy as np
 
+from tracer.i18n import catalog, t
+from tracer.schema import entry_for
+from tracer.tokentext import TokenText
 from tracer.tracefile import Trace
 
 
 def axis_labels(trace: Trace, name: str, shape_spec: str, ndim: int) -> list[list[str] | None]:
     """Labels for each axis of a record from its schema shape: tokens for T/S, vocabulary for V."""
     letters = [a.strip() for a in shape_spec.split("]")[0].strip("[").split(",") if a.strip()]
-    tokens = _step_tokens(trace, name)
+    tokens, keys = step_tokens(trace, name)
     vocab = trace.meta.get("vocab")
     labels: list[list[str] | None] = []
     for letter in letters[:ndim]:
         if letter == "T":
             labels.append(tokens)
-        elif letter == "S" and not name.startswith("decode."):
-            labels.append(tokens)
+        elif letter == "S":
+            labels.append(keys)
         elif letter == "n_e":
             rows = trace[name.rsplit(".", 1)[0] + ".token_ids"]
             labels.append([tokens[r] if r < len(tokens) else str(r) for r in rows])
@@ -31,13 +34,18 @@ def axis_labels(trace: Trace, name: str, shape_spec: str, ndim: int) -> list[lis
     return labels + [None] * (ndim - len(labels))
 
 
-def _step_tokens(trace: Trace, name: str) -> list[str]:
-    labels = list(trace.meta.get("token_labels") or [])
-    if name.startswith("decode."):
-        step = int(name.split(".")[1])
-        generated = trace.meta.get("generated_labels") or []
-        return [generated[step - 1]] if step - 1 < len(generated) else ["?"]
-    return labels
+def step_tokens(trace: Trace, name: str) -> tuple[list[str], list[str]]:
+    """(query tokens, key tokens) of the forward step a record belongs to, as text (partial characters as
+    their bytes, ``<0xE6>``): the prompt, or at decode step s the new token against every cached one."""
+    step = int(name.split(".")[1]) if name.startswith("decode.") else 0
+    return TokenText(trace.meta).step_labels(step)
+
+
+def explanation(name: str, lang: str = "en") -> str:
+    """What a record is, in the reader's language (the ``schema`` catalog, keyed by the name pattern)."""
+    entry = entry_for(name)
+    key = f"schema.{entry.pattern}"
+    return t(key, lang) if key in catalog("en") else entry.en  # a new schema name without its catalog entry yet
 
 
 def format_matrix(m: np.ndarray, decimals: int, rows: list[str] | None = None, cols: list[str] | None = None,
@@ -91,16 +99,16 @@ def format_record(trace: Trace, name: str, lang: str = "en", decimals: int = 3) 
     """One record as the seed prints it: header, formula, inputs, the numbers, and the explanation."""
     info = trace.info[name]
     value = np.asarray(trace[name])
-    shape = "×".join(str(d) for d in value.shape) or "scalar"
-    lines = [f"── {name}  (shape={shape}, {info['dtype']})", f"   {info['formula_text']}"]
+    shape = "×".join(str(d) for d in value.shape) or t("show.scalar", lang)
+    lines = [f"── {name}  ({t('show.shape', lang)}={shape}, {info['dtype']})", f"   {info['formula_text']}"]
     if info["inputs"]:
-        lines.append(f"   from: {', '.join(info['inputs'])}")
+        lines.append(f"   {t('show.from', lang)}: {', '.join(info['inputs'])}")
     labels = axis_labels(trace, name, info["schema_shape"], value.ndim)
     if value.ndim == 3:
         for h in range(value.shape[0]):
             if value.shape[0] > 1 and h >= 4 and h < value.shape[0] - 1:
                 if h == 4:
-                    lines.append(f"   … {value.shape[0] - 5} more …")
+                    lines.append(f"   … {t('show.more', lang, n=value.shape[0] - 5)} …")
                 continue
             lines.append(f"   [{h}]" if value.shape[0] > 1 else "")
             lines.append(_indent(format_matrix(value[h], decimals, labels[1], labels[2])))
@@ -111,7 +119,7 @@ def format_record(trace: Trace, name: str, lang: str = "en", decimals: int = 3) 
         lines.append(_indent(format_matrix(value, decimals, None, labels[0])))
     else:
         lines.append(_indent(format_matrix(value, decimals)))
-    lines.append(f"   {info['zh'] if lang == 'zh' else info['en']}")
+    lines.append(f"   {explanation(name, lang)}")
     return "\n".join(lines)
 
 

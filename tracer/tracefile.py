@@ -12,7 +12,8 @@ import os
 import platform
 import threading
 import zipfile
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -93,15 +94,25 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
                     info["storage"] = storage
                 records_meta.append(info)
             meta = {**trace.meta, "records": records_meta, "store_dtype": store_dtype}
-            _write_member(zf, zipfile.ZipInfo(f"{META_KEY}.npy"), np.array(json.dumps(meta, ensure_ascii=False)))
+            _write_member(zf, f"{META_KEY}.npy", meta_bytes(meta))  # deflated: names and formulas repeat
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
-    except BaseException:
+    except BaseException:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the CLI): no temporary file stays
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def meta_bytes(meta: dict[str, Any]) -> np.ndarray:
+    """The meta as UTF-8 JSON bytes (a NumPy string would take 4 bytes a character)."""
+    return np.frombuffer(json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+
+
+def meta_text(stored: np.ndarray) -> str:
+    """The meta's JSON text: UTF-8 bytes (schema v2), or a NumPy string (v1 files)."""
+    return bytes(stored).decode("utf-8") if stored.dtype == np.uint8 else str(stored)
 
 
 def _write_member(zf: zipfile.ZipFile, target: str | zipfile.ZipInfo, array: np.ndarray) -> None:
@@ -144,6 +155,7 @@ class Trace:
         self.meta = meta
         self.info = {r["name"]: r for r in meta["records"]}
         self.name: str | None = path.name if path is not None else None
+        self.check_values: Callable[[str, np.ndarray], None] | None = None
         self._rebuilt: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -167,13 +179,25 @@ class Trace:
         rebuilt from the records it is an exact function of."""
         info = self.info[name]
         kind = info.get("storage", {}).get("kind")
-        if kind == "rebuilt":
-            return self._rebuild(name)
-        if kind == "visible":
-            value = scatter_visible(self._stored(name), self[info["storage"]["mask"]], info)
-        else:
-            value = decode_numbers(self._stored(name), info)
-        value.flags.writeable = False
+        try:
+            if kind == "rebuilt":
+                value = self._rebuild(name)
+            elif kind == "visible":
+                value = scatter_visible(self._stored(name), self[info["storage"]["mask"]], info)
+            else:
+                value = decode_numbers(self._stored(name), info)
+        except (ValueError, IndexError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            if self.check_values is None:
+                raise
+            raise TracerError(f"{self.label}: record {name} is damaged ({type(exc).__name__}: {exc}); "
+                              f"trace again") from None
+        if list(value.shape) != list(info["shape"]) or str(value.dtype) != info["dtype"]:
+            raise TracerError(f"{self.label}: record {name} is {list(value.shape)} {value.dtype}, its meta says "
+                              f"{info['shape']} {info['dtype']}; the file is damaged — trace again")
+        if self.check_values is not None:
+            self.check_values(name, value)  # a file's records: NaN/Inf only where the schema allows them
+        if value.flags.writeable:
+            value.flags.writeable = False
         return value
 
     def _rebuild(self, name: str) -> np.ndarray:
@@ -197,7 +221,11 @@ class Trace:
             if pending:
                 todo.extend(pending)
                 continue
-            value = rebuild(info, [made[n] if n in made else self[n] for n in info["inputs"]])
+            try:
+                value = rebuild(info, [made[n] if n in made else self[n] for n in info["inputs"]])
+            except (ValueError, IndexError, TypeError) as exc:
+                raise TracerError(f"{self.label}: record {current} cannot be rebuilt from its inputs ({exc}); "
+                                  f"the file is damaged — trace again") from None
             value.flags.writeable = False
             self._keep(current, value)
             made[current] = value
@@ -234,37 +262,68 @@ class Trace:
             self._store.close()
 
 
-def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = None) -> Trace:
+def _storage_kind(record: dict[str, Any]) -> Any:
+    storage = record.get("storage")
+    return storage.get("kind") if isinstance(storage, dict) else None
+
+
+def _half(record: dict[str, Any]) -> bool:
+    storage = record.get("storage")
+    return isinstance(storage, dict) and "dtype" in storage
+
+
+def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = None, *, max_bytes: int | None = None,
+               allow_nonfinite: bool = False) -> Trace:
     """Open a trace file (a path, or an uploaded file's bytes with its ``name``), with a one-line TracerError
-    for anything that is not a readable trace."""
+    for anything that is not a readable trace.
+
+    The zip directory and ``.npy`` headers are checked before any array is read (``max_bytes``: the most the
+    records may take once read; default the memory budget); records with NaN/Inf where the schema does not
+    allow them are refused when read, unless ``allow_nonfinite`` (``tracer compare`` reports them instead).
+    """
+    from tracer.budget import default_budget
+    from tracer.i18n import t
+    from tracer.safefiles import (NPY_HEADER_LOCK, CheckedStore, check_meta, escape_controls, inspect_npz,
+                                  read_json_text, regular_file)
+
     if isinstance(source, (str, os.PathLike)):
         p: Path | None = Path(source)
-        label = str(p)
-        if not p.is_file():
-            raise TracerError(f"trace file {p} does not exist")
+        label = escape_controls(str(p))
+        if not p.exists():
+            raise TracerError(f"trace file {label} does not exist")
+        if not regular_file(p):
+            raise TracerError(t("safety.not_regular_trace", "en", label=label))
     else:
-        p, label = None, name or "uploaded file"
-    try:
-        npz = np.load(p if p is not None else source, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise TracerError(f"{label} is not a readable .npz trace ({exc})") from None
-    if not hasattr(npz, "files") or META_KEY not in npz.files:
+        p, label = None, escape_controls(name or "uploaded file")
+    headers = inspect_npz(p if p is not None else source, label, default_budget() if max_bytes is None else max_bytes)
+    if META_KEY not in headers:
         raise TracerError(f"{label} has no {META_KEY} entry; it is not a qwen3-tracer trace")
     try:
-        meta = json.loads(str(npz[META_KEY]))
-    except (ValueError, zipfile.BadZipFile, OSError) as exc:
-        raise TracerError(f"{label}: {META_KEY} is damaged ({exc})") from None
+        if p is None:
+            source.seek(0)  # type: ignore[union-attr]
+        npz = np.load(p if p is not None else source, allow_pickle=False)
+        with NPY_HEADER_LOCK:
+            text = meta_text(npz[META_KEY])
+        meta = read_json_text(text, f"{label}: {META_KEY}")
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        raise TracerError(f"{label} is not a readable .npz trace ({exc})") from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
-    if not isinstance(version, int) or "records" not in meta:
+    if not isinstance(version, int) or not isinstance(meta.get("records"), list):
         raise TracerError(f"{label}: {META_KEY} is not qwen3-tracer metadata")
     if version > SCHEMA_VERSION:
         raise TracerError(f"{label} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
                           f"upgrade qwen3-tracer to open it")
-    missing = [r["name"] for r in meta["records"] if r.get("storage", {}).get("kind") != "rebuilt" and (
-               r["name"] not in npz.files or ("dtype" in r.get("storage", {}) and r["name"] + LOW_BYTES not in npz.files))]
+    records = [r if isinstance(r, dict) else {} for r in meta["records"]]
+    missing = [str(r.get("name")) for r in records if _storage_kind(r) != "rebuilt" and (
+               r.get("name") not in headers or r.get("name") == META_KEY
+               or (_half(r) and f"{r.get('name')}{LOW_BYTES}" not in headers))]
     if missing:
-        raise TracerError(f"{label} lists records it does not contain (first: {missing[0]}); the file is damaged")
-    trace = Trace(p, npz, meta)
+        raise TracerError(f"{label} lists records it does not contain (first: {escape_controls(missing[0])[:80]}); "
+                          f"the file is damaged")
+    check_meta(meta, label, version, default_budget() if max_bytes is None else max_bytes)
+    store = CheckedStore(npz, headers, {r["name"]: r for r in meta["records"]}, label, allow_nonfinite)
+    trace = Trace(p, store, meta)
+    trace.check_values = store.check_values
     if p is None and name:
         trace.name = Path(name).name
     return trace

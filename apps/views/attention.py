@@ -1,23 +1,32 @@
-"""Per layer and head: scores -> masked scores -> probabilities, the causal mask, and the GQA head map."""
+"""Per layer and head: scores -> masked scores -> probabilities, the causal mask, the GQA head map; a decode
+step's new query against every cached key."""
 
+import numpy as np
 import streamlit as st
 
-from common import decode_steps, header, layer_count, require_trace, t
-from tracer.figures import attention_figure, gqa_figure, record_heatmap
+from common import decode_steps, header, lang, layer_count, require_trace, show_notes, t
+from tracer.figures import attention_figure, decode_attention_figure, gqa_figure, labels_for, mask_figure
 
-header("Attention", "注意力")
+header("nav_attention")
 trace = require_trace()
+show_notes(trace, "attention")
 cfg = trace.meta["config"]
 cols = st.columns(3)
-layer = cols[0].number_input(t("layer"), 0, layer_count(trace) - 1, 0)
-head = cols[1].number_input(t("head"), 0, cfg["num_attention_heads"] - 1, 0)
+layer = int(cols[0].number_input(t("layer"), 0, layer_count(trace) - 1, 0))
+head = int(cols[1].number_input(t("head"), 0, cfg["num_attention_heads"] - 1, 0))
 steps = [0] + decode_steps(trace)
-step = cols[2].selectbox(t("step"), steps, format_func=lambda s: "prefill" if s == 0 else f"decode {s}")
+step = cols[2].selectbox(t("step"), steps, format_func=lambda s: t("prefill") if s == 0 else t("decode_n", s=s))
 prefix = "" if step == 0 else f"decode.{step}."
-if f"{prefix}layers.{layer}.attn.probs" not in trace:
-    st.warning("This trace did not capture the attention records of that layer (--capture).")
+n = f"{prefix}layers.{layer}.attn"
+if f"{n}.probs" not in trace:
+    st.warning(t("not_captured"))
     st.stop()
-st.plotly_chart(attention_figure(trace, int(layer), int(head), prefix), key="attn")
+if step == 0:
+    st.plotly_chart(attention_figure(trace, layer, head, prefix, lang()), key="attn")
+else:
+    st.caption(t("decode_caption", keys=np.shape(trace[f"{n}.probs"])[-1]))
+    st.plotly_chart(decode_attention_figure(trace, step, layer, head, lang()), key="attn-decode")
 left, right = st.columns(2)
-left.plotly_chart(record_heatmap(trace, f"{prefix}layers.{layer}.attn.mask", title="causal mask"), key="mask")
-right.plotly_chart(gqa_figure(cfg["num_attention_heads"], cfg["num_key_value_heads"]), key="gqa")
+labels = labels_for(trace, f"{n}.mask")
+left.plotly_chart(mask_figure(trace[f"{n}.mask"], labels[0], labels[1], lang()), key="mask")
+right.plotly_chart(gqa_figure(cfg["num_attention_heads"], cfg["num_key_value_heads"], lang()), key="gqa")

@@ -1,44 +1,104 @@
-"""Previous / next through every record in computation order, the way seed 004 walks through its matrices."""
+"""Previous / next through every record in computation order, the way seed 004 walks through its matrices:
+inputs, parameters (as the checkpoint names them), output, and any one cell redone by hand."""
 
 import numpy as np
 import streamlit as st
 
-from common import header, lang, matrix_table, require_trace, t
-from tracer.figures import labels_for, record_heatmap
+import guard
+from common import header, lang, matrix_table, require_trace, show_notes, t, vocab_view, zoomable_heatmap
+from tracer import TracerError
+from tracer.figures import labels_for
+from tracer.show import explanation
+from tracer.worked import WORKERS, Params, parameters, work_cell
 
-header("Step walker", "逐步走查")
+header("nav_steps")
 trace = require_trace()
+show_notes(trace, "steps")
 names = trace.names
 if "record" in st.query_params and st.query_params["record"] in names and "step_from_url" not in st.session_state:
     st.session_state.step = names.index(st.query_params["record"])
     st.session_state.step_from_url = True
-step = min(int(st.session_state.get("step", 0)), len(names) - 1)
+
+
+def _move(by: int) -> None:
+    st.session_state.step = max(0, min(int(st.session_state.get("step", 0)) + by, len(names) - 1))
+
+
+step = max(0, min(int(st.session_state.get("step", 0)), len(names) - 1))
 prev_col, pick_col, next_col = st.columns([1, 6, 1])
-if prev_col.button(t("previous"), disabled=step == 0):
-    step -= 1
-if next_col.button(t("next_step"), disabled=step == len(names) - 1):
-    step += 1
+prev_col.button(t("previous"), disabled=step == 0, on_click=_move, args=(-1,))
+next_col.button(t("next_step"), disabled=step == len(names) - 1, on_click=_move, args=(1,))
 step = pick_col.selectbox(t("record"), range(len(names)), index=step, format_func=lambda k: f"{k + 1}. {names[k]}")
 st.session_state.step = step
 
 name = names[step]
 info = trace.info[name]
 value = np.asarray(trace[name])
+vocab_size = int(trace.meta["config"]["vocab_size"])
 st.subheader(name)
-st.latex(info["formula"])
-st.caption(f"{t('shape')}: {list(value.shape)} = {info['schema_shape']} · {info['dtype']}"
+st.latex(guard.formula(info))  # the schema's own LaTeX for the record's op, never the file's text
+st.caption(guard.plain(f"{t('shape')}: {list(value.shape)} = {info['schema_shape']} · {info['dtype']}")
            + (f" · {t('derived')}" if info.get("derived") else ""))
-if info["inputs"]:
-    st.caption(f"{t('inputs')}: " + ", ".join(info["inputs"]))
-st.info(info["zh"] if lang() == "zh" else info["en"])
+st.info(explanation(name, lang()))
+
+params = Params(trace.meta)
+weights = parameters(trace, name, params)
+records = [n for n in info["inputs"] if n not in {w for w, _ in weights}]
+left, right = st.columns(2)
+with left:
+    st.markdown(f"**{t('inputs')}**")
+    st.text("\n".join(f"• {guard.plain(n)} {list(np.shape(trace[n])) if n in trace else ''}" for n in records) or "—")
+with right:
+    st.markdown(f"**{t('parameters')}**")
+    if weights:
+        st.markdown("\n".join(f"- `{w}` · {t('stored_shape')} {list(s)} · {t('seed_shape')} {list(s[::-1])}"
+                              for w, s in weights))
+        st.caption(t("orientation"))
+    else:
+        st.markdown("—")
+for w, shape in weights:
+    if len(shape) == 2 and shape[0] * shape[1] <= 64:
+        st.caption(t("param_as_seed", name=w))
+        full = np.stack([params.row(w, i) for i in range(shape[0])])
+        matrix_table(full.T, None, None)
+
+st.markdown(f"**{t('output')}**")
 labels = labels_for(trace, name)
-matrix = value
+matrix, head = value, 0
 if value.ndim == 3:
     head = st.slider(t("head"), 0, value.shape[0] - 1, 0) if value.shape[0] > 1 else 0
     matrix, labels = value[head], labels[1:]
-if matrix.ndim <= 2 and all(d <= 16 for d in matrix.shape):
+if value.ndim == 0:
+    st.metric(name, str(value.item()))
+elif value.shape[-1] == vocab_size and vocab_size > 4096:
+    vocab_view(trace, name, key="steps")
+elif matrix.ndim <= 2 and all(d <= 16 for d in matrix.shape):
     rows = labels[0] if matrix.ndim == 2 else None
     cols = labels[1] if matrix.ndim == 2 else labels[0]
     matrix_table(matrix, rows, cols)
 else:
-    st.plotly_chart(record_heatmap(trace, name, head if value.ndim == 3 else 0), key=f"heat-{name}")
+    zoomable_heatmap(matrix, labels[0] if matrix.ndim == 2 else None, labels[-1],
+                     f"{name} [{t('head')} {head}]" if value.ndim == 3 else name, key=f"heat-{name}")
+
+st.markdown(f"**{t('by_hand')}**")
+st.caption(t("by_hand_help"))
+index: list[int] = []
+if value.ndim:
+    axes = st.columns(value.ndim)
+    for axis, size in enumerate(value.shape):
+        if value.ndim == 3 and axis == 0:
+            index.append(int(head))
+            axes[axis].metric(t("head"), head)
+            continue
+        default = int(np.argmax(value)) if value.ndim == 1 and size > 4096 else 0
+        index.append(int(axes[axis].number_input(t("axis_n", n=axis), 0, size - 1, default, key=f"cell-{axis}")))
+if info["op"] not in WORKERS:
+    st.info(t("no_worked", op=info["op"]))
+    st.stop()
+try:
+    worked = work_cell(trace, name, tuple(index), params, lang())
+    st.code("\n".join(worked.lines), language=None)
+    same = np.isclose(worked.value, worked.recorded, rtol=1e-4, atol=1e-5) or min(worked.value, worked.recorded) < -1e30
+    st.caption(t("recorded_value", v=f"{worked.recorded:.6g}") + (" ✓" if same else " ✗"))
+except TracerError as exc:
+    st.error(str(exc))

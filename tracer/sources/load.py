@@ -17,7 +17,8 @@ def open_source(name: str, overrides: list[str], dtype: np.dtype, stream: bool =
         cfg = read_config(location.path).with_overrides(overrides)
         weights = CheckpointWeights(location.path, cfg, dtype, stream=stream)
         shown = str(location.path) if not name.startswith("hf:") else name
-        return Model(shown, cfg, weights, location.label, None, directory=location.path)
+        return Model(shown, cfg, weights, location.label, None, notes=tuple(weights.warnings),
+                     directory=location.path)
     return open_gguf(name, location, overrides, dtype, stream)
 
 

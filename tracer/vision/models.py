@@ -23,7 +23,7 @@ def _checkpoint_config(directory: Path) -> dict[str, Any] | None:
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # read_config then names what is wrong
         return None
     return raw if isinstance(raw, dict) and raw.get("model_type") == "qwen3_vl" else None
 
