@@ -207,6 +207,7 @@ def test_strings_from_a_trace_are_shown_as_plain_text(traces_dir, monkeypatch):
     model = load_model("toy-dense")
     trace = run_trace(model, [0, 1, 2])
     trace.meta["token_labels"] = ["![x](http://evil.example/x.png)", "<img src=x>", "**b**"]
+    trace.meta["token_bytes"] = [label.encode().hex() for label in trace.meta["token_labels"]]  # text from these
     path = save_trace(traces_dir / "md.npz", trace)
     monkeypatch.setenv("QWEN3_TRACER_TRACE", str(path))
     at = AppTest.from_file(APP, default_timeout=120)

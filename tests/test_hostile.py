@@ -22,6 +22,7 @@ import tracer.budget
 import tracer.limits
 import tracer.safefiles
 from tracer.cli import main
+from tracer.tracefile import meta_text
 
 OLD = b"OLD OUTPUT, MUST SURVIVE"
 SMALL = ["--set", "num_hidden_layers=1", "--set", "hidden_size=32", "--set", "head_dim=8",
@@ -42,7 +43,7 @@ def base(tmp_path_factory):
 def good_parts(base: Path) -> tuple[dict[str, np.ndarray], dict]:
     with np.load(base / "good.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if k != "__meta__"}
-        meta = json.loads(str(z["__meta__"]))
+        meta = json.loads(meta_text(z["__meta__"]))
     return arrays, meta
 
 
@@ -541,7 +542,11 @@ def test_compare_gives_traces_full_of_nan_a_verdict(base, tmp_path, capsys):
 
 def test_show_escapes_terminal_control_characters(base, tmp_path, capsys):
     labels = ["\x1b[2J\x1b]0;pwned\x07", "b", "c", "d"]
-    path = mutate(lambda a, m: m.__setitem__("token_labels", labels))(tmp_path, base)
+    def edit(arrays: dict, meta: dict) -> None:  # token text comes from the tokens' bytes, else the labels
+        meta["token_labels"] = labels
+        meta["token_bytes"] = [label.encode().hex() for label in labels]
+
+    path = mutate(edit)(tmp_path, base)
     assert main(["show", str(path), "embed.out"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J" in out

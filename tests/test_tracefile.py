@@ -75,7 +75,7 @@ def test_meta_listing_missing_records(tmp_path):
     broken = tmp_path / "broken.npz"
     meta = {"schema_version": 1, "records": [{"name": "logits", "shape": [2, 3], "dtype": "float32", "inputs": []}]}
     np.savez(broken, __meta__=np.array(json.dumps(meta)))
-    with pytest.raises(TracerError, match="lists record logits but does not contain it"):
+    with pytest.raises(TracerError, match=r"lists records it does not contain \(first: logits\)"):
         load_trace(broken)
 
 
@@ -206,11 +206,11 @@ def _rewrite(src, dst, change_meta=None, damage=None):
 
 
 @pytest.mark.parametrize("case, needle", [
-    ("flipped byte", "record logits is damaged"),
-    ("records not a list", "'records' is not a list"),
-    ("record without a name", "lacks its name"),
-    ("rebuilt from a missing record", "rebuilt from records the file does not hold"),
-    ("lying shape", "its meta says"),
+    ("flipped byte", "is not a readable .npz trace"),
+    ("records not a list", "is not qwen3-tracer metadata"),
+    ("record without a name", "the file is damaged"),
+    ("rebuilt from a missing record", "must be a rebuild from records before it"),
+    ("lying shape", "its metadata says"),
 ])
 def test_a_damaged_trace_is_one_line_not_a_traceback(toy_trace, tmp_path, capsys, case, needle):
     path, _ = toy_trace

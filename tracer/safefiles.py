@@ -141,7 +141,8 @@ def inspect_npz(source: Path | BinaryIO, label: str, max_bytes: int) -> dict[str
                     if nbytes + header_size > info.file_size:
                         raise TracerError(t("safety.bad_member", "en", label=label, member=escape_controls(name)[:80]))
                     if name == "__meta__":
-                        if dtype.kind != "U" or shape != () or nbytes > MAX_META_BYTES:
+                        utf8 = dtype == np.uint8 and len(shape) == 1  # schema v2: UTF-8 JSON bytes
+                        if not (utf8 or (dtype.kind == "U" and shape == ())) or nbytes > MAX_META_BYTES:
                             raise TracerError(t("safety.bad_meta_entry", "en", label=label))
                     elif dtype.kind not in NUMERIC_KINDS or dtype.hasobject:
                         raise TracerError(t("safety.bad_dtype", "en", label=label, member=escape_controls(name)[:80],
