@@ -283,7 +283,7 @@ def test_compare_page_difference_growth_and_first_divergence(monkeypatch, traces
 def test_opening_a_trace_file(monkeypatch, traces):
     at = app(monkeypatch, traces["toy-dense"])
     next(x for x in at.text_input if x.key == "open_path").set_value(traces["toy-moe"])
-    next(b for b in at.button if b.label == "Open").click().run()
+    at.button(key="open_button").click().run()
     assert {m.label: m.value for m in at.metric}["Model"] == "toy-moe"
 
 
@@ -302,7 +302,7 @@ def test_bad_trace_files_show_a_message_and_the_app_keeps_running(monkeypatch, t
         bad.write_bytes(content)
     at = app(monkeypatch, traces["toy-dense"])
     next(x for x in at.text_input if x.key == "open_path").set_value(str(bad))
-    next(b for b in at.button if b.label == "Open").click().run()
+    at.button(key="open_button").click().run()
     assert any(message in e.value for e in at.error)
     assert {m.label: m.value for m in at.metric}["Model"] == "toy-dense"  # still on the trace that was open
     goto(at, "steps")
@@ -311,7 +311,7 @@ def test_bad_trace_files_show_a_message_and_the_app_keeps_running(monkeypatch, t
 def test_missing_checkpoint_directory_shows_a_message(monkeypatch, tmp_path):
     at = app(monkeypatch)
     at.text_input(key="run_checkpoint_dir").set_value(str(tmp_path / "no-such-model"))
-    next(b for b in at.button if b.label == "Run").click().run()
+    at.button(key="run_button").click().run()
     assert any("does not exist" in e.value for e in at.error)
     assert not at.exception
 
@@ -324,7 +324,7 @@ def test_run_a_model_from_the_page_with_every_option(monkeypatch):
     next(x for x in at.text_input if x.label.startswith("Suppress")).set_value("0,5,1")
     next(x for x in at.text_input if x.label.startswith("Capture")).set_value("layers.*, sample.*")
     next(x for x in at.number_input if x.label == "New tokens").set_value(2)
-    next(b for b in at.button if b.label == "Run").click().run()
+    at.button(key="run_button").click().run()
     assert not at.error and {m.label: m.value for m in at.metric}["Model"] == "toy-moe"
     trace = at.session_state.trace
     assert trace.meta["round"] == 3 and trace.meta["sampling"]["suppress"] == [0, 5, 1]
@@ -335,7 +335,7 @@ def test_run_a_model_from_the_page_with_every_option(monkeypatch):
 def test_run_page_rejects_bfloat16_on_numpy(monkeypatch):
     at = app(monkeypatch)
     next(x for x in at.selectbox if x.label == "Data type").set_value("bfloat16")
-    next(b for b in at.button if b.label == "Run").click().run()
+    at.button(key="run_button").click().run()
     assert any("needs the torch backend" in e.value for e in at.error)
 
 
