@@ -66,7 +66,7 @@ def gate() -> None:
     st.title("qwen3-tracer")
     with st.form("guard_password"):
         typed = st.text_input(tr("app_safety.password", lang()), type="password", key="guard_typed")
-        sent = st.form_submit_button(tr("app_safety.enter", lang()))
+        sent = st.form_submit_button(tr("app_safety.enter", lang()), key="guard_enter")
     if sent:
         if hmac.compare_digest(typed.encode("utf-8"), password.encode("utf-8")):
             st.session_state._guard_ok = True

@@ -53,10 +53,13 @@ q, k = rng.standard_normal((2, 1, 1, 128))
 def rotated(x, pos):
     c, s = ops.rope_tables(np.array([pos]), inv_freq, np.float64)
     return ops.apply_rope(x, c, s)
+assert np.isclose(np.linalg.norm(rotated(q, 1234)), np.linalg.norm(q), rtol=1e-12)  # a rotation keeps the length
 print("|q| before / after:", np.linalg.norm(q), np.linalg.norm(rotated(q, 1234)))
 pairs = [(5, 2), (105, 102), (3005, 3002)]
-pd.DataFrame([{"q position": m, "k position": n, "distance": m - n,
-               "q·k": float(np.sum(rotated(q, m) * rotated(k, n)))} for m, n in pairs])
+table = pd.DataFrame([{"q position": m, "k position": n, "distance": m - n,
+                       "q·k": float(np.sum(rotated(q, m) * rotated(k, n)))} for m, n in pairs])
+assert np.allclose(table["q·k"], table["q·k"][0], rtol=1e-9)  # the same distance, the same score
+table
 
 # %%
 turned = ops.apply_rope(np.array([[[1.0] + [0.0] * 63 + [0.0] * 64]]), *ops.rope_tables(np.array([3]), inv_freq,
@@ -89,6 +92,6 @@ half = 64
 interleaved = ops.apply_rope_interleaved(x, c[:, :half], s[:, :half])
 perm = np.concatenate([np.arange(0, 128, 2), np.arange(1, 128, 2)])   # evens first, then odds
 via_rotate_half = ops.apply_rope(x[..., perm], c, s)
-print("interleaved == rotate_half after the permutation:",
-      np.allclose(interleaved[..., perm], via_rotate_half, atol=1e-12))
-print("but not without it:", np.allclose(interleaved, ops.apply_rope(x, c, s), atol=1e-6))
+assert np.allclose(interleaved[..., perm], via_rotate_half, atol=1e-12)  # the same rotation, dimensions reordered
+assert not np.allclose(interleaved, ops.apply_rope(x, c, s), atol=1e-6)  # without the permutation: different
+print("interleaved == rotate_half after the permutation: True; without it: False")

@@ -114,12 +114,12 @@ def test_every_page_renders_with_data_and_no_server_path(monkeypatch, traces, wh
 @pytest.mark.parametrize("which", ["toy-dense", "full"])
 def test_step_walker_reaches_the_last_record(monkeypatch, traces, which):
     at = goto(app(monkeypatch, traces[which]), "steps")
-    last = len(at.selectbox[0].options) - 1
-    at.selectbox[0].set_value(last - 1).run()
-    at.button[1].click().run()  # Next onto the last record (sample.*.token_id)
+    last = len(at.selectbox(key="steps_record").options) - 1
+    at.selectbox(key="steps_record").set_value(last - 1).run()
+    at.button(key="steps_next").click().run()  # Next onto the last record (sample.*.token_id)
     assert not at.exception
     assert at.subheader[0].value.startswith("sample.") and at.subheader[0].value.endswith(".token_id")
-    assert at.button[1].disabled
+    assert at.button(key="steps_next").disabled
     assert any(c.value.startswith("recorded value") and c.value.endswith("✓") for c in at.caption)
 
 
@@ -133,14 +133,14 @@ def test_opens_on_the_toy_dense_example(monkeypatch):
 def test_step_walker_next_and_previous(monkeypatch, traces):
     at = goto(app(monkeypatch, traces["toy-dense"]), "steps")
     assert at.subheader[0].value == "tokens"
-    at.button[1].click().run()
+    at.button(key="steps_next").click().run()
     assert at.subheader[0].value == "embed.onehot"
-    at.button[1].click().run()
-    at.button[0].click().run()
+    at.button(key="steps_next").click().run()
+    at.button(key="steps_previous").click().run()
     assert at.subheader[0].value == "embed.onehot"
     names = load_trace(traces["toy-dense"]).meta["records"]
     index = [r["name"] for r in names].index("layers.0.attn.probs")
-    at.selectbox[0].set_value(index).run()
+    at.selectbox(key="steps_record").set_value(index).run()
     table = at.table[0].value
     assert list(table.iloc[1]) == ["0.230", "0.770", "0.000", "0.000"]  # seed 004 §3-5-6, row 明天
 
@@ -148,7 +148,7 @@ def test_step_walker_next_and_previous(monkeypatch, traces):
 def test_step_walker_shows_the_weights_as_the_seed_writes_them_and_a_worked_cell(monkeypatch, traces):
     at = goto(app(monkeypatch, traces["toy-dense"]), "steps")
     names = [r["name"] for r in load_trace(traces["toy-dense"]).meta["records"]]
-    at.selectbox[0].set_value(names.index("layers.0.attn.q_proj")).run()
+    at.selectbox(key="steps_record").set_value(names.index("layers.0.attn.q_proj")).run()
     text = page_text(at)
     assert "model.layers.0.self_attn.q_proj.weight" in text and "[2, 4]" in text and "[4, 2]" in text
     assert "[out, in]" in text
@@ -175,8 +175,8 @@ def test_language_switch(monkeypatch, traces):
 
 def test_decode_steps_show_the_new_query_against_every_cached_key(monkeypatch, traces):
     at = goto(app(monkeypatch, traces["full"]), "attention")
-    at.number_input[0].set_value(1).run()
-    at.selectbox[0].set_value(2).run()
+    at.number_input(key="attn_layer").set_value(1).run()
+    at.selectbox(key="attn_step").set_value(2).run()
     assert not at.exception and not at.warning
     [fig] = [f for f in figures(at) if len(f.data) == 2 and f.data[0].type == "bar"]
     keys = list(fig.data[1].x)
@@ -195,10 +195,14 @@ def test_full_size_causal_mask_is_drawn(monkeypatch, traces):
 
 def test_attention_layer_head_selection(monkeypatch, traces):
     at = goto(app(monkeypatch, traces["small"]), "attention")
-    at.number_input[0].set_value(1).run()
-    at.number_input[1].set_value(15).run()
-    at.selectbox[0].set_value(2).run()
+    at.number_input(key="attn_layer").set_value(1).run()
+    at.number_input(key="attn_head").set_value(15).run()
+    at.selectbox(key="attn_step").set_value(2).run()
     assert not at.exception and not at.warning
+    [fig] = [f for f in figures(at) if len(f.data) == 2 and f.data[0].type == "bar"]
+    recorded = np.asarray(load_trace(traces["small"])["decode.2.layers.1.attn.probs"])[15, -1]  # head 15, the new query
+    assert len(recorded) == 5 + 2  # 5 prompt tokens + the 2 generated before step 2
+    np.testing.assert_allclose(np.array(fig.data[1].y, dtype=float), recorded, rtol=1e-6)
 
 
 def test_sampling_shows_token_text_and_finds_tokens(monkeypatch, traces):
@@ -279,7 +283,7 @@ def test_compare_page_difference_growth_and_first_divergence(monkeypatch, traces
 def test_opening_a_trace_file(monkeypatch, traces):
     at = app(monkeypatch, traces["toy-dense"])
     next(x for x in at.text_input if x.key == "open_path").set_value(traces["toy-moe"])
-    next(b for b in at.button if b.label == "Open").click().run()
+    at.button(key="open_button").click().run()
     assert {m.label: m.value for m in at.metric}["Model"] == "toy-moe"
 
 
@@ -298,7 +302,7 @@ def test_bad_trace_files_show_a_message_and_the_app_keeps_running(monkeypatch, t
         bad.write_bytes(content)
     at = app(monkeypatch, traces["toy-dense"])
     next(x for x in at.text_input if x.key == "open_path").set_value(str(bad))
-    next(b for b in at.button if b.label == "Open").click().run()
+    at.button(key="open_button").click().run()
     assert any(message in e.value for e in at.error)
     assert {m.label: m.value for m in at.metric}["Model"] == "toy-dense"  # still on the trace that was open
     goto(at, "steps")
@@ -306,21 +310,21 @@ def test_bad_trace_files_show_a_message_and_the_app_keeps_running(monkeypatch, t
 
 def test_missing_checkpoint_directory_shows_a_message(monkeypatch, tmp_path):
     at = app(monkeypatch)
-    at.text_input[0].set_value(str(tmp_path / "no-such-model"))
-    next(b for b in at.button if b.label == "Run").click().run()
+    at.text_input(key="run_checkpoint_dir").set_value(str(tmp_path / "no-such-model"))
+    at.button(key="run_button").click().run()
     assert any("does not exist" in e.value for e in at.error)
     assert not at.exception
 
 
 def test_run_a_model_from_the_page_with_every_option(monkeypatch):
     at = app(monkeypatch)
-    at.selectbox[0].set_value("toy-moe")
+    at.selectbox(key="run_model").set_value("toy-moe")
     next(x for x in at.number_input if x.label.startswith("Round")).set_value(3)
     next(x for x in at.number_input if x.label == "Seed").set_value(7)
     next(x for x in at.text_input if x.label.startswith("Suppress")).set_value("0,5,1")
     next(x for x in at.text_input if x.label.startswith("Capture")).set_value("layers.*, sample.*")
     next(x for x in at.number_input if x.label == "New tokens").set_value(2)
-    next(b for b in at.button if b.label == "Run").click().run()
+    at.button(key="run_button").click().run()
     assert not at.error and {m.label: m.value for m in at.metric}["Model"] == "toy-moe"
     trace = at.session_state.trace
     assert trace.meta["round"] == 3 and trace.meta["sampling"]["suppress"] == [0, 5, 1]
@@ -331,12 +335,12 @@ def test_run_a_model_from_the_page_with_every_option(monkeypatch):
 def test_run_page_rejects_bfloat16_on_numpy(monkeypatch):
     at = app(monkeypatch)
     next(x for x in at.selectbox if x.label == "Data type").set_value("bfloat16")
-    next(b for b in at.button if b.label == "Run").click().run()
+    at.button(key="run_button").click().run()
     assert any("needs the torch backend" in e.value for e in at.error)
 
 
 def test_pipeline_node_opens_in_the_step_walker(monkeypatch, traces):
     at = goto(app(monkeypatch, traces["toy-dense"]), "pipeline")
-    at.selectbox[0].set_value("layers.0.attn.probs").run()
+    at.selectbox(key="pipeline_record").set_value("layers.0.attn.probs").run()
     assert not at.exception
     assert at.title[0].value == "Step walker" and at.subheader[0].value == "layers.0.attn.probs"

@@ -125,7 +125,7 @@ def test_ten_sessions_at_once_keep_to_themselves(traces_dir, monkeypatch, concur
                 field(at, "…or a file of the traces folder").set_value(f"t{k}.npz")
                 button(at, "Open").click().run()
             else:
-                at.selectbox[0].set_value(expected[k][0])
+                at.selectbox(key="run_model").set_value(expected[k][0])
                 field(at, "…or token ids").set_value(",".join(str(i % 6) for i in range(k - 3)))
                 button(at, "Run").click().run()
         except BaseException as exc:  # reported in the main thread
@@ -155,7 +155,7 @@ def test_a_run_over_the_session_budget_is_refused(traces_dir, monkeypatch):
     monkeypatch.setenv("QWEN3_TRACER_MAX_MEMORY", str(64 * 1024**2))
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    at.selectbox[0].set_value("qwen3-0.6b")
+    at.selectbox(key="run_model").set_value("qwen3-0.6b")
     field(at, "…or token ids").set_value("1,2,3")
     button(at, "Run").click().run()
     assert not at.exception
@@ -168,11 +168,11 @@ def test_the_class_password_comes_first(traces_dir, monkeypatch):
     at.run()
     assert not at.title or at.title[0].value == "qwen3-tracer"
     assert not at.metric and not at.tabs  # nothing of the app before the password
-    at.text_input[0].set_value("guess")
-    at.button[0].click().run()
+    at.text_input(key="guard_typed").set_value("guess")
+    at.button(key="guard_enter").click().run()
     assert at.error and "not the class password" in at.error[0].value and not at.metric
-    at.text_input[0].set_value("open sesame")
-    at.button[0].click().run()
+    at.text_input(key="guard_typed").set_value("open sesame")
+    at.button(key="guard_enter").click().run()
     assert not at.exception and metrics(at)["Model"] == "toy-dense"
 
 

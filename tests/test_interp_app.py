@@ -59,13 +59,16 @@ def test_lens_page_draws_the_grid_stream_and_attribution(monkeypatch, traces):
     charts = at.get("plotly_chart")
     assert len(charts) == 4  # lens grid, stream, attribution bars, per-layer attribution
     assert "Logit lens" in charts[0].proto.spec
-    at.selectbox[0].set_value(1).run()  # decode step 1
+    prefill = [c.proto.spec for c in charts]
+    at.selectbox(key="lens_step").set_value(1).run()  # decode step 1
     assert not at.exception and len(at.get("plotly_chart")) == 4
+    decode = [c.proto.spec for c in at.get("plotly_chart")]
+    assert all(a != b for a, b in zip(prefill, decode))  # every figure now draws decode step 1's records
 
 
 def test_compare_prompts_names_the_divergence(monkeypatch, traces):
     at = open_page(monkeypatch, traces["moe"], "prompts")
-    at.text_input[0].set_value(traces["moe-b"]).run()
+    at.text_input(key="prompts_path").set_value(traces["moe-b"]).run()
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "predictions part" in text or "agrees on the top token" in text
@@ -76,9 +79,9 @@ def test_what_if_zeroes_a_head_and_reports_changes(monkeypatch, traces):
     routed = load_trace(traces["moe"])["layers.0.moe.topk_ids"]
     expert = int(np.bincount(routed.ravel()).argmax())
     at = open_page(monkeypatch, traces["moe"], "whatif")
-    at.text_input[0].set_value("2.1")
-    at.text_input[1].set_value(f"0.{expert}")
-    at.button[0].click().run()
+    at.text_input(key="whatif_heads").set_value("2.1")
+    at.text_input(key="whatif_experts").set_value(f"0.{expert}")
+    at.button(key="whatif_run").click().run()
     assert not at.exception and not at.error
     text = " ".join(m.value for m in at.markdown)
     assert "records changed; the first is layers.0.moe.topk_ids" in text
@@ -87,26 +90,34 @@ def test_what_if_zeroes_a_head_and_reports_changes(monkeypatch, traces):
 
 def test_what_if_bad_input_is_a_one_line_error(monkeypatch, traces):
     at = open_page(monkeypatch, traces["moe"], "whatif")
-    at.text_input[0].set_value("9.0")
-    at.button[0].click().run()
+    at.text_input(key="whatif_heads").set_value("9.0")
+    at.button(key="whatif_run").click().run()
     assert not at.exception
     assert "layer 9 is out of range" in at.error[0].value and "\n" not in at.error[0].value
-    at.text_input[0].set_value("")
-    at.button[0].click().run()
+    at.text_input(key="whatif_heads").set_value("")
+    at.button(key="whatif_run").click().run()
     assert "no intervention chosen" in at.error[0].value
 
 
 def test_what_if_patches_from_another_prompt(monkeypatch, traces):
     at = open_page(monkeypatch, traces["toy-dense"], "whatif")
-    at.selectbox[0].set_value("layers.0.resid_mid")
-    at.text_input[2].set_value("明天交報告")  # toy vocabulary: 4 tokens, like the open trace
-    at.button[0].click().run()
+    at.selectbox(key="whatif_patch_name").set_value("layers.0.resid_mid")
+    # toy vocabulary: 4 tokens, like the open trace
+    at.text_input(key="whatif_patch_prompt").set_value("明天交報告")
+    at.button(key="whatif_run").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
+    # the same prompt gives the same ids, so the patch puts back the value that was there: no value diverges
+    # (the edited run leaves out the attribution records, which the count lists as changed)
+    total = len(load_trace(traces["toy-dense"]).names)
+    assert any(f" of {total} records changed; the first is —" in m.value
+               for m in at.markdown), [m.value for m in at.markdown]
+    clean, edited = (m.value for m in at.metric)
+    assert clean == edited
 
 
 def test_compare_prompts_runs_a_second_prompt(monkeypatch, traces):
     at = open_page(monkeypatch, traces["toy-dense"], "prompts")
-    at.text_input[1].set_value("明天交報告")  # the same prompt: nothing diverges
+    at.text_input(key="prompts_other").set_value("明天交報告")  # the same prompt: nothing diverges
     at.run()
     assert not at.exception and not at.error
     assert "agrees on the top token" in " ".join(m.value for m in at.markdown)

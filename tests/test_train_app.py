@@ -9,6 +9,7 @@ pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tracer.i18n import t as catalog_text  # noqa: E402
 from tracer.run import load_model  # noqa: E402
 from tracer.tracefile import save_trace  # noqa: E402
 from tracer.train import Optimizer  # noqa: E402
@@ -84,3 +85,4 @@ def test_every_page_opens_a_train_step_trace(monkeypatch, tmp_path):
         at.switch_page(f"views/{page}.py")
         at.run()
         assert not at.exception, (page, [e.value for e in at.exception])
+        assert at.title[0].value == catalog_text(f"app.nav_{page}", "en")

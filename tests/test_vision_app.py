@@ -1,5 +1,7 @@
 """The explorer's Vision page and its figures, on a qwen3-vl-tiny trace and on a text-only trace."""
 
+import base64
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tracer.i18n import t as catalog_text  # noqa: E402
 from tracer.run import encode_prompt, load_model, run_trace  # noqa: E402
 from tracer.show import format_record  # noqa: E402
 from tracer.tracefile import save_trace  # noqa: E402
@@ -25,6 +28,17 @@ def vl_trace(tmp_path_factory):
     image = np.random.default_rng(0).integers(0, 256, (64, 96, 3)).astype(np.uint8)
     trace = run_trace(model, encode_prompt(model, PLACEHOLDER + "What?"), images=[image], max_new_tokens=2)
     return str(save_trace(tmp_path_factory.mktemp("vl") / "vl.npz", trace)), trace
+
+
+def _decoded(chart) -> dict:
+    """A plotly chart's JSON with its base64 typed arrays ({"dtype", "bdata", "shape"}) as numpy arrays."""
+    def typed(obj: dict):
+        if set(obj) >= {"dtype", "bdata"}:
+            flat = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            return flat.reshape([int(x) for x in str(obj.get("shape", flat.size)).split(",")])
+        return obj
+
+    return json.loads(chart.proto.spec, object_hook=typed)
 
 
 def open_app(monkeypatch, path):
@@ -45,13 +59,19 @@ def test_vision_page_shows_grid_attention_mrope_deepstack_and_errata(monkeypatch
     assert len(charts) == 6
     assert "64×96" in at.markdown[0].value and "6 tokens" in at.markdown[0].value
     assert any("1644" in m.value for m in at.markdown)  # the seed's erratum is listed
-    at.number_input[0].set_value(3).run()  # vision block 3
-    at.number_input[2].set_value(5).run()  # query patch 5
+    at.number_input(key="vision_block").set_value(3).run()  # vision block 3
+    at.number_input(key="vision_query").set_value(5).run()  # query patch 5
     assert not at.exception
+    chart = next(c for c in at.get("plotly_chart") if c.proto.id.endswith("-attention"))  # key="attention"
+    heat = np.asarray(_decoded(chart)["data"][1]["z"], dtype=float)
+    probs = np.asarray(vl_trace[1]["vision.blocks.3.attn.probs"])[0, 5]  # head 0, query patch 5
+    assert heat.shape == (64, 96)
+    assert heat[0, 16] == pytest.approx(probs[1]) and heat[16, 0] == pytest.approx(probs[2])
     for page in OTHER_PAGES:  # the text pages still work on a vision-language trace
         at.switch_page(f"views/{page}.py")
         at.run()
         assert not at.exception, (page, [e.value for e in at.exception])
+        assert at.title[0].value == catalog_text(f"app.nav_{page}", "en")
 
 
 def test_vision_page_on_a_text_trace_offers_a_demo(monkeypatch, tmp_path):
@@ -61,7 +81,7 @@ def test_vision_page_on_a_text_trace_offers_a_demo(monkeypatch, tmp_path):
     at.switch_page("views/vision.py")
     at.run()
     assert "no image" in at.info[0].value
-    at.button[0].click().run()
+    at.button(key="vision_demo").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.get("plotly_chart")) == 6
 

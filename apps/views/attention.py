@@ -12,10 +12,11 @@ trace = require_trace()
 show_notes(trace, "attention")
 cfg = trace.meta["config"]
 cols = st.columns(3)
-layer = int(cols[0].number_input(t("layer"), 0, layer_count(trace) - 1, 0))
-head = int(cols[1].number_input(t("head"), 0, cfg["num_attention_heads"] - 1, 0))
+layer = int(cols[0].number_input(t("layer"), 0, layer_count(trace) - 1, 0, key="attn_layer"))
+head = int(cols[1].number_input(t("head"), 0, cfg["num_attention_heads"] - 1, 0, key="attn_head"))
 steps = [0] + decode_steps(trace)
-step = cols[2].selectbox(t("step"), steps, format_func=lambda s: t("prefill") if s == 0 else t("decode_n", s=s))
+step = cols[2].selectbox(t("step"), steps, format_func=lambda s: t("prefill") if s == 0 else t("decode_n", s=s),
+                          key="attn_step")
 prefix = "" if step == 0 else f"decode.{step}."
 n = f"{prefix}layers.{layer}.attn"
 if f"{n}.probs" not in trace:

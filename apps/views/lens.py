@@ -11,7 +11,7 @@ header("Logit lens & attribution", "Logit lens 與歸因")
 trace = require_trace()
 steps = [0] + decode_steps(trace)
 step = st.selectbox(t("interp.step", lang()), steps,
-                    format_func=lambda s: t("interp.prefill", lang()) if s == 0 else f"decode {s}")
+                    format_func=lambda s: t("interp.prefill", lang()) if s == 0 else f"decode {s}", key="lens_step")
 prefix = "" if step == 0 else f"decode.{step}."
 st.caption(t("interp.lens_help", lang()))
 if not has_lens(trace, prefix):

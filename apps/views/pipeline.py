@@ -31,7 +31,7 @@ for g, group in enumerate(groups):
 if any(n.startswith("vision.") for n in trace.names):  # Qwen3-VL: the vision tower feeds the embedding
     with st.expander(t("whole_pass")):
         chosen = chart(pipeline_figure(trace, None, lang()), "pipeline-whole") or chosen
-picked = st.selectbox(t("open_record"), trace.names, index=None, placeholder=t("record_name"))
+picked = st.selectbox(t("open_record"), trace.names, index=None, placeholder=t("record_name"), key="pipeline_record")
 target = chosen or picked
 if target:
     st.session_state.step = trace.names.index(target)

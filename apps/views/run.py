@@ -19,15 +19,15 @@ show_notes(current, "run")
 run_tab, open_tab = st.tabs([t("run_tab"), t("open_tab")])
 with run_tab:
     left, right = st.columns(2)
-    preset = left.selectbox(t("model"), list(PRESETS), index=0)
-    directory = left.text_input(t("checkpoint_dir"), "")
+    preset = left.selectbox(t("model"), list(PRESETS), index=0, key="run_model")
+    directory = left.text_input(t("checkpoint_dir"), "", key="run_checkpoint_dir")
     backend = left.radio(t("backend"), list(BACKENDS), horizontal=True, help=t("backend_help"))
     dtype = left.selectbox(t("dtype"), DTYPES, index=0, help=t("dtype_help"))
     overrides = left.text_input(t("overrides"), "", help=t("overrides_help"))
     seed = int(left.number_input(t("seed"), 0, 2**31 - 1, 0, help=t("seed_help")))
     rounding = int(left.number_input(t("round"), -1, 12, -1, help=t("round_help")))
     prompt = right.text_area(t("prompt"), "明天交報告")
-    token_ids = right.text_input(t("token_ids"), "")
+    token_ids = right.text_input(t("token_ids"), "", key="run_token_ids")
     chat = right.checkbox(t("chat"), value=False)
     system = right.text_input(t("system"), "", disabled=not chat)
     thinking = right.toggle(t("thinking"), value=True, disabled=not chat)
@@ -38,7 +38,7 @@ with run_tab:
     top_k = c.number_input(t("top_k"), 0, 1000, 0)
     top_p = d.slider(t("top_p"), 0.05, 1.0, 1.0, 0.05)
     capture = st.text_input(t("capture"), "", help=t("capture_help"))
-    if st.button(t("run"), type="primary"):
+    if st.button(t("run"), type="primary", key="run_button"):
         try:
             if backend == "numpy" and dtype not in ("float32", "float64"):
                 raise TracerError(t("dtype_numpy", dtype=dtype))
@@ -90,6 +90,6 @@ with open_tab:
         except TracerError as exc:
             st.error(guard.scrub(str(exc)))
     typed = st.text_input(t("local_path"), key="open_path", help=", ".join(guard.trace_files()[:50]) or None)
-    if st.button(t("open")) and typed.strip():
+    if st.button(t("open"), key="open_button") and typed.strip():
         if open_path(typed.strip()):
             st.rerun()

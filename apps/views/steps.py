@@ -24,11 +24,17 @@ def _move(by: int) -> None:
     st.session_state.step = max(0, min(int(st.session_state.get("step", 0)) + by, len(names) - 1))
 
 
+def _picked() -> None:
+    st.session_state.step = st.session_state.steps_record
+
+
 step = max(0, min(int(st.session_state.get("step", 0)), len(names) - 1))
 prev_col, pick_col, next_col = st.columns([1, 6, 1])
-prev_col.button(t("previous"), disabled=step == 0, on_click=_move, args=(-1,))
-next_col.button(t("next_step"), disabled=step == len(names) - 1, on_click=_move, args=(1,))
-step = pick_col.selectbox(t("record"), range(len(names)), index=step, format_func=lambda k: f"{k + 1}. {names[k]}")
+prev_col.button(t("previous"), disabled=step == 0, on_click=_move, args=(-1,), key="steps_previous")
+next_col.button(t("next_step"), disabled=step == len(names) - 1, on_click=_move, args=(1,), key="steps_next")
+st.session_state.steps_record = step  # a keyed widget keeps its own value: follow Previous / Next / the pipeline map
+step = pick_col.selectbox(t("record"), range(len(names)), format_func=lambda k: f"{k + 1}. {names[k]}",
+                          key="steps_record", on_change=_picked)
 st.session_state.step = step
 
 name = names[step]

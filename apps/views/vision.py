@@ -40,7 +40,7 @@ L = "zh" if lang() == "zh" else "en"
 trace = require_trace()
 if "vision" not in trace.meta or not trace.meta["vision"].get("grid_thw"):
     st.info(t("vision.no_vision", L))
-    if st.button(t("vision.demo_button", L)):
+    if st.button(t("vision.demo_button", L), key="vision_demo"):
         trace_image(test_picture())
         st.rerun()
     upload = st.file_uploader(t("vision.image", L), type=["png", "jpg", "jpeg", "webp"])
@@ -60,10 +60,11 @@ else:
         st.caption(t("vision.grid_caption", L))
         depth = int(v["config"]["depth"])
         cols = st.columns(3)
-        block = int(cols[0].number_input(t("vision.block", L), 0, depth - 1, 0))
-        head = int(cols[1].number_input(t("vision.head", L), 0, int(v["config"]["num_heads"]) - 1, 0))
+        block = int(cols[0].number_input(t("vision.block", L), 0, depth - 1, 0, key="vision_block"))
+        head = int(cols[1].number_input(t("vision.head", L), 0, int(v["config"]["num_heads"]) - 1, 0,
+                                        key="vision_head"))
         _, gh, gw, _ = image_info(trace, k)
-        query = int(cols[2].number_input(t("vision.query_patch", L), 0, gh * gw - 1, 0))
+        query = int(cols[2].number_input(t("vision.query_patch", L), 0, gh * gw - 1, 0, key="vision_query"))
         if f"vision.blocks.{block}.attn.probs" in trace:
             st.plotly_chart(patch_attention_figure(trace, k, block, head, query, L), key="attention")
         st.caption(t("vision.attention_caption", L))

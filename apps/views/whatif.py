@@ -19,14 +19,15 @@ meta = clean.meta
 cfg = meta["config"]
 st.caption(t("interp.whatif_help", lang()))
 left, right = st.columns(2)
-heads = left.text_input(t("interp.zero_heads", lang()), "", placeholder="0.1, 1.3")
+heads = left.text_input(t("interp.zero_heads", lang()), "", placeholder="0.1, 1.3", key="whatif_heads")
 experts = right.text_input(t("interp.drop_experts", lang()), "", placeholder="0.2",
-                           disabled=not cfg.get("num_experts"))
+                           disabled=not cfg.get("num_experts"), key="whatif_experts")
 patch_name = left.selectbox(t("interp.patch_name", lang()),
-                            [""] + [n for n in clean.names if n.startswith(("embed.", "layers."))])
-patch_prompt = right.text_input(t("interp.patch_prompt", lang()), "")
+                            [""] + [n for n in clean.names if n.startswith(("embed.", "layers."))],
+                            key="whatif_patch_name")
+patch_prompt = right.text_input(t("interp.patch_prompt", lang()), "", key="whatif_patch_prompt")
 
-if st.button(t("interp.run_whatif", lang()), type="primary"):
+if st.button(t("interp.run_whatif", lang()), type="primary", key="whatif_run"):
     try:
         model = model_of(meta)
         ids = list(meta["token_ids"])
