@@ -608,6 +608,7 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert b"Traceback" not in err
-    if proc.returncode != 0:  # interrupted (else it finished first on a fast machine and wrote the trace)
-        assert proc.returncode == 130 and old.read_bytes() == OLD
+    if proc.returncode != 0:  # interrupted (else it finished first on a fast machine and wrote the trace);
+        # on a loaded machine the signal may even arrive while Python still imports, before the handler exists
+        assert proc.returncode in (130, -signal.SIGTERM) and old.read_bytes() == OLD
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
