@@ -469,6 +469,18 @@ def pipeline_stage(name: str) -> tuple[int | None, str]:
     return int(parts[1]), stage
 
 
+def _edges(trace: Trace, positions: dict[str, tuple[float, float]]) -> tuple[list[float | None], list[float | None]]:
+    """Line segments from each record to the records it was computed from (x, y lists broken by None)."""
+    edge_x: list[float | None] = []
+    edge_y: list[float | None] = []
+    for name, (x, y) in positions.items():
+        for src in trace.info[name]["inputs"]:
+            if src in positions:
+                edge_x += [positions[src][0], x, None]
+                edge_y += [positions[src][1], y, None]
+    return edge_x, edge_y
+
+
 def whole_pass_figure(trace: Trace, max_layers: int = 94, lang: str = "en") -> Any:
     """The data flow of the whole prompt pass in one map, drawn from the ``inputs`` of every record.
 
@@ -508,13 +520,7 @@ def whole_pass_figure(trace: Trace, max_layers: int = 94, lang: str = "en") -> A
             stage, row = name, (0.0 if name in ("tokens", "embed.onehot", "embed.out", "rope.cos", "rope.sin")
                                 else layers + 1.0)
         positions[name] = (columns.setdefault(stage, len(columns)), row)
-    edge_x: list[float | None] = []
-    edge_y: list[float | None] = []
-    for name, (x, y) in positions.items():
-        for src in trace.info[name]["inputs"]:
-            if src in positions:
-                edge_x += [positions[src][0], x, None]
-                edge_y += [positions[src][1], y, None]
+    edge_x, edge_y = _edges(trace, positions)
     xs, ys = zip(*positions.values())
     fig = go.Figure([
         go.Scatter(x=edge_x, y=edge_y, mode="lines", line=dict(width=0.6, color="#bbb"), hoverinfo="skip"),
@@ -560,13 +566,7 @@ def pipeline_figure(trace: Trace, layers: list[int] | None = None, lang: str = "
         remap = {x: k for k, x in enumerate(columns)}
         positions = {n: (float(remap[x]), y) for n, (x, y) in positions.items()}
         ticks = [s for s in STAGES if s in present_stages]
-    edge_x: list[float | None] = []
-    edge_y: list[float | None] = []
-    for name, (x, y) in positions.items():
-        for src in trace.info[name]["inputs"]:
-            if src in positions:
-                edge_x += [positions[src][0], x, None]
-                edge_y += [positions[src][1], y, None]
+    edge_x, edge_y = _edges(trace, positions)
     xs, ys = (list(v) for v in zip(*positions.values())) if positions else ([], [])
     fig = go.Figure([
         go.Scatter(x=edge_x, y=edge_y, mode="lines", line=dict(width=0.7, color="#bbb"), hoverinfo="skip"),

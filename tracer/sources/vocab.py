@@ -12,8 +12,8 @@ import json
 from typing import Any
 
 from tracer.sources import error
-from tracer.tokenizer import (FIRST_SPECIAL_ID, HF_SPECIAL, SPECIAL_IDS, STOP_TOKENS, bpe_tokenizer_json,
-                              bytes_to_unicode, gpt2_text, load_ranks, qwen_merges)
+from tracer.tokenizer import (FIRST_SPECIAL_ID, HF_SPECIAL, SPECIAL_IDS, STOP_TOKENS, HFTokenizer,
+                              bpe_tokenizer_json, bytes_to_unicode, gpt2_text, load_ranks, qwen_merges)
 
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 PRE_TOKENIZERS = ("qwen2",)
@@ -38,8 +38,9 @@ def qwen_gguf_vocab(vocab_size: int) -> tuple[list[str], list[int], list[str]]:
     return tokens, types, merges
 
 
-class GGUFTokenizer:
-    """The BPE a GGUF file describes, run by the ``tokenizers`` library (NFC, Qwen's split, byte level)."""
+class GGUFTokenizer(HFTokenizer):
+    """The BPE a GGUF file describes, run by the ``tokenizers`` library (NFC, Qwen's split, byte level), like a
+    checkpoint's ``tokenizer.json``; only how it is built and its stop tokens (the file's eos first) differ."""
 
     def __init__(self, tokens: list[str], types: list[int], merges: list[str], label: str,
                  eos: int | None = None):
@@ -86,15 +87,6 @@ class GGUFTokenizer:
             raise error("gguf_contradiction", path=file.label,
                         detail=f"{len(tokens)} tokens but {len(types)} token types")
         return cls(tokens, types, merges, file.label, file.value("tokenizer.ggml.eos_token_id"))
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def decode(self, ids: list[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=False)
-
-    def token_strings(self, ids: list[int]) -> list[str]:
-        return [self._tok.decode([i], skip_special_tokens=False) for i in ids]
 
     def stop_ids(self) -> tuple[int, ...]:
         return self._stops
