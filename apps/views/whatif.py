@@ -63,8 +63,11 @@ if "whatif" in st.session_state:
     cols[1].metric(t("interp.edited_next", lang()), " ".join(repr(token_text(edited, i)) for i in b) or "—")
     rows = compare_traces(base, edited)
     first = first_divergence(rows)
-    changed = [r for r in rows if r.verdict != "OK"]
-    st.write(t("interp.changed", lang(), count=len(changed), total=len(rows), first=first.name if first else "—"))
+    both = [r for r in rows if r.verdict != "MISSING"]  # a patched run may lack records (attribution)
+    changed = [r for r in both if r.verdict != "OK"]
+    st.write(t("interp.changed", lang(), count=len(changed), total=len(both), first=first.name if first else "—"))
+    if len(both) < len(rows):
+        st.caption(t("interp.only_in_one", lang(), count=len(rows) - len(both)))
     st.dataframe([r.as_dict() for r in changed[:500]])
     if has_lens(edited):
         st.plotly_chart(lens_grid(edited, "", lang()), key="whatif_lens")
