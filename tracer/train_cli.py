@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 from tracer import TracerError
 from tracer.chat import load_json_file
 from tracer.i18n import t
@@ -57,6 +59,13 @@ def _optimizer(args: argparse.Namespace) -> Optimizer | None:
 
 
 def cmd_train_step(args: argparse.Namespace) -> None:
+    """``tracer train-step``. Floating-point overflow is not printed as NumPy warnings: a step whose numbers stop
+    being finite is refused in one line naming the first such record (``train_run``)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _train_step(args)
+
+
+def _train_step(args: argparse.Namespace) -> None:
     from tracer import train_run as tr
 
     out = check_writable(args.out)
