@@ -43,7 +43,9 @@ from tracer.weights import RandomWeights
 CASES = ("prefill32", "prefill256", "decode")
 # "traced" keeps every record of the forward pass, as the torch backend's hooks do; the logit lens and direct
 # logit attribution (issue 12: an LM head per layer) are on by default in `tracer trace` and timed apart
-FORWARD = ["tokens", "embed.*", "rope.*", "layers.*", "final_norm", "logits", "decode.*"]
+# (each decode step spelled out: in a glob, "decode.*.logits" would also match the lens' "decode.1.lens.0.logits")
+FORWARD = [f"{step}{name}" for step in ("", *(f"decode.{s}." for s in range(1, 64)))
+           for name in ("tokens", "embed.*", "rope.*", "layers.*", "final_norm", "logits")]
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

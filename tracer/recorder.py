@@ -8,6 +8,7 @@ recorded tensors or checkpoint weights it was computed from.
 from __future__ import annotations
 
 import fnmatch
+import re
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,6 +29,8 @@ class Recorder:
                  listener: Callable[[str], None] | None = None,
                  edit: Callable[[str, np.ndarray], np.ndarray] | None = None):
         self.capture = capture
+        # every glob in one regular expression: one match per record, however many globs (fnmatch semantics)
+        self._capture_re = re.compile("|".join(fnmatch.translate(p) for p in capture) if capture else "(?!)")
         self.edit = edit
         self.listener = listener
         self.round_decimals = round_decimals
@@ -76,7 +79,7 @@ class Recorder:
 
     def wants(self, full_name: str) -> bool:
         """Whether a record of this name is kept (the capture filter)."""
-        return self.capture is None or any(fnmatch.fnmatchcase(full_name, pat) for pat in self.capture)
+        return self.capture is None or self._capture_re.match(full_name) is not None
 
     def asks(self, name: str) -> bool:
         """Whether ``--capture`` names this record explicitly (records too big to keep by default)."""
