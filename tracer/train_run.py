@@ -10,7 +10,7 @@ think block, the content, ``<|im_end|>`` and the newline after it are. System an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,6 +321,13 @@ def dpo_step(model: Model, pair: Any, *, beta: float = 0.1, optimizer: Optimizer
                             "dpo": {name: {"token_ids": ids, "answer_start": start,
                                            "token_labels": token_labels(model, ids)}
                                     for name, (ids, start) in zip(("chosen", "rejected"), seqs)}}
+    return _preference_trace(model, rec, meta, params, grads, evaluate, seqs[0][0], optimizer, steps, update_params)
+
+
+def _preference_trace(model: Model, rec: Recorder, meta: dict[str, Any], params: dict[str, np.ndarray],
+                      grads: dict[str, np.ndarray], evaluate: Callable[..., Any], ids: list[int],
+                      optimizer: Optimizer | None, steps: int, update_params: str) -> Trace:
+    """The trace of a DPO or GRPO step, after the optional optimizer steps on the same objective."""
     if optimizer is not None:
         def loss_of(p: dict[str, np.ndarray], want: bool) -> tuple[float, dict[str, np.ndarray]]:
             out, g = evaluate(p, want)
@@ -328,7 +335,7 @@ def dpo_step(model: Model, pair: Any, *, beta: float = 0.1, optimizer: Optimizer
 
         meta["losses"] += _optimize(model, params, grads, optimizer, steps, loss_of, update_params, rec)
         meta["optimizer"] = _optimizer_meta(optimizer, steps, update_params)
-    return _trace(model, rec, seqs[0][0], meta)
+    return _trace(model, rec, ids, meta)
 
 
 def read_group(model: Model, data: Any) -> tuple[list[tuple[list[int], int]], np.ndarray]:
@@ -382,11 +389,4 @@ def grpo_step(model: Model, group: Any, *, optimizer: Optimizer | None = None, s
     meta: dict[str, Any] = {"objective": "grpo", "losses": [first["loss"]], "prompt": group["prompt"],
                             "grpo": [{"token_ids": ids, "answer_start": start, "token_labels": token_labels(model, ids)}
                                      for ids, start in seqs]}
-    if optimizer is not None:
-        def loss_of(p: dict[str, np.ndarray], want: bool) -> tuple[float, dict[str, np.ndarray]]:
-            out, g = evaluate(p, want)
-            return out["loss"], g
-
-        meta["losses"] += _optimize(model, params, grads, optimizer, steps, loss_of, update_params, rec)
-        meta["optimizer"] = _optimizer_meta(optimizer, steps, update_params)
-    return _trace(model, rec, seqs[0][0], meta)
+    return _preference_trace(model, rec, meta, params, grads, evaluate, seqs[0][0], optimizer, steps, update_params)
