@@ -17,25 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
+from bench import median_time  # the same warm-up-then-median timing as the engine benchmark
 
 ENGINES = ("torch", "torch_traced", "numpy_traced")
-
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def worker(engine: str, layers: int, tokens: int, repeats: int) -> dict[str, float]:

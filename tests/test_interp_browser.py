@@ -3,8 +3,6 @@ no page raises, the lens grid is drawn with real token text, and the What-if pag
 
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import pytest
 pytest.importorskip("streamlit")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, free_port  # noqa: E402
+from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, start  # noqa: E402
 
 NARROW = ["num_hidden_layers=3", "hidden_size=64", "head_dim=16", "intermediate_size=96", "num_attention_heads=4",
           "num_key_value_heads=2"]
@@ -27,20 +25,7 @@ def server(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "tracer.cli", "trace", "qwen3-0.6b", "--prompt", "The capital of France is",
                     *sum((["--set", o] for o in NARROW), []), "--max-new-tokens", "2", "--out", str(trace)],
                    check=True, capture_output=True)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tracer.cli", "app", str(trace), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the explorer did not start within 90 s")
+    proc, url = start(trace)
     yield url, trace
     proc.terminate()
     proc.wait(timeout=20)
