@@ -39,8 +39,10 @@ class Recorder:
         self.ops: dict[str, str] = {}
         self.derived: set[str] = set()
         self.prefix = prefix
-        # id -> array (held weakly) and id -> name: inputs are named by identity, without keeping them alive
-        # and without a reference cycle back to this recorder (its records are freed as soon as it is).
+        # Inputs are named by identity. A kept record lives as long as this recorder, so its id is its own:
+        # a plain id -> name map. Anything else (records the capture filter drops, weights) is held weakly
+        # (id -> array, id -> name), so naming it keeps nothing alive and makes no reference cycle.
+        self._kept: dict[int, str] = {}
         self._arrays: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
         self._names: dict[int, str] = {}
         self._seen: set[str] = set()
@@ -66,15 +68,18 @@ class Recorder:
             value = np.asarray(np.round(value, self.round_decimals) + value.dtype.type(0))  # + 0: −0.0 -> 0.0
         if self.wants(full):
             self.inputs[full] = [self._name_of(x) for x in inputs]
-            if not value.flags.owndata and value.base is not None:
+            if value.base is not None:
                 value = value.copy()  # a view would keep its whole base alive and could change with it
             value.flags.writeable = False
             self.records[full] = value
+            self._kept[id(value)] = full
             if op is not None:
                 self.ops[full] = op
             if derived:
                 self.derived.add(full)
-        self._remember(value, full)
+        else:
+            self._kept.pop(id(value), None)  # the latest name of an array is the one its readers see
+            self._remember(value, full)
         return value
 
     def wants(self, full_name: str) -> bool:
@@ -103,6 +108,9 @@ class Recorder:
     def _name_of(self, x: np.ndarray | str) -> str:
         if isinstance(x, str):
             return x
+        kept = self._kept.get(id(x))
+        if kept is not None and self.records.get(kept) is x:
+            return kept
         if self._arrays.get(id(x)) is not x:
             raise ValueError("an input of a record was neither recorded nor a named weight")
         return self._names[id(x)]
@@ -117,7 +125,7 @@ class _Params:
 
     def __call__(self, name: str) -> np.ndarray:
         array = self._weights[name]
-        if self._rec.capture != []:
+        if self._rec.capture != [] and self._rec._arrays.get(id(array)) is not array:
             self._rec._remember(array, name)
         return array
 
