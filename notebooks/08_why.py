@@ -21,12 +21,13 @@
 import numpy as np
 import pandas as pd
 
-from tracer.classroom import AnswerBox, setup
+from tracer.classroom import Exercise, language, setup
 from tracer.interp_figures import attribution_figure, attribution_terms, lens_grid, token_text
 from tracer.interventions import Interventions
 from tracer.run import load_model, run_trace
 
 setup()
+LANG = language()
 toy = load_model("toy-moe")
 ids = toy.tokenizer.encode("明天交報告")
 clean = run_trace(toy, ids, prompt="明天交報告")
@@ -49,17 +50,28 @@ print("tokens:", clean.meta["token_labels"], "→ next:", token_text(clean, targ
 terms = attribution_terms(clean, last)
 pd.DataFrame(terms, columns=["term", "contribution"]).round(4)
 
-# %% [markdown]
-# **Exercise 1 / 練習 1.** Add up the column above. Which number must you get? Type the sum.
-# 把上表加總。應該得到哪個數?輸入總和。
+# %%
+chosen_text = token_text(clean, target)
+ex1 = Exercise("nb08_sum", clean["logits"][last, target], tolerance=0.02, lang=LANG, token=chosen_text,
+               n=len(terms), terms=", ".join(f"{name} {value:.4f}" for name, value in terms), row=last, col=target)
+ex1
 
 # %%
-box1 = AnswerBox("Σ of all direct terms at the last position = ?", clean["logits"][last, target], tolerance=0.02,
-                 hint="It is one entry of the logits record: the chosen token's logit at the last position.")
-box1
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
 
 # %%
 attribution_figure(clean, last).show()
+
+# %%
+z = clean["logits"][last]  # the last block's lens is softmax(z): its top-1 is the chosen token
+ex2 = Exercise("nb08_lens", clean["lens.0.top_probs"][last, 0], lang=LANG, token=chosen_text,
+               logits=", ".join(f"{v:.4f}" for v in z), top=f"{z.max():.4f}")
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
 
 # %% [markdown]
 # ## 2 · Take the top expert away / 拿掉貢獻最大的專家
@@ -78,15 +90,19 @@ print("expert", top_expert, "dropped; experts chosen now:", dropped["layers.0.mo
       "was", clean["layers.0.moe.topk_ids"][last].tolist())
 print("next token now:", token_text(dropped, dropped.meta["generated_ids"][0]))
 
-# %% [markdown]
-# **Exercise 2 / 練習 2.** After dropping the expert, what is the logit of the *originally* chosen token at the
-# last position? (Read it from `dropped["logits"]`.) Did it go down by about that expert's direct term?
-# 禁用該專家後,*原本*被選的 token 在最後位置的 logit 是多少?它下降的量大約等於該專家的直接貢獻嗎?
+# %%
+chosen_before, chosen_now = clean["layers.0.moe.topk_ids"][last], dropped["layers.0.moe.topk_ids"][last]
+new_expert = int(np.setdiff1d(chosen_now, chosen_before)[0])  # the expert that took the free slot
+ex3 = Exercise("nb08_drop", dropped["logits"][last, target], lang=LANG, token=chosen_text, expert=top_expert,
+               term=f"{experts[top_expert]:.4f}", logit=f"{clean['logits'][last, target]:.4f}", new=new_expert,
+               new_term=f"{dropped['attrib.0.experts'][new_expert, last]:.4f}")
+ex3
 
 # %%
-box2 = AnswerBox("new logit of the originally chosen token = ?", dropped["logits"][last, target], tolerance=5e-3,
-                 hint="dropped['logits'][last, target]")
-box2
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
+
+# %%
 print("direct term of the dropped expert:", round(float(experts[top_expert]), 4),
       " logit change:", round(float(dropped["logits"][last, target] - clean["logits"][last, target]), 4))
 
@@ -121,15 +137,13 @@ heads_last = full["attrib.3.heads"][:, pos]
 pd.DataFrame({"head": range(len(heads_last)), "kv head": [h // 2 for h in range(len(heads_last))],
               "direct term": heads_last.round(4)}).T
 
-# %% [markdown]
-# **Exercise 3 / 練習 3.** Which head of layer 3 writes the most into the chosen token's logit at the last
-# position? Type its index. Then we zero it and look.
-# 第 3 層哪個 head 對最後位置被選 token 的 logit 寫入最多?輸入它的編號。接著把它歸零來看看。
+# %%
+ex4 = Exercise("nb08_head", int(np.argmax(heads_last)), tolerance=0, lang=LANG, value=f"{heads_last.max():.4f}")
+ex4
 
 # %%
-box3 = AnswerBox("head with the largest direct term in layer 3 = ?", int(np.argmax(heads_last)), tolerance=0,
-                 hint="argmax of the 'direct term' row")
-box3
+answer_4 = None  # ← your answer
+ex4.check(answer_4)
 
 # %%
 head = int(np.argmax(heads_last))

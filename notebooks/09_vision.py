@@ -12,7 +12,7 @@
 import numpy as np
 import pandas as pd
 
-from tracer.classroom import AnswerBox, setup
+from tracer.classroom import Exercise, language, setup
 from tracer.compare import compare_traces
 from tracer.figures import heatmap
 from tracer.i18n import t
@@ -25,6 +25,7 @@ from tracer.vision.placement import PLACEHOLDER
 from tracer.vision.presets import QWEN3_VL_2B_TEXT, QWEN3_VL_2B_VISION
 
 setup()
+LANG = language()
 vc = QWEN3_VL_2B_VISION
 
 # %% [markdown]
@@ -42,15 +43,16 @@ for h, w in [(28, 28), (64, 96), (224, 224), (448, 448), (768, 768), (1080, 1920
                  "patches": rh * rw // 256, "tokens": rh * rw // 1024})
 pd.DataFrame(rows)
 
-# %% [markdown]
-# **Exercise 1 · 练习 1.** How many `<|image_pad|>` tokens does a 448×448 image become, and why?
-# 一张 448×448 的图会变成多少个 `<|image_pad|>` token?为什么?
-
 # %%
 rh, rw = vops.smart_resize(448, 448, vc.factor, vc.min_pixels, vc.max_pixels)
-box_448 = AnswerBox("tokens of a 448×448 image?", rh * rw // (vc.patch_size * vc.spatial_merge_size) ** 2, tolerance=0,
-                    hint="448 is already a multiple of 32: (448/16)² patches, 4 patches per token.")
-box_448
+ex1 = Exercise("nb09_tokens", rh * rw // (vc.patch_size * vc.spatial_merge_size) ** 2, tolerance=0, lang=LANG,
+               side=448, factor=vc.factor, patch=vc.patch_size, merge=vc.spatial_merge_size,
+               group=vc.spatial_merge_size ** 2)
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
 
 # %% [markdown]
 # The patches are stored in **merge-block order**: the four patches of one 2×2 block are consecutive rows of
@@ -106,15 +108,25 @@ pos = trace["rope.position_ids"]
 first_text = int(np.flatnonzero(np.array(trace.meta["token_ids"]) == 151653)[0]) + 1
 print("rope delta (decoded tokens add it to their index):", int(pos.max()) + 1 - pos.shape[1])
 
-# %% [markdown]
-# **Exercise 2 · 练习 2.** What is the t id of the first text token after `<|vision_end|>`?
-# `<|vision_end|>` 之后第一个文本 token 的 t 位置是多少?
+# %%
+image_rows = np.flatnonzero(np.array(trace.meta["token_ids"]) == 151655)  # the <|image_pad|> tokens
+s = int(pos[0, image_rows[0]])
+gh, gw = (n // vc.spatial_merge_size for n in v["grid_thw"][0][1:])  # the image's token grid
+ex2 = Exercise("nb09_text_t", pos[0, first_text], tolerance=0, lang=LANG, start=int(pos[0, image_rows[0] - 1]), s=s,
+               gh=gh, gw=gw, top=max(gh, gw) - 1)
+ex2
 
 # %%
-box_pos = AnswerBox("t id of the first token after <|vision_end|>?", pos[0, first_text], tolerance=0,
-                    hint="<|vision_start|> is 0, the image starts at s = 1 with a 2×3 token grid: ids up to 1 + 2; "
-                         "<|vision_end|> takes the next one.")
-box_pos
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %%
+ex3 = Exercise("nb09_w", pos[2, image_rows[-1]], tolerance=0, lang=LANG, gh=gh, gw=gw, row=gh - 1, col=gw - 1, s=s)
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
 
 # %% [markdown]
 # Which axis turns which frequency pair (Qwen3-VL interleaves; section [24, 20, 20] of the 64 pairs):
@@ -137,14 +149,17 @@ ids = np.array(trace.meta["token_ids"])
 added = trace["layers.0.deepstack"] - trace["layers.0.resid_post"]
 print("change at text rows:", float(np.abs(added[ids != 151655]).max()))
 
-# %% [markdown]
-# **Exercise 3 · 练习 3.** How many decoder layers of Qwen3-VL-2B receive DeepStack features?
-# Qwen3-VL-2B 有几层解码器会收到 DeepStack 特征?
+# %%
+tapped = v["config"]["deepstack_visual_indexes"]  # the traced tiny model's tapped vision blocks
+fed = sorted(int(n.split(".")[1]) for n in trace if n.startswith("layers.") and n.endswith(".deepstack"))
+ex4 = Exercise("nb09_deepstack", len(vc.deepstack_visual_indexes), tolerance=0, lang=LANG,
+               indexes=list(vc.deepstack_visual_indexes), tiny=", ".join(map(str, tapped)),
+               layers=", ".join(map(str, fed)))
+ex4
 
 # %%
-box_ds = AnswerBox("decoder layers of Qwen3-VL-2B with DeepStack features?", len(vc.deepstack_visual_indexes),
-                   tolerance=0, hint="One per tapped vision block: deepstack_visual_indexes = [5, 11, 17].")
-box_ds
+answer_4 = None  # ← your answer
+ex4.check(answer_4)
 
 # %% [markdown]
 # ## 6 · The engine against transformers · 引擎对照 transformers

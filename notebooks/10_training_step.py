@@ -15,13 +15,14 @@ import pandas as pd
 
 from tracer import backward_ops as bw
 from tracer import ops
-from tracer.classroom import AnswerBox, setup
+from tracer.classroom import Exercise, language, setup
 from tracer.run import encode_prompt, load_model
 from tracer.train import Optimizer
 from tracer.train_figures import errata_rows, grad_flow_figure, token_loss_figure, token_loss_rows
 from tracer.train_run import dpo_step, grpo_step, train_step
 
 setup()
+LANG = language()
 model = load_model("toy-dense")
 ids = encode_prompt(model, "明天交報告")
 trace = train_step(model, ids)
@@ -43,19 +44,15 @@ print("labels", trace["train.labels"].tolist())
 print("loss  ", float(trace["train.loss"]), "=", trace["train.token_loss"][:3].mean())
 token_loss_figure(trace).show()
 
-# %% [markdown]
-# ### Exercise 1 · 练习 1
-# Seed 001 calls this loss "MSE" (交叉熵MSE). It is cross-entropy: −log of the probability of the target. Its own
-# example: probabilities p = [0.05, 0.70, 0.20, 0.03, 0.02] and target token 1. What is the loss?
-#
-# 种子文档把这个损失叫作 "MSE"。它其实是交叉熵:目标 token 概率的 −log。用文档自己的例子 p = [0.05, 0.70, 0.20, 0.03,
-# 0.02]、目标 token 1,损失是多少?
+# %%
+p_seed, t_seed = np.array([0.05, 0.70, 0.20, 0.03, 0.02]), 1  # seed 001's example
+ex1 = Exercise("nb10_ce", bw.token_cross_entropy(np.log(p_seed)[None], np.array([t_seed]))[0], lang=LANG,
+               p=", ".join(f"{v:.2f}" for v in p_seed), target=t_seed, pt=f"{p_seed[t_seed]:.2f}")
+ex1
 
 # %%
-p_seed = np.array([0.05, 0.70, 0.20, 0.03, 0.02])
-box_ce = AnswerBox("−log p[target] for p = [0.05, 0.70, 0.20, 0.03, 0.02], target 1 = ?",
-                   bw.token_cross_entropy(np.log(p_seed)[None], np.array([1]))[0], hint="ln 0.7 ≈ −0.357.")
-box_ce
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
 
 # %% [markdown]
 # ## The first gradient: ∂L/∂logits · 第一个梯度
@@ -72,18 +69,19 @@ probs0 = ops.softmax(trace["logits"][0].astype(np.float64))
 n_counted = int((trace["train.labels"] != -100).sum())
 target0 = int(trace["train.labels"][0])
 print("softmax(logits[<bos>]) =", probs0.round(4), " target:", target0, " N =", n_counted)
-print("grad.logits[<bos>]     =", trace["grad.logits"][0].round(4))
-
-# %% [markdown]
-# ### Exercise 2 · 练习 2
-# What is ∂L/∂logits at position `<bos>`, column of its target (明天)? Use the probabilities printed above.
-#
-# 位置 `<bos>` 在其目标(明天)那一列的 ∂L/∂logits 是多少?用上面打印的概率。
 
 # %%
-box_grad = AnswerBox("∂L/∂logits[<bos>, 明天] = (p − 1) / N = ?", trace["grad.logits"][0, target0],
-                     hint="p of 明天 minus one, divided by the 3 counted positions.")
-box_grad
+label0 = trace.meta["token_labels"][1]  # position 0 predicts the token at position 1
+ex2 = Exercise("nb10_dlogits", trace["grad.logits"][0, target0], lang=LANG, label=label0, p=f"{probs0[target0]:.3g}",
+               n=n_counted)
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
+
+# %%
+print("grad.logits[<bos>]     =", trace["grad.logits"][0].round(4))
 
 # %% [markdown]
 # ## Gradients flowing back · 反向流动的梯度
@@ -107,7 +105,8 @@ print("softmax backward by hand equals the recorded grad.layers.0.attn.masked_sc
 # 反方向走 lr,与梯度大小无关。
 
 # %%
-stepped = train_step(model, ids, optimizer=Optimizer("adamw", 0.05, 0.0), steps=1,
+lr = 0.05
+stepped = train_step(model, ids, optimizer=Optimizer("adamw", lr, 0.0), steps=1,
                      update_params="model.layers.0.self_attn.o_proj.weight")
 g = stepped["grad.param.model.layers.0.self_attn.o_proj.weight"]
 delta = stepped["update.param.model.layers.0.self_attn.o_proj.weight"]
@@ -115,16 +114,13 @@ row, col = np.unravel_index(np.argmax(g), g.shape)
 print("largest gradient entry", (int(row), int(col)), "g =", float(g[row, col]))
 print("loss before / after:", stepped.meta["losses"])
 
-# %% [markdown]
-# ### Exercise 3 · 练习 3
-# With lr = 0.05 and no weight decay, by how much does the first AdamW step change that entry (its gradient is
-# positive)?
-#
-# lr = 0.05、不做权重衰减时,第一步 AdamW 让这个元素(梯度为正)改变了多少?
+# %%
+ex3 = Exercise("nb10_adam", delta[row, col], lang=LANG, lr=lr, row=int(row), col=int(col), g=f"{g[row, col]:.4f}")
+ex3
 
 # %%
-box_adam = AnswerBox("ΔW[row, col] after one AdamW step = ?", delta[row, col], hint="−lr · g/|g|.")
-box_adam
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
 
 # %% [markdown]
 # ## DPO on a preference pair · 偏好对上的 DPO
@@ -137,17 +133,21 @@ box_adam
 
 # %%
 pair = {"prompt": "明天", "chosen": "交報告", "rejected": "請"}
-dpo = dpo_step(model, pair, beta=0.1, optimizer=Optimizer("sgd", 0.1), steps=3)
+beta = 0.1
+dpo = dpo_step(model, pair, beta=beta, optimizer=Optimizer("sgd", 0.1), steps=3)
 print({a: (float(dpo[f"dpo.{a}.logp"]), float(dpo[f"dpo.{a}.ref_logp"])) for a in ("chosen", "rejected")})
-print("loss per step", np.round(dpo.meta["losses"], 4))
-
-# %% [markdown]
-# ### Exercise 4 · 练习 4
-# What is the DPO loss at the first step? · 第一步的 DPO 损失是多少?
 
 # %%
-box_dpo = AnswerBox("DPO loss with reference = policy = ?", float(dpo["train.loss"]), hint="−log σ(0) = ln 2.")
-box_dpo
+ex4 = Exercise("nb10_dpo", float(dpo["train.loss"]), lang=LANG, beta=beta, c=f"{float(dpo['dpo.chosen.logp']):.4f}",
+               c_ref=f"{float(dpo['dpo.chosen.ref_logp']):.4f}")
+ex4
+
+# %%
+answer_4 = None  # ← your answer
+ex4.check(answer_4)
+
+# %%
+print("loss per step", np.round(dpo.meta["losses"], 4))
 
 # %% [markdown]
 # ## GRPO advantages · GRPO 优势值

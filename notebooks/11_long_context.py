@@ -2,7 +2,7 @@
 # # 11 · Long context / 长上下文 / 長上下文
 #
 # RoPE scaling (YaRN, linear, dynamic NTK), the KV cache and the sliding window. The prose of this notebook comes
-# from the language catalogs: set `LANG` below.
+# from the language catalogs, in the language of `tracer notebooks --lang`.
 
 # %%
 import json
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from tracer.classroom import AnswerBox, setup
+from tracer.classroom import Exercise, language, setup
 from tracer.i18n import t
 from tracer.longctx import rope_frequencies
 from tracer.longctx_figures import distance_figure, errata, kv_table, mask_figure, pair_table, wavelength_figure
@@ -19,7 +19,7 @@ from tracer.memory import memory
 from tracer.presets import PRESETS, QWEN3_0_6B
 from tracer.run import load_model, run_trace
 
-LANG = "en"  # or "zh-Hans", "zh-Hant"
+LANG = language()
 
 
 def say(key: str) -> None:
@@ -38,14 +38,25 @@ wavelength_figure(yarn, LANG).show()
 pd.DataFrame([r.__dict__ for r in rows]).iloc[[0, 8, 16, 23, 24, 32, 39, 40, 48, 63]]
 
 # %%
-box_kept = AnswerBox(t("longctx.q_kept", LANG), sum(r.region == "extrapolated" for r in rows), tolerance=0,
-                     hint=t("longctx.h_kept", LANG))
-box_kept
+scaling, window = yarn.rope_scaling, yarn.rope_scaling.original_max_position_embeddings
+beta_fast = scaling.beta_fast or 32  # YaRN's default
+ex1 = Exercise("nb11_kept", sum(r.region == "extrapolated" for r in rows), tolerance=0, lang=LANG,
+               factor=f"{scaling.factor:g}", window=f"{window:,}", pairs=len(rows), beta=f"{beta_fast:g}",
+               limit=f"{window / beta_fast:,.0f}")
+ex1
+
+# %%
+answer_1 = None  # ← your answer
+ex1.check(answer_1)
 
 # %%
 _, a = rope_frequencies(yarn, 1)
-box_a2 = AnswerBox(t("longctx.q_a2", LANG), a ** 2, tolerance=5e-3, hint=t("longctx.h_a2", LANG))
-box_a2
+ex2 = Exercise("nb11_a2", a ** 2, lang=LANG, factor=f"{scaling.factor:g}", a=f"{a:.4f}")
+ex2
+
+# %%
+answer_2 = None  # ← your answer
+ex2.check(answer_2)
 
 # %%
 say("nb_trace")
@@ -68,18 +79,33 @@ family = [n for n in PRESETS if n.startswith("qwen3-")]
 pd.DataFrame([{"model": n, **kv_table(PRESETS[n].config, [32768])[0]} for n in family]).round(2)
 
 # %%
-box_kv = AnswerBox(t("longctx.q_kv", LANG), memory(PRESETS["qwen3-8b"].config, 32768).kv_total / 2 ** 30,
-                   tolerance=0.01, hint=t("longctx.h_kv", LANG))
-box_kv
+q8 = PRESETS["qwen3-8b"].config
+longest = 131072
+kv = memory(q8, longest)
+ex3 = Exercise("nb11_kv", kv.kv_total / 2 ** 30, tolerance=0.01, lang=LANG, model="Qwen3-8B",
+               layers=q8.num_hidden_layers, kv=q8.num_key_value_heads, dh=q8.head_dim, tokens=f"{longest:,}",
+               per_token=f"{kv.kv_per_token:,}")
+ex3
+
+# %%
+answer_3 = None  # ← your answer
+ex3.check(answer_3)
 
 # %%
 say("nb_sliding")
-swa = tiny[:-2] + ["use_sliding_window=true", "sliding_window=4", "max_window_layers=1"]
-swa_trace = run_trace(load_model("qwen3-0.6b", swa), list(range(1, 11)), max_new_tokens=2)
+sliding, prompt_ids = 4, list(range(1, 11))
+swa = tiny[:-2] + ["use_sliding_window=true", f"sliding_window={sliding}", "max_window_layers=1"]
+swa_trace = run_trace(load_model("qwen3-0.6b", swa), prompt_ids, max_new_tokens=2)
 mask_figure(swa_trace["layers.1.attn.mask"], "layers.1.attn.mask").show()
-box_window = AnswerBox(t("longctx.q_window", LANG), swa_trace["decode.1.layers.1.attn.k_cache"].shape[1],
-                       tolerance=0, hint=t("longctx.h_window", LANG))
-box_window
+
+# %%
+ex4 = Exercise("nb11_window", swa_trace["decode.1.layers.1.attn.k_cache"].shape[1], tolerance=0, lang=LANG,
+               prompt=len(prompt_ids), w=sliding, full=swa_trace["decode.1.layers.0.attn.k_cache"].shape[1])
+ex4
+
+# %%
+answer_4 = None  # ← your answer
+ex4.check(answer_4)
 
 # %%
 say("nb_errata")

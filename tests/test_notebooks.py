@@ -1,7 +1,8 @@
-"""Every classroom notebook runs top to bottom in a real Jupyter kernel, and the answer boxes check answers."""
+"""Every classroom notebook runs top to bottom in a real Jupyter kernel, and its graded exercises check answers."""
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,8 +36,17 @@ def _seed_expert() -> int:
     return int(seed004.MOE["layers.0.moe.gates"][3].argmax())
 
 
-# Right answers of every exercise, from the seed documents (seed 004 §3-5-6, §3-5-8, §4-5-10, §4-5-14) or worked
-# out here by hand; a wrong one for each notebook must be reported wrong, with the hint.
+def _seed_lens() -> str:
+    """Softmax by hand of seed 004 §4-6-2's logits, at the chosen token 請 (id 4): the toy's last-block lens."""
+    from tracer import seed004
+
+    logits = [float(v) for v in seed004.MOE["sample.0.logits"]]
+    return str(math.exp(logits[4]) / sum(math.exp(v) for v in logits))
+
+
+# Right answers of every exercise, from the seed documents (seed 004 §3-5-6, §3-5-8, §4-5-10, §4-5-14, §4-6-2)
+# or worked out here by hand; each wrong answer in WRONG (exercise 1, 2 … in order) must be reported wrong, with
+# its hint.
 RIGHT = {
     "01_dense_block_by_hand.py": ["0.707", "0.770", "3.383"],
     "02_moe_block_by_hand.py": ["0.744", lambda: str(_seed_expert()), "1.350"],
@@ -46,23 +56,46 @@ RIGHT = {
     "06_sampling.py": [str(math.exp(5) / (math.exp(5) + math.exp(2) + math.exp(1))),
                        str(math.exp(2.5) / (math.exp(2.5) + math.exp(1) + math.exp(0.5))), "1"],
     "07_comparing_engines.py": ["0", str(2 ** -8), "drift.sort_values('max_rel').iloc[-1]['record']"],
-}
-# Notebooks 08–11 keep their answer boxes: (box, right answer, wrong answer).
-ANSWER_CHECKS = {
-    # seed 001's example −ln 0.70 (its "MSE"); AdamW's first step moves a weight by −lr against its gradient's sign;
-    # DPO at reference = policy is −log σ(0) = ln 2 (facts note §6)
-    "10_training_step.py": [("box_ce", 0.357, 0.09), ("box_adam", -0.05, 0.05), ("box_dpo", 0.693, 0.0)],
+    # §4-6-2: the chosen token's logit is the sum of its direct terms, and the lens of the toy's only block is the
+    # softmax of the logits; the dropped expert wrote the whole logit and its replacement writes 0 along 請, so the
+    # logit becomes 0; layer 3's head 6 has the largest direct term (0.27, the next 0.16: far above round-off)
+    "08_why.py": ["10.638", _seed_lens, "0", "6"],
     # 448² is a multiple of 32: 28×28 patches, 196 tokens; the tiny picture's first text token is at 5 (0 start,
-    # image ids 1..3, end 4); Qwen3-VL-2B taps 3 vision blocks (facts note §2, seed 002)
-    "09_vision.py": [("box_448", 196, 784), ("box_pos", 5, 8), ("box_ds", 3, 28)],
-    # long-context notes §1, §2, §7: 24 pairs kept, a² = 1.29648, 4.50 GiB, W − 1 cached keys + the new one
-    "08_why.py": [("box1", 10.638, 9.584)],  # §4-6-2: the chosen token's logit is the sum of the direct terms
-    "11_long_context.py": [("box_kept", 24, 40), ("box_a2", 1.2965, 1.1386), ("box_kv", 4.5, 9.0),
-                           ("box_window", 4, 11)],
+    # image ids 1..3, end 4); its last image token, row 1 column 2 of the 2×3 grid, has w = 1 + 2; Qwen3-VL-2B taps
+    # 3 vision blocks (facts note §2, seed 002)
+    "09_vision.py": [str((448 // 16) ** 2 // 4), "5", "3", "3"],
+    # seed 001's example −ln 0.70 (its "MSE"); at <bos> the toy gives 明天 p ≈ 1e-10, so (p − 1) / 3; AdamW's first
+    # step moves a weight by −lr against its gradient's sign; DPO at reference = policy is −log σ(0) = ln 2
+    # (facts note §6)
+    "10_training_step.py": [str(-math.log(0.7)), str(-1 / 3), "-0.05", str(math.log(2))],
+    # long-context notes §1, §2, §7: 24 pairs kept, a² = (0.1 ln 4 + 1)², Qwen3-8B's 2·36·8·128·2 bytes per token
+    # at 131,072 tokens, W − 1 cached keys + the new one
+    "11_long_context.py": ["24", str((0.1 * math.log(4) + 1) ** 2), str(2 * 36 * 8 * 128 * 2 * 131072 / 2 ** 30),
+                           "4"],
 }
-WRONG = {"01_dense_block_by_hand.py": 0.5, "02_moe_block_by_hand.py": 0.5, "03_rope.py": 0.5,
-         "04_attention_gqa_kv_cache.py": 0.5, "05_full_size_qwen3.py": 7, "06_sampling.py": 0.84,
-         "07_comparing_engines.py": 3}
+WRONG = {"01_dense_block_by_hand.py": [0.5], "02_moe_block_by_hand.py": [0.5], "03_rope.py": [0.5],
+         "04_attention_gqa_kv_cache.py": [0.5], "05_full_size_qwen3.py": [7], "06_sampling.py": [0.84],
+         "07_comparing_engines.py": [3],
+         # 報告's logit (the runner-up), a uniform 1/6, the logit unchanged, head 4 (the most negative term)
+         "08_why.py": [9.584, 1 / 6, 10.623, 4],
+         # the patches (not the tokens), the index of the token, the index of the last image token, all 28 layers
+         "09_vision.py": [784, 8, 6, 28],
+         # the target's squared error (1 − 0.7)² (the seed's "MSE"), p − 1 not divided by N, a step along the
+         # gradient, the implicit reward 0 taken for the loss
+         "10_training_step.py": [0.09, -1.0, 0.05, 0.0],
+         # the divided pairs, a once, the 32,768-token figure of the table, the whole prompt + 1
+         "11_long_context.py": [40, 1.1386, 4.5, 11]}
+
+
+def test_every_notebook_has_three_graded_exercises_or_more():
+    """At least three ``answer_K = None`` cells per notebook, each with its right answer in RIGHT (and no old
+    ungraded answer boxes)."""
+    for path in NOTEBOOKS:
+        source = path.read_text(encoding="utf-8")
+        blanks = re.findall(r"^answer_(\d+) = None  # ← your answer$", source, re.M)
+        assert len(blanks) >= 3 and blanks == [str(k) for k in range(1, len(blanks) + 1)], path.name
+        assert len(RIGHT[path.name]) == len(blanks) >= len(WRONG[path.name]) >= 1, path.name
+        assert "AnswerBox" not in source, path.name
 
 
 def test_there_are_seven_notebooks():
@@ -74,19 +107,17 @@ def test_there_are_seven_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, capsys):
-    extra = []
-    if path.name in RIGHT:  # graded exercises: the right answers filled in, a wrong one reported wrong
-        answers = [a() if callable(a) else a for a in RIGHT[path.name]]
-        extra = [f"answer_{k}={a}" for k, a in enumerate(answers, start=1)]
-        extra.append("assert all(e.check(a).ok for e, a in [(ex1, answer_1), (ex2, answer_2), (ex3, answer_3)]), "
-                     "[e.check(a).message for e, a in [(ex1, answer_1), (ex2, answer_2), (ex3, answer_3)]]")
-        extra.append(f"v = ex1.check({WRONG[path.name]!r}); assert not v.ok and ex1.hint in v.message, v.message\n"
-                     f"assert not ex2.check(None).ok\n"
-                     f"w = ex3.widget(); assert w.children[0].value.startswith('<b>')")
-    for name, right, wrong in ANSWER_CHECKS.get(path.name, []):
-        extra.append(f"assert {name}.check({right}).ok, {name}.check({right}).message\n"
-                     f"assert not {name}.check({wrong}).ok\n"
-                     f"w = {name}.widget(); assert w.children[0].value.startswith('<b>')")
+    # the graded exercises: the right answers filled in (and no exercise left without one), wrong ones reported
+    # wrong with their hints
+    answers = [a() if callable(a) else a for a in RIGHT[path.name]]
+    n = len(answers)
+    extra = [f"answer_{k}={a}" for k, a in enumerate(answers, start=1)]
+    pairs = "[" + ", ".join(f"(ex{k}, answer_{k})" for k in range(1, n + 1)) + "]"
+    extra.append(f"assert all(e.check(a).ok for e, a in {pairs}), [e.check(a).message for e, a in {pairs}]\n"
+                 f"assert 'ex{n + 1}' not in dir()")
+    for k, wrong in enumerate(WRONG[path.name], start=1):
+        extra.append(f"v = ex{k}.check({wrong!r}); assert not v.ok and ex{k}.hint in v.message, v.message")
+    extra.append(f"assert not ex2.check(None).ok\nw = ex{n}.widget(); assert w.children[0].value.startswith('<b>')")
     if "backend=" in path.read_text(encoding="utf-8"):
         pytest.importorskip("torch")
     # a fresh process per notebook, with one retry: a kernel that never answers (a lost message at start-up,
@@ -147,12 +178,21 @@ def test_exercises_speak_the_notebooks_language(monkeypatch):
     assert not Exercise("nb07_worst", "logits", lang="en", value=0.1, start="logits").check("final_norm").ok
 
 
-def test_a_notebook_in_traditional_chinese():
+TRADITIONAL = {
+    "06_sampling.py": "assert prose('nb06_md1').data.startswith('# 6 · 取樣')\n"
+                      "assert ex1.question.startswith('課程的例子中 logits 為 (5, 2, 1)')\n"
+                      "assert ex1.check(0.5).message.startswith('✗ 0.5 不對。提示:')",
+    "11_long_context.py": "assert LANG == 'zh-Hant' and t('longctx.nb_intro', LANG).startswith('Qwen3 以 32,768')\n"
+                          "assert ex1.question.startswith('YaRN ×4、原始視窗 32,768 個 token 時')\n"
+                          "assert ex4.check(11).message.startswith('✗ 11 不對。提示:第 0 層不滑動')",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRADITIONAL))
+def test_a_notebook_in_traditional_chinese(name):
     """``tracer notebooks --lang zh-Hant``: the kernel's text and exercises are Traditional Chinese."""
-    path = next(p for p in NOTEBOOKS if p.name == "06_sampling.py")
-    check = ("assert prose('nb06_md1').data.startswith('# 6 · 取樣')\n"
-             "assert ex1.question.startswith('課程的例子中 logits 為 (5, 2, 1)')\n"
-             "assert ex1.check(0.5).message.startswith('✗ 0.5 不對。提示:')")
+    path = next(p for p in NOTEBOOKS if p.name == name)
+    check = TRADITIONAL[name]
     proc = subprocess.run([sys.executable, str(RUNNER), str(path), check], capture_output=True, text=True,
                           timeout=420, env={**os.environ, "QWEN3_TRACER_LANG": "zh-Hant"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]

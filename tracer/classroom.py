@@ -109,53 +109,6 @@ class Exercise:
         return f"**{self.tr('notebooks.exercise')}** {self.question}"
 
 
-class AnswerBox:
-    """Ask the student for one number and check it against the value the engine computed (the notebooks after
-    07 use it; ``Exercise`` is the graded form with catalog texts in both languages).
-
-    >>> box = AnswerBox("A[1, 1]?", 0.7698, tolerance=0.005)
-    >>> box.check(0.77).ok, box.check(0.5).ok
-    (True, False)
-    """
-
-    def __init__(self, question: str, expected: float, tolerance: float = 5e-3, hint: str = ""):
-        self.question = question
-        self.expected = float(expected)
-        self.tolerance = tolerance
-        self.hint = hint
-
-    def check(self, value: float) -> Verdict:
-        """Right when within the tolerance (hand calculation at 3 decimals), with a message either way."""
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            return Verdict(False, f"{value!r} is not a number")
-        if abs(v - self.expected) <= self.tolerance:
-            return Verdict(True, f"✓ {v:g} is right (the engine computes {self.expected:.4f})")
-        return Verdict(False, f"✗ {v:g} is not it. {self.hint}".strip())
-
-    def widget(self) -> Any:
-        """An ipywidgets box: a number field, a Check button and the verdict."""
-        import ipywidgets as widgets
-
-        field = widgets.FloatText(description="answer", value=0.0)
-        button = widgets.Button(description="Check")
-        out = widgets.Output()
-
-        def on_click(_: Any) -> None:
-            out.clear_output()
-            with out:
-                print(self.check(field.value).message)
-
-        button.on_click(on_click)
-        return widgets.VBox([widgets.HTML(f"<b>{self.question}</b>"), widgets.HBox([field, button]), out])
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget())
-
-
 def side_by_side(ours: np.ndarray, printed: np.ndarray, rows: list[str] | None = None, decimals: int = 3) -> Any:
     """The engine's matrix next to the document's, with the largest difference (a pandas Styler-free frame)."""
     import pandas as pd
