@@ -79,7 +79,7 @@ def read_trace(path: str) -> Trace:
 def read_upload(uploaded: Any) -> Trace:
     """An uploaded trace, read from its bytes in memory (nothing is written on the server)."""
     if uploaded.size > guard.upload_limit_bytes():
-        raise TracerError(f"{guard.plain(uploaded.name)} is larger than the upload limit")
+        raise TracerError(t("upload_too_large", name=guard.plain(uploaded.name), limit=guard.settings().max_upload_mb))
     return load_trace(io.BytesIO(uploaded.getvalue()), name=uploaded.name, max_bytes=guard.settings().budget)
 
 
@@ -156,6 +156,8 @@ def localize_widgets() -> None:
     """Streamlit's own words (the file uploader's drop zone and button, the skip link) in the session's
     language: hidden, and the catalog's text drawn in their place (a style sheet, placed in the sidebar)."""
     hide_deploy = '[data-testid="stAppDeployButton"] {display: none;}'  # a classroom server deploys nothing
+    # the drop zone's browse button, not the remove buttons of the files already chosen (they sit in the zone too)
+    browse = '[data-testid="stFileUploaderDropzone"] button:not([data-testid="stFileChipDeleteBtn"] button)'
     if lang() == "en":
         st.sidebar.markdown(f"<style>{hide_deploy}</style>", unsafe_allow_html=True)
         return
@@ -163,10 +165,8 @@ def localize_widgets() -> None:
 [data-testid="stFileUploaderDropzoneInstructions"] > div > span,
 [data-testid="stFileUploaderDropzoneInstructions"] > div > small {{display: none;}}
 [data-testid="stFileUploaderDropzoneInstructions"] > div::after {{content: "{t('uploader_drop')}";}}
-[data-testid="stFileUploaderDropzone"] button, [data-testid="stSkipToContent"] {{font-size: 0 !important;
-  visibility: hidden;}}
-[data-testid="stFileUploaderDropzone"] button::after {{content: "{t('uploader_browse')}"; font-size: 0.9rem;
-  visibility: visible;}}
+{browse}, [data-testid="stSkipToContent"] {{font-size: 0 !important; visibility: hidden;}}
+{browse}::after {{content: "{t('uploader_browse')}"; font-size: 0.9rem; visibility: visible;}}
 [data-testid="stSkipToContent"]::after {{content: "{t('skip_to_content')}"; font-size: 1rem; visibility: visible;}}
 </style>""", unsafe_allow_html=True)
 

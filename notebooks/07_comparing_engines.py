@@ -122,5 +122,5 @@ with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / f"{kind}.gguf"
         write_gguf(reference.cfg, reference.weights, path, kind, tokenizer=False)
         curves[kind] = layer_drift(baseline, run_trace(load_model(str(path)), tokens))
-drift_figure(curves, "relative error after each layer · 每層之後的相對誤差").show()
+drift_figure(curves, LANG).show()
 pd.DataFrame({kind: {r["stage"]: r["rel_error"] for r in rows} for kind, rows in curves.items()})

@@ -21,16 +21,15 @@ pytest.importorskip("streamlit")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from tracer.i18n import LANGS, catalog  # noqa: E402
+from tracer.tracefile import load_trace  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 PAGES = ["", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare", "long_context",
-         "training"]
-# The Quantization drift and Vision pages still show English text in the Chinese modes; add "quant" and
-# "vision" above once their texts come from the catalogs.
-AREAS = ("app.", "figures.", "notes.", "schema.", "worked.")
+         "training", "quant", "vision"]
+AREAS = ("app.", "figures.", "notes.", "schema.", "worked.", "sources.", "vision.")
 # words that stay as they are in the Chinese interface: the course's technical terms and names
 TERMS = {"token", "tokens", "query", "key", "value", "head", "heads", "softmax", "logit", "logits", "top", "moe",
          "rope", "qk", "norm", "rmsnorm", "lm", "kv", "cache", "gqa", "swiglu", "mlp", "gate", "up", "down", "router",
@@ -38,7 +37,8 @@ TERMS = {"token", "tokens", "query", "key", "value", "head", "heads", "softmax",
          "numpy", "torch", "float", "bfloat", "dh", "id", "ids", "dense", "toy", "qwen", "npz", "bos", "eos",
          "relu", "silu", "argmax", "post", "attention", "layernorm", "proj", "in", "out", "rms", "glob", "json",
          "hugging", "face", "checkpoint", "chatml", "the", "and",
-         "tracer", "info", "trace", "show", "app", "demo", "log", "ref"}  # command lines and formulas
+         "tracer", "info", "trace", "show", "app", "demo", "log", "ref",  # command lines and formulas
+         "quantize", "ckpt"}
 
 
 # Streamlit's own interface words (the app hides or replaces them)
@@ -136,16 +136,19 @@ def visible_text(page) -> str:
 
 
 def english_catalog_phrases() -> list[str]:
-    """The literal parts of English interface strings that a translation replaces (three words or more)."""
+    """The literal parts of English interface strings that a translation replaces (three words or more); a part
+    that both Chinese translations of the key keep as it is (a name such as deepstack_visual_indexes, a command,
+    a quotation of a seed document) is not replaced."""
     phrases = set()
-    zh = catalog("zh-Hans")
+    zh, zh_hant = catalog("zh-Hans"), catalog("zh-Hant")
     for key, text in catalog("en").items():
         if not key.startswith(AREAS) or zh.get(key) == text:
             continue
         for literal, *_ in string.Formatter().parse(text):
             for part in re.split(r"[:;()=·—–\[\]]", literal):
                 words = re.findall(r"[A-Za-z]{2,}", part)
-                if len(words) >= 3 and {w.lower() for w in words} - TERMS:
+                kept = part.strip() in zh.get(key, "") and part.strip() in zh_hant.get(key, "")
+                if len(words) >= 3 and {w.lower() for w in words} - TERMS and not kept:
                     phrases.add(part.strip())
     return sorted(phrases)
 
@@ -190,7 +193,8 @@ def test_every_page_in_every_language(server, browser, lang):
 
 
 DRAWN = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(g =>
-    g.querySelectorAll('.heatmaplayer image, .barlayer .point, .scatterlayer .point, .scatterlayer .js-line').length)"""
+    g.querySelectorAll(`.heatmaplayer image, .imagelayer image, .barlayer .point, .scatterlayer .point,
+        .scatterlayer .js-line`).length)"""
 
 
 def test_full_vocabulary_trace_every_figure_is_drawn(full_server, browser, traces):
@@ -220,3 +224,81 @@ def test_full_vocabulary_trace_last_record_and_decode_attention(full_server, bro
         .map(g => g.querySelectorAll('.barlayer .point').length).filter(n => n > 0)""")
     assert bars == [16]  # scores and weights: 6 prompt tokens + 2 generated, each
     page.screenshot(path=str(ARTIFACTS / "full-decode-attention.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def quant_runs(traces):
+    """A small checkpoint's reference run and its Q8_0 and Q4_K runs on the same tokens."""
+    pytest.importorskip("gguf")
+    from tracer.cli import main
+
+    tmp = traces / "quant"
+    tmp.mkdir()
+    small = ["num_hidden_layers=3", "hidden_size=256", "head_dim=32", "intermediate_size=512", "vocab_size=512"]
+    sets = [x for s in small for x in ("--set", s)]
+    assert main(["export", "qwen3-0.6b", *sets, "--seed", "5", "--out", str(tmp / "ckpt")]) == 0
+    tokens = ["--tokens", "5,6,7,8,9,10"]
+    assert main(["trace", str(tmp / "ckpt"), *tokens, "--out", str(tmp / "ref.npz")]) == 0
+    for kind in ("Q8_0", "Q4_K"):
+        assert main(["quantize", str(tmp / "ckpt"), "--type", kind, "--out", str(tmp / f"{kind}.gguf")]) == 0
+        assert main(["trace", str(tmp / f"{kind}.gguf"), *tokens, "--reference", str(tmp / "ckpt"),
+                     "--out", str(tmp / f"{kind}.npz")]) == 0
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def quant_server(quant_runs):
+    proc, url = start(quant_runs / "ref.npz")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def english_leaks(text: str) -> list[str]:
+    """English interface text in what a Chinese page shows."""
+    return [p for p in english_catalog_phrases() + STREAMLIT_WORDS if p in text] + english_runs(text)
+
+
+@pytest.mark.parametrize("lang", ["zh-Hans", "zh-Hant"])
+def test_vision_and_quant_pages_with_their_data_in_chinese(quant_server, quant_runs, browser, lang, tmp_path):
+    zh = catalog(lang)
+    upload = "[data-testid='stFileUploader'] input[type='file']"
+    # Vision, on a text trace: a file that is not a picture is refused in the page's language
+    page = load(browser, f"{quant_server}/vision?lang={lang}")
+    (tmp_path / "broken.png").write_bytes(b"not a picture")
+    page.locator(upload).set_input_files(str(tmp_path / "broken.png"))
+    page.locator("[data-testid='stAlertContentError']").first.wait_for(timeout=60_000)
+    assert zh["vision.trace_failed"].split("{")[0] in page.locator("[data-testid='stAlertContentError']").inner_text()
+    # ... and its demo button traces qwen3-vl-tiny in this session: six figures, all in the page's language
+    page.get_by_role("button", name=zh["vision.demo_button"]).click()
+    page.locator(".js-plotly-plot").nth(5).wait_for(timeout=120_000)
+    settle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    counts = page.evaluate(DRAWN)
+    assert len(counts) == 6 and all(n > 0 for n in counts), counts
+    text = visible_text(page)
+    assert zh["vision.legend_image"] in text and zh["vision.fig_mrope_grid"] in text
+    assert english_leaks(text) == [], english_leaks(text)
+    page.screenshot(path=str(ARTIFACTS / f"{lang}-vision-demo.png"), full_page=True)
+    page.close()
+    # Quantization drift: the two quantized runs uploaded against the open reference
+    page = load(browser, f"{quant_server}/quant?lang={lang}")
+    page.locator(upload).set_input_files([str(quant_runs / "Q8_0.npz"), str(quant_runs / "Q4_K.npz")])
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    settle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    layers = int(load_trace(quant_runs / "ref.npz").meta["config"]["num_hidden_layers"])
+    points = page.locator(".js-plotly-plot .scatterlayer .point").count()
+    assert points == 2 * (layers + 1)  # each run: every layer's output, then the logits
+    text = visible_text(page)
+    assert zh["sources.app_title"] in text and zh["sources.drift_axis_stage"] in text
+    assert zh["sources.app_drift_table"] in text
+    buttons = page.evaluate("""() => Array.from(
+        document.querySelectorAll("[data-testid='stFileUploaderDropzone'] button")).map(b =>
+            [b.closest("[data-testid='stFileChipDeleteBtn']") !== null, getComputedStyle(b, '::after').content])""")
+    # the browse button reads the catalog's word; the two chosen files' remove buttons keep their icon
+    assert [content for chip, content in buttons if not chip] == [f'"{zh["app.uploader_browse"]}"']
+    assert [content for chip, content in buttons if chip] == ["none", "none"]
+    assert english_leaks(text) == [], english_leaks(text)
+    page.screenshot(path=str(ARTIFACTS / f"{lang}-quant-runs.png"), full_page=True)
+    page.close()

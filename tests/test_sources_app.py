@@ -11,6 +11,7 @@ pytest.importorskip("gguf")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from tracer.cli import main  # noqa: E402
+from tracer.i18n import t  # noqa: E402
 from tracer.sources.drift import layer_drift, quant_rows  # noqa: E402
 from tracer.tracefile import load_trace  # noqa: E402
 
@@ -61,3 +62,49 @@ def test_quantization_drift_page(monkeypatch, runs, tmp_path_factory):
     assert not at.exception and "does not exist" in at.error[0].value
     at.text_input(key="quant_paths").set_value("/no/such/trace.npz").run()
     assert not at.exception and "not in the traces folder" in at.error[0].value
+
+
+@pytest.mark.parametrize("lang", ["zh-Hans", "zh-Hant"])
+def test_quantization_drift_page_in_chinese(monkeypatch, runs, tmp_path_factory, lang):
+    import json
+
+    def text(key: str, **values) -> str:  # the catalog's text, which must not be the English one
+        found = t(key, lang, **values)
+        assert found != t(key, "en", **values), key
+        return found
+
+    monkeypatch.setenv("QWEN3_TRACER_TRACE", runs["ref"])
+    monkeypatch.setenv("QWEN3_TRACER_TRACES_DIR", str(tmp_path_factory.getbasetemp()))
+    monkeypatch.setenv("QWEN3_TRACER_LANG", lang)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("views/quant.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == text("app.nav_quant")
+    assert at.caption[0].value == text("sources.app_reference", name=Path(runs["ref"]).name)
+    assert at.text_input(key="quant_paths").label == text("sources.app_paths")
+    uploader = next(e for e in at.get("file_uploader") if e.proto.id.endswith("-quant_uploads"))
+    assert uploader.proto.label == text("sources.app_upload")
+    assert at.info[0].value == text("sources.app_recipe")
+
+    at.text_input(key="quant_paths").set_value(f"{runs['Q8_0']}, {runs['Q4_K']}").run()
+    assert not at.exception, [e.value for e in at.exception]
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["layout"]["title"]["text"] == text("sources.app_title")
+    assert fig["layout"]["xaxis"]["title"]["text"] == text("sources.drift_axis_stage")
+    assert fig["layout"]["yaxis"]["title"]["text"] == text("sources.drift_axis_error")
+    assert {d["hovertemplate"] for d in fig["data"]} == {text("sources.drift_hover")}
+    assert [s.value for s in at.subheader] == [text("sources.app_drift_table")] + \
+        [text("sources.app_weights", name=Path(runs[k]).name) for k in ("Q8_0", "Q4_K")]
+    drift, *weights = at.dataframe
+    assert list(drift.value.columns) == [text(f"sources.{k}") for k in ("col_trace", "col_stage", "col_rel_error")]
+    q8 = load_trace(runs["Q8_0"])
+    assert len(drift.value) == 2 * len(layer_drift(load_trace(runs["ref"]), q8))
+    columns = [text(f"sources.{k}") for k in ("col_weight", "col_max_abs", "col_mean_abs", "col_rel_frobenius",
+                                               "col_bits")]
+    assert [list(w.value.columns) for w in weights] == [columns, columns]
+    assert len(weights[0].value) == len(quant_rows(q8))
+
+    at.text_input(key="quant_paths").set_value(str(tmp_path_factory.getbasetemp() / "no-such.npz")).run()
+    assert not at.exception and at.error[0].value.startswith(text("sources.app_cannot_open", reason=""))

@@ -116,3 +116,88 @@ def test_pipeline_map_puts_the_vision_tower_above_the_text_layers(vl_trace):
     assert row["vision.merger.out"] == 0 and row["layers.0.deepstack"] == 1  # DeepStack marked in layer 0's row
     edges = pipeline_figure(trace).data[0]
     assert any(y == row["vision.deepstack.0.out"] for y in edges.y if y is not None)
+
+
+def _chart(at, key: str) -> dict:
+    """The decoded plotly JSON of the chart with streamlit key ``key``."""
+    return _decoded(next(c for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}")))
+
+
+def _title(fig: dict, axis: str | None = None) -> str:
+    layout = fig["layout"][axis] if axis else fig["layout"]
+    return layout["title"]["text"]
+
+
+@pytest.mark.parametrize("lang", ["zh-Hans", "zh-Hant"])
+def test_vision_page_in_chinese(monkeypatch, vl_trace, lang):
+    def text(key: str, **values) -> str:  # the catalog's text, which must not be the English one
+        found = catalog_text(key, lang, **values)
+        assert found != catalog_text(key, "en", **values), key
+        return found
+
+    monkeypatch.setenv("QWEN3_TRACER_LANG", lang)
+    at = open_app(monkeypatch, vl_trace[0])
+    at.switch_page("views/vision.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == text("vision.page_title")
+    assert at.selectbox(key="vision_image").label == text("vision.image")
+    assert at.selectbox(key="vision_image").options == [text("vision.image_option", number=1)]
+    assert at.number_input(key="vision_block").label == text("vision.block")
+    assert at.number_input(key="vision_head").label == text("vision.head")
+    assert at.number_input(key="vision_query").label == text("vision.query_patch")
+    captions = [c.value for c in at.caption]
+    for key in ("grid_caption", "attention_caption", "mrope_caption", "deepstack_caption"):
+        assert text(f"vision.{key}") in captions
+    assert at.subheader[0].value == text("vision.errata_title")
+    assert at.expander[0].label == text("vision.confirmed_title")
+
+    v = vl_trace[1].meta["vision"]
+    (h, w), p = v["resized"][0], v["config"]["patch_size"]
+    tokens = v["tokens_per_image"][0]
+    grid = _chart(at, "grid")
+    assert _title(grid) == text("vision.fig_grid", h=h, w=w, gh=h // p, gw=w // p, tokens=tokens)
+    assert grid["data"][0]["hovertemplate"] == text("vision.hover_pixel")
+    token_map = _chart(at, "tokens")
+    assert _title(token_map) == text("vision.fig_tokens")
+    assert _title(token_map, "xaxis") == text("vision.axis_patch_col")
+    assert _title(token_map, "yaxis") == text("vision.axis_patch_row")
+    assert token_map["data"][0]["hovertemplate"] == text("vision.hover_token_map")
+    attention = _chart(at, "attention")
+    assert _title(attention) == text("vision.fig_attention", block=0, head=0, row=0, col=0)
+    assert attention["data"][1]["hovertemplate"] == text("vision.hover_attention")
+    assert attention["data"][1]["colorbar"]["title"]["text"] == text("vision.colorbar_attention")
+    mrope = _chart(at, "mrope")
+    assert (_title(mrope), _title(mrope, "yaxis")) == (text("vision.fig_mrope"), text("vision.axis_mrope"))
+    assert mrope["data"][0]["hovertemplate"] == text("vision.hover_mrope")
+    mrope_grid = _chart(at, "mrope_grid")
+    assert _title(mrope_grid) == text("vision.fig_mrope_grid")
+    assert [d["name"] for d in mrope_grid["data"]] == [text("vision.legend_text"), text("vision.legend_image")]
+    deepstack = _chart(at, "deepstack")
+    assert _title(deepstack) == text("vision.fig_deepstack")
+    assert _title(deepstack, "xaxis") == text("vision.axis_decoder_layer")
+    assert _title(deepstack, "yaxis") == text("vision.axis_deepstack")
+    layers = [i for i in range(int(vl_trace[1].meta["config"]["num_hidden_layers"]))
+              if f"layers.{i}.deepstack" in vl_trace[1]]
+    assert list(deepstack["data"][0]["x"]) == [text("vision.layer_label", layer=i) for i in layers]
+
+
+@pytest.mark.parametrize("lang", ["zh-Hans", "zh-Hant"])
+def test_vision_page_on_a_text_trace_in_chinese(monkeypatch, tmp_path, lang):
+    model = load_model("toy-dense")
+    path = str(save_trace(tmp_path / "toy.npz", run_trace(model, [0, 1, 2, 3])))
+    monkeypatch.setenv("QWEN3_TRACER_LANG", lang)
+    at = open_app(monkeypatch, path)
+    at.switch_page("views/vision.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == catalog_text("vision.page_title", lang) != catalog_text("vision.page_title", "en")
+    assert at.info[0].value == catalog_text("vision.no_vision", lang)
+    assert at.button(key="vision_demo").label == catalog_text("vision.demo_button", lang)
+    assert at.subheader[0].value == catalog_text("vision.errata_title", lang)
+    at.button(key="vision_demo").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    question = catalog_text("vision.demo_prompt", lang)
+    assert question != catalog_text("vision.demo_prompt", "en")
+    assert at.session_state["trace"].meta["prompt"] == PLACEHOLDER + question  # the demo asks in the page's language
+    assert len(at.get("plotly_chart")) == 6

@@ -2,13 +2,14 @@
 
 import streamlit as st
 
+import guard
 from common import header, lang, read_trace, read_upload, require_trace
 from tracer import TracerError
 from tracer.i18n import translator
-from tracer.sources.drift import drift_figure, layer_drift, quant_rows
+from tracer.sources.drift import drift_figure, drift_table, layer_drift, quant_rows, quant_table
 
-tr = translator("zh" if lang() == "zh" else "en")
-header("Quantization drift", "量化漂移")
+tr = translator(lang())
+header("nav_quant")
 reference = require_trace()
 st.caption(tr("sources.app_reference", name=reference.label))
 uploads = st.file_uploader(tr("sources.app_upload"), type=["npz"], accept_multiple_files=True, key="quant_uploads")
@@ -25,16 +26,17 @@ try:
     others += [read_upload(u) for u in uploads or []]
     others += [read_trace(p.strip()) for p in typed.split(",") if p.strip()]
 except TracerError as exc:
-    st.error(str(exc))
+    st.error(tr("sources.app_cannot_open", reason=guard.scrub(str(exc))))
     st.stop()
 curves = {trace.label: layer_drift(reference, trace) for trace in others}
 if not any(curves.values()):
     st.warning(tr("sources.app_nothing_common"))
     st.stop()
-st.plotly_chart(drift_figure(curves, tr("sources.app_title")), key="quant-drift")
-st.dataframe([{"trace": label, **row} for label, rows in curves.items() for row in rows])
+st.plotly_chart(drift_figure(curves, lang()), key="quant-drift")
+st.subheader(tr("sources.app_drift_table"))
+st.dataframe(drift_table(curves, lang()), hide_index=True)
 for trace in others:
     rows = quant_rows(trace)
     if rows:
         st.subheader(tr("sources.app_weights", name=trace.label))
-        st.dataframe(rows)
+        st.dataframe(quant_table(rows, lang()), hide_index=True)

@@ -4,6 +4,7 @@ patches per block and head, each token's M-RoPE (t, h, w) ids, DeepStack injecti
 import numpy as np
 import streamlit as st
 
+import guard
 from common import header, lang, open_trace, require_trace
 from tracer import TracerError
 from tracer.i18n import t
@@ -26,33 +27,36 @@ def test_picture() -> np.ndarray:
     return img
 
 
-def trace_image(image: object) -> None:
+def trace_image(image: object, lang: str) -> bool:
+    """Trace qwen3-vl-tiny on one picture with a question in ``lang`` and open the trace; False (and the reason
+    on the page) when the picture cannot be traced."""
+    prompt = PLACEHOLDER + t("vision.demo_prompt", lang)
     try:
         model = load_model("qwen3-vl-tiny")
-        ids = encode_prompt(model, PLACEHOLDER + "What is in the picture?")
-        open_trace(run_trace(model, ids, images=[image], prompt=PLACEHOLDER + "What is in the picture?"))
+        open_trace(run_trace(model, encode_prompt(model, prompt), images=[image], prompt=prompt))
     except TracerError as exc:
-        st.error(str(exc))
+        st.error(t("vision.trace_failed", lang, reason=guard.scrub(str(exc))))
+        return False
+    return True
 
 
-header(t("vision.page_title", "en"), t("vision.page_title", "zh"))
-L = "zh" if lang() == "zh" else "en"
+header("vision.page_title")
+L = lang()
 trace = require_trace()
 if "vision" not in trace.meta or not trace.meta["vision"].get("grid_thw"):
     st.info(t("vision.no_vision", L))
-    if st.button(t("vision.demo_button", L), key="vision_demo"):
-        trace_image(test_picture())
+    if st.button(t("vision.demo_button", L), key="vision_demo") and trace_image(test_picture(), L):
         st.rerun()
-    upload = st.file_uploader(t("vision.image", L), type=["png", "jpg", "jpeg", "webp"])
-    if upload is not None:
-        trace_image(upload.getvalue())
+    upload = st.file_uploader(t("vision.image", L), type=["png", "jpg", "jpeg", "webp"], key="vision_upload")
+    if upload is not None and trace_image(upload.getvalue(), L):
         st.rerun()
 else:
     v = trace.meta["vision"]
     st.write(t("vision.summary", L, images=len(v["grid_thw"]), sizes=", ".join(f"{h}×{w}" for h, w in v["image_sizes"]),
                resized=", ".join(f"{h}×{w}" for h, w in v["resized"]), tokens=sum(v["tokens_per_image"]),
                patches=sum(g[0] * g[1] * g[2] for g in v["grid_thw"])))
-    k = int(st.selectbox(t("vision.image", L), list(range(len(v["grid_thw"])))))
+    k = int(st.selectbox(t("vision.image", L), list(range(len(v["grid_thw"]))), key="vision_image",
+                         format_func=lambda i: t("vision.image_option", L, number=i + 1)))
     if f"vision.images.{k}.resized" in trace:
         left, right = st.columns(2)
         left.plotly_chart(patch_grid_figure(trace, k, L), key="grid")

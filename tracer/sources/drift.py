@@ -6,6 +6,12 @@ from typing import Any
 
 import numpy as np
 
+from tracer.i18n import t
+
+QUANT_COLUMNS = (("weight", "col_weight"), ("max_abs", "col_max_abs"), ("mean_abs", "col_mean_abs"),
+                 ("rel_frobenius", "col_rel_frobenius"), ("bits_per_weight", "col_bits"))
+"""Each field of a ``quant_rows`` row and the ``sources`` catalog key of its column header."""
+
 
 def stages(trace: Any) -> list[str]:
     """The residual stream after each layer, then the logits: the checkpoints of a forward pass."""
@@ -38,14 +44,28 @@ def quant_rows(trace: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def drift_figure(curves: dict[str, list[dict[str, Any]]], title: str) -> Any:
-    """One line per quantized run: relative error at each stage, on a log axis."""
+def drift_table(curves: dict[str, list[dict[str, Any]]], lang: str = "en") -> list[dict[str, Any]]:
+    """The rows of ``layer_drift`` for every run, one table, its column headers in ``lang``."""
+    trace, stage, error = (t(f"sources.{key}", lang) for key in ("col_trace", "col_stage", "col_rel_error"))
+    return [{trace: label, stage: row["stage"], error: row["rel_error"]} for label, rows in curves.items()
+            for row in rows]
+
+
+def quant_table(rows: list[dict[str, Any]], lang: str = "en") -> list[dict[str, Any]]:
+    """The rows of ``quant_rows`` with their column headers in ``lang``."""
+    headers = {field: t(f"sources.{key}", lang) for field, key in QUANT_COLUMNS}
+    return [{headers[field]: value for field, value in row.items()} for row in rows]
+
+
+def drift_figure(curves: dict[str, list[dict[str, Any]]], lang: str = "en") -> Any:
+    """One line per quantized run: relative error at each stage, on a log axis; its texts in ``lang``."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for label, rows in curves.items():
         fig.add_trace(go.Scatter(x=[r["stage"] for r in rows], y=[r["rel_error"] for r in rows],
-                                 mode="lines+markers", name=label))
-    fig.update_layout(title=title, yaxis_type="log", yaxis_title="‖B − A‖ / ‖A‖", height=420,
+                                 mode="lines+markers", name=label, hovertemplate=t("sources.drift_hover", lang)))
+    fig.update_layout(title=t("sources.app_title", lang), xaxis_title=t("sources.drift_axis_stage", lang),
+                      yaxis_title=t("sources.drift_axis_error", lang), yaxis_type="log", height=420,
                       margin=dict(l=40, r=20, t=50, b=40))
     return fig

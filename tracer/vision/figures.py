@@ -33,9 +33,10 @@ def to_raster(values: np.ndarray, gh: int, gw: int, merge: int) -> np.ndarray:
     return out
 
 
-def _image_trace(trace: Trace, k: int) -> Any:
+def _image_trace(trace: Trace, k: int, lang: str) -> Any:
+    """The resized image k, its hover text (pixel row, column and colour) in ``lang``."""
     go = _go()
-    return go.Image(z=np.asarray(trace[f"vision.images.{k}.resized"]))
+    return go.Image(z=np.asarray(trace[f"vision.images.{k}.resized"]), hovertemplate=t("vision.hover_pixel", lang))
 
 
 def patch_grid_figure(trace: Trace, k: int, lang: str = "en") -> Any:
@@ -44,7 +45,7 @@ def patch_grid_figure(trace: Trace, k: int, lang: str = "en") -> Any:
     vc = trace.meta["vision"]["config"]
     p, m = vc["patch_size"], vc["spatial_merge_size"]
     h, w = trace.meta["vision"]["resized"][k]
-    fig = go.Figure(_image_trace(trace, k))
+    fig = go.Figure(_image_trace(trace, k, lang))
     for x in range(0, w + 1, p):
         fig.add_shape(type="line", x0=x - 0.5, x1=x - 0.5, y0=-0.5, y1=h - 0.5,
                       line=dict(color="white", width=3 if x % (p * m) == 0 else 0.7))
@@ -65,8 +66,10 @@ def token_map_figure(trace: Trace, k: int, lang: str = "en") -> Any:
     order = to_raster(np.arange(gh * gw), gh, gw, m)
     text = np.vectorize(lambda tk, row: f"t{tk}<br>p{row}")(grid, order)
     fig = go.Figure(go.Heatmap(z=grid, text=text, texttemplate="%{text}" if gh * gw <= 400 else None,
+                               customdata=order, hovertemplate=t("vision.hover_token_map", lang),
                                colorscale="Turbo", showscale=False))
     fig.update_layout(title=t("vision.fig_tokens", lang), yaxis_autorange="reversed",
+                      xaxis_title=t("vision.axis_patch_col", lang), yaxis_title=t("vision.axis_patch_row", lang),
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
 
@@ -79,9 +82,10 @@ def patch_attention_figure(trace: Trace, k: int, block: int, head: int, query: i
     p = vc["patch_size"]
     probs = np.asarray(trace[f"vision.blocks.{block}.attn.probs"])[head, start + query, start:start + gh * gw]
     grid = to_raster(probs, gh, gw, m)
-    fig = go.Figure(_image_trace(trace, k))
+    fig = go.Figure(_image_trace(trace, k, lang))
     fig.add_trace(go.Heatmap(z=np.kron(grid, np.ones((p, p))), opacity=0.6, colorscale="Inferno",
-                             hovertemplate="%{z:.4f}<extra></extra>"))
+                             hovertemplate=t("vision.hover_attention", lang),
+                             colorbar=dict(title=dict(text=t("vision.colorbar_attention", lang)))))
     windowed = "vision.window_ids" in trace and block not in vc.get("fullatt_block_indexes", [])
     if windowed:  # Qwen2.5-VL-style window borders
         step = vc["window_size"]
@@ -105,8 +109,10 @@ def mrope_figure(trace: Trace, lang: str = "en") -> Any:
     pos = np.asarray(trace["rope.position_ids"])
     labels = [f"{i}:{s}" for i, s in enumerate(trace.meta["token_labels"])]
     fig = go.Figure(go.Heatmap(z=pos, x=labels, y=["t", "h", "w"], text=pos,
-                               texttemplate="%{text}" if pos.size <= 600 else None, colorscale="Viridis"))
-    fig.update_layout(title=t("vision.fig_mrope", lang), margin=dict(l=10, r=10, t=40, b=10), height=260)
+                               texttemplate="%{text}" if pos.size <= 600 else None, colorscale="Viridis",
+                               hovertemplate=t("vision.hover_mrope", lang)))
+    fig.update_layout(title=t("vision.fig_mrope", lang), xaxis_title=t("vision.axis_token", lang),
+                      yaxis_title=t("vision.axis_mrope", lang), margin=dict(l=10, r=10, t=40, b=10), height=300)
     fig.update_xaxes(type="category")
     return fig
 
@@ -123,10 +129,11 @@ def deepstack_figure(trace: Trace, lang: str = "en") -> Any:
             continue
         before = np.asarray(trace[f"layers.{i}.resid_post"])[image_rows]
         added = np.asarray(trace[name])[image_rows] - before
-        layers.append(f"layer {i}")
+        layers.append(t("vision.layer_label", lang, layer=i))
         ratios.append(float(np.linalg.norm(added) / max(np.linalg.norm(before), 1e-30)))
-    fig = go.Figure(go.Bar(x=layers, y=ratios))
-    fig.update_layout(title=t("vision.fig_deepstack", lang), margin=dict(l=10, r=10, t=40, b=10), height=300)
+    fig = go.Figure(go.Bar(x=layers, y=ratios, hovertemplate=t("vision.hover_deepstack", lang)))
+    fig.update_layout(title=t("vision.fig_deepstack", lang), xaxis_title=t("vision.axis_decoder_layer", lang),
+                      yaxis_title=t("vision.axis_deepstack", lang), margin=dict(l=10, r=10, t=40, b=10), height=320)
     return fig
 
 
@@ -142,7 +149,8 @@ def mrope_grid_figure(trace: Trace, lang: str = "en") -> Any:
     fig = go.Figure()
     for kind, rows, symbol in (("text", ~image, "circle"), ("image", image, "square")):
         fig.add_trace(go.Scatter(
-            x=pos[2][rows], y=pos[1][rows], mode="markers", name=kind, text=[labels[i] for i in np.flatnonzero(rows)],
+            x=pos[2][rows], y=pos[1][rows], mode="markers", name=t(f"vision.legend_{kind}", lang),
+            text=[labels[i] for i in np.flatnonzero(rows)],
             hovertemplate="%{text}<extra></extra>",
             marker=dict(symbol=symbol, size=12, color=pos[0][rows], colorscale="Viridis", cmin=int(pos[0].min()),
                         cmax=int(pos[0].max()), line=dict(width=1, color="black"))))
