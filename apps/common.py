@@ -73,13 +73,13 @@ def read_trace(path: str) -> Trace:
     try:
         return _read_any(str(guard.trace_path(path)))
     except TracerError as exc:
-        raise TracerError(guard.scrub(str(exc))) from None
+        raise guard.scrubbed(exc) from None
 
 
 def read_upload(uploaded: Any) -> Trace:
     """An uploaded trace, read from its bytes in memory (nothing is written on the server)."""
     if uploaded.size > guard.upload_limit_bytes():
-        raise TracerError(f"{guard.plain(uploaded.name)} is larger than the upload limit")
+        raise TracerError.of("errors.upload_too_big", name=guard.plain(uploaded.name))
     return load_trace(io.BytesIO(uploaded.getvalue()), name=uploaded.name, max_bytes=guard.settings().budget)
 
 
@@ -90,7 +90,7 @@ def current_trace() -> Trace | None:
         try:
             st.session_state.trace = _read_any(path) if path else default_trace()  # the teacher's own file
         except TracerError as exc:
-            st.error(guard.scrub(str(exc)))
+            st.error(guard.error_text(exc))
             return None
     return st.session_state.trace
 
@@ -106,7 +106,7 @@ def open_path(path: str) -> bool:
     try:
         open_trace(read_trace(path))
     except TracerError as exc:
-        st.error(guard.scrub(str(exc)))
+        st.error(guard.error_text(exc))
         return False
     return True
 

@@ -25,7 +25,7 @@ try:
     others += [read_upload(u) for u in uploads or []]
     others += [read_trace(p.strip()) for p in typed.split(",") if p.strip()]
 except TracerError as exc:
-    st.error(str(exc))
+    st.error(exc.text(lang()))
     st.stop()
 curves = {trace.label: layer_drift(reference, trace) for trace in others}
 if not any(curves.values()):

@@ -32,7 +32,7 @@ def trace_image(image: object) -> None:
         ids = encode_prompt(model, PLACEHOLDER + "What is in the picture?")
         open_trace(run_trace(model, ids, images=[image], prompt=PLACEHOLDER + "What is in the picture?"))
     except TracerError as exc:
-        st.error(str(exc))
+        st.error(exc.text(lang()))
 
 
 header(t("vision.page_title", "en"), t("vision.page_title", "zh"))
