@@ -73,13 +73,14 @@ def read_trace(path: str) -> Trace:
     try:
         return _read_any(str(guard.trace_path(path)))
     except TracerError as exc:
-        raise TracerError(guard.scrub(str(exc))) from None
+        raise guard.scrubbed(exc) from None
 
 
 def read_upload(uploaded: Any) -> Trace:
     """An uploaded trace, read from its bytes in memory (nothing is written on the server)."""
     if uploaded.size > guard.upload_limit_bytes():
-        raise TracerError(t("upload_too_large", name=guard.plain(uploaded.name), limit=guard.settings().max_upload_mb))
+        raise TracerError.of("app.upload_too_large", name=guard.plain(uploaded.name),
+                             limit=guard.settings().max_upload_mb)
     return load_trace(io.BytesIO(uploaded.getvalue()), name=uploaded.name, max_bytes=guard.settings().budget)
 
 
@@ -90,7 +91,7 @@ def current_trace() -> Trace | None:
         try:
             st.session_state.trace = _read_any(path) if path else default_trace()  # the teacher's own file
         except TracerError as exc:
-            st.error(guard.scrub(str(exc)))
+            st.error(guard.error_text(exc))
             return None
     return st.session_state.trace
 
@@ -106,7 +107,7 @@ def open_path(path: str) -> bool:
     try:
         open_trace(read_trace(path))
     except TracerError as exc:
-        st.error(guard.scrub(str(exc)))
+        st.error(guard.error_text(exc))
         return False
     return True
 

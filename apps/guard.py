@@ -21,8 +21,9 @@ from typing import Any
 
 import streamlit as st
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.budget import check_budget, default_budget, estimate
+from tracer.i18n import normalize
 from tracer.i18n import t as tr
 from tracer.safefiles import confine, escape_controls
 from tracer.serve import BUDGET_ENV, PASSWORD_ENV, TRACES_DIR_ENV, UPLOAD_ENV, WORKERS_ENV, default_traces_dir
@@ -55,7 +56,11 @@ def settings() -> Settings:
 
 
 def lang() -> str:
-    return st.session_state.get("lang", "en")
+    """This session's language as a catalog name (English for a tag that is not one)."""
+    try:
+        return normalize(st.session_state.get("lang", "en"))
+    except TracerError:
+        return "en"
 
 
 def gate() -> None:
@@ -86,10 +91,36 @@ def scrub(message: str) -> str:
     return text
 
 
+def error_text(exc: TracerError) -> str:
+    """A TracerError's message in this session's language, fit for the page (one line, no server folders)."""
+    return scrub(exc.text(lang()))
+
+
+def scrubbed(exc: TracerError) -> TracerError:
+    """``exc`` with server folders taken out of its values, so that it still reads in every language."""
+    if exc.message is None:
+        return TracerError(scrub(str(exc)))  # a fixed text (a third-party message): scrubbed as it is
+    return TracerError.of(exc.message.key, **_scrubbed_values(exc.message.values))
+
+
+def _scrubbed_values(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: _scrubbed_value(value) for name, value in values.items()}
+
+
+def _scrubbed_value(value: Any) -> Any:
+    if isinstance(value, Message):
+        return Message(value.key, **_scrubbed_values(value.values))
+    if isinstance(value, TracerError):
+        return scrubbed(value)
+    if isinstance(value, (str, os.PathLike)):
+        return scrub(os.fspath(value))
+    return value
+
+
 def show_error(exc: BaseException) -> None:
     """One-line error box: a TracerError's message, or the kind of an unexpected failure (logged on the server)."""
     if isinstance(exc, TracerError):
-        st.error(scrub(str(exc)))
+        st.error(error_text(exc))
     else:
         _LOG.exception("unexpected error in the explorer")
         st.error(tr("app_safety.unexpected", lang(), kind=type(exc).__name__))
@@ -128,7 +159,7 @@ def trace_path(typed: str, what: str = "trace file") -> Path:
     try:
         return confine(settings().traces_dir, typed, what)
     except TracerError as exc:
-        raise TracerError(scrub(str(exc))) from None
+        raise scrubbed(exc) from None
 
 
 def trace_files() -> list[str]:
@@ -143,7 +174,7 @@ def trace_files() -> list[str]:
 def check_run(cfg: Any, n_tokens: int, max_new_tokens: int, capture: list[str] | None, backend: str) -> None:
     """Refuse a run over this session's budget, before it allocates anything."""
     est = estimate(cfg, n_tokens, max_new_tokens, capture, "float32", backend)
-    check_budget(est, settings().budget, flag="tracer app --max-memory", lang="en")
+    check_budget(est, settings().budget, flag="tracer app --max-memory")
 
 
 @st.cache_resource(show_spinner=False)

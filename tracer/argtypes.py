@@ -6,7 +6,6 @@ import math
 from collections.abc import Callable
 
 from tracer import TracerError
-from tracer.i18n import t
 
 
 def finite_float(flag: str, low: float | None = None, high: float | None = None) -> Callable[[str], float]:
@@ -15,13 +14,13 @@ def finite_float(flag: str, low: float | None = None, high: float | None = None)
         try:
             value = float(text)
         except ValueError:
-            raise TracerError(t("safety.not_number", "en", flag=flag, value=text)) from None
+            raise TracerError.of("safety.not_number", flag=flag, value=text) from None
         if not math.isfinite(value):
-            raise TracerError(t("safety.not_number", "en", flag=flag, value=text))
+            raise TracerError.of("safety.not_number", flag=flag, value=text)
         if high is None and low is not None and value < low:
-            raise TracerError(t("safety.at_least", "en", flag=flag, low=f"{low:g}", value=text))
+            raise TracerError.of("safety.at_least", flag=flag, low=f"{low:g}", value=text)
         if (low is not None and value < low) or (high is not None and value > high):
-            raise TracerError(t("safety.out_of_range", "en", flag=flag, low=low, high=high, value=text))
+            raise TracerError.of("safety.out_of_range", flag=flag, low=low, high=high, value=text)
         return value
 
     return parse
@@ -32,10 +31,10 @@ def whole(flag: str, low: int, high: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         body = text.strip().removeprefix("-")
         if not (body.isascii() and body.isdigit()) or len(body) > 18:
-            raise TracerError(t("safety.not_whole", "en", flag=flag, value=text))
+            raise TracerError.of("safety.not_whole", flag=flag, value=text)
         value = int(text)
         if not low <= value <= high:
-            raise TracerError(t("safety.out_of_range", "en", flag=flag, low=low, high=high, value=value))
+            raise TracerError.of("safety.out_of_range", flag=flag, low=low, high=high, value=value)
         return value
 
     return parse

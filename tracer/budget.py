@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.config import Qwen3Config
 from tracer.i18n import t
 from tracer.schema import SCHEMA
@@ -69,7 +69,7 @@ def parse_size(text: str, flag: str = "--max-memory") -> int:
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
     unit = match.group(2).upper() if match else ""
     if not match or unit not in _UNITS or float(match.group(1)) <= 0:
-        raise TracerError(t("safety.bad_size", "en", flag=flag, value=text))
+        raise TracerError.of("safety.bad_size", flag=flag, value=text)
     return int(float(match.group(1)) * _UNITS[unit])
 
 
@@ -205,16 +205,16 @@ def estimate(cfg: Qwen3Config, prompt_tokens: int, max_new_tokens: int = 1, capt
     return Estimate(int(weights), int(activations), kept, flops / FLOPS_PER_SECOND.get(backend, 5e9) + copy_seconds)
 
 
-def describe(est: Estimate, lang: str = "en") -> str:
-    """One line: the total and its parts."""
-    return t("safety.estimate", lang, total=human(est.total), weights=human(est.weights),
-             activations=human(est.activations), trace=human(est.trace), seconds=_duration(est.seconds))
+def describe(est: Estimate) -> Message:
+    """One line: the total and its parts (``.text(lang)`` in any language)."""
+    return Message("safety.estimate", total=human(est.total), weights=human(est.weights),
+                   activations=human(est.activations), trace=human(est.trace), seconds=_duration(est.seconds))
 
 
-def check_budget(est: Estimate, budget: int, flag: str = "--max-memory", lang: str = "en") -> None:
+def check_budget(est: Estimate, budget: int, flag: str = "--max-memory") -> None:
     """Refuse a run whose estimate exceeds the budget, naming the estimate and how to shrink it."""
     if est.total > budget:
-        raise TracerError(t("safety.over_budget", lang, estimate=describe(est, lang), budget=human(budget), flag=flag))
+        raise TracerError.of("safety.over_budget", estimate=describe(est), budget=human(budget), flag=flag)
 
 
 def _duration(seconds: float) -> str:

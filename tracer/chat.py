@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tracer import TracerError
+from tracer import Message, TracerError
 
 ROLES = ("system", "user", "assistant", "tool")
 TOOLS_HEADER = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -108,11 +108,10 @@ def render_jinja(template: str, messages: list[dict[str, Any]], tools: list[dict
         from jinja2.ext import loopcontrols
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:
-        raise TracerError("rendering a checkpoint's chat template needs jinja2: pip install 'qwen3-tracer[qwen]'"
-                          ) from None
+        raise TracerError.of("errors.needs_jinja2") from None
 
     def raise_exception(message: str) -> None:
-        raise TracerError(f"the chat template refused the conversation: {message}")
+        raise TracerError.of("errors.template_refused", message=message)
 
     from tracer.limits import bounded_sandbox, render_bounded
 
@@ -127,7 +126,7 @@ def render_jinja(template: str, messages: list[dict[str, Any]], tools: list[dict
                        enable_thinking=enable_thinking, bos_token="", eos_token="<|im_end|>")
         return render_bounded(compiled, context)
     except (TemplateError, RecursionError, TypeError, ValueError, AttributeError) as exc:
-        raise TracerError(f"the chat template failed: {exc}") from None
+        raise TracerError.of("errors.template_failed", detail=exc) from None
 
 
 def checkpoint_template(directory: Path) -> str | None:
@@ -140,7 +139,7 @@ def checkpoint_template(directory: Path) -> str | None:
         try:
             template = json.loads(config_file.read_text(encoding="utf-8")).get("chat_template")
         except (ValueError, AttributeError) as exc:
-            raise TracerError(f"{config_file} is not valid JSON ({exc})") from None
+            raise TracerError.of("errors.invalid_json_detail", path=config_file, detail=exc) from None
         if isinstance(template, list):  # several named templates: take the default one
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
         return template if isinstance(template, str) else None
@@ -150,41 +149,40 @@ def checkpoint_template(directory: Path) -> str | None:
 def check_messages(messages: Any, tools: Any = None) -> None:
     """A clear one-line error for anything that is not a list of chat messages."""
     if not isinstance(messages, list) or not messages:
-        raise TracerError("the messages must be a non-empty JSON list of {role, content} objects")
+        raise TracerError.of("errors.messages_not_list")
     for n, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ROLES:
             shown = json.dumps(m, ensure_ascii=False)[:80] if isinstance(m, dict) else type(m).__name__
-            raise TracerError(f"message {n} needs a role of {', '.join(ROLES)}, got {shown}")
+            raise TracerError.of("errors.message_role", n=n, roles=", ".join(ROLES), got=shown)
         content = m.get("content")
         if content is not None and not isinstance(content, str):
-            raise TracerError(f"message {n}: content must be a string")
+            raise TracerError.of("errors.message_content", n=n)
         for k, call in enumerate(m.get("tool_calls") or []):
             fn = call.get("function", call) if isinstance(call, dict) else None
             if not isinstance(fn, dict) or "name" not in fn or "arguments" not in fn:
-                raise TracerError(f"message {n}: tool call {k} needs a name and arguments")
+                raise TracerError.of("errors.tool_call", n=n, k=k)
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        raise TracerError("the tools must be a JSON list of objects (function schemas)")
+        raise TracerError.of("errors.tools_not_list")
 
 
 def load_json_file(path: str | Path, what: str) -> Any:
     from tracer.safefiles import regular_file
 
     p = Path(path)
-    from tracer.i18n import t
-
     if p.is_dir():
-        raise TracerError(t("safety.is_directory", "en", what=f"{what} file", path=p))
+        raise TracerError.of("safety.is_directory", what=Message("errors.what_file", what=what), path=p)
     if p.exists() and not regular_file(p):
-        raise TracerError(t("safety.cannot_read", "en", what=f"{what} file", path=p,
-                            reason="not a regular file (a FIFO or a device); give a JSON file"))
+        raise TracerError.of("safety.cannot_read", what=Message("errors.what_file", what=what), path=p,
+                             reason=Message("errors.not_regular_json"))
     try:
         return json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise TracerError(f"{what} file {p} does not exist") from None
+        raise TracerError.of("errors.json_file_missing", what=what, path=p) from None
     except OSError as exc:
-        raise TracerError(f"cannot read {what} file {p}: {exc.strerror or type(exc).__name__}") from None
+        raise TracerError.of("errors.json_file_unreadable", what=what, path=p,
+                             reason=exc.strerror or type(exc).__name__) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise TracerError(f"{what} file {p} is not valid JSON ({type(exc).__name__})") from None
+        raise TracerError.of("errors.json_file_invalid", what=what, path=p, kind=type(exc).__name__) from None
 
 
 def thinking_mode(messages: list[dict[str, Any]], enable_thinking: bool) -> str:

@@ -27,16 +27,16 @@ PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 def read_config(directory: Path) -> Qwen3Config:
     """The directory's ``config.json`` as a Qwen3Config, with a one-line error for anything wrong."""
     if not directory.is_dir():
-        raise TracerError(f"checkpoint directory {directory} does not exist")
+        raise TracerError.of("errors.checkpoint_missing", path=directory)
     path = directory / "config.json"
     if not path.is_file():
-        raise TracerError(f"{directory} has no config.json; a Hugging Face checkpoint directory needs one")
+        raise TracerError.of("errors.no_config_json", path=directory)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise TracerError(f"{path} is not valid JSON ({type(exc).__name__})") from None
+        raise TracerError.of("errors.invalid_json", path=path, kind=type(exc).__name__) from None
     if not isinstance(raw, dict):
-        raise TracerError(f"{path} must hold a JSON object")
+        raise TracerError.of("errors.json_not_object", path=path)
     return Qwen3Config.from_hf_dict(raw)
 
 
@@ -55,38 +55,36 @@ def weight_files(directory: Path, warnings: list[str] | None = None) -> dict[str
     root = _link_root(directory)
     if index.exists():
         if not regular_file(index, root):
-            raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(index))))
+            raise TracerError.of("safety.not_regular", path=escape_controls(str(index)))
         if single.exists() and warnings is not None:
             warnings.append(t("safety.index_wins", "en", directory=directory, ignored=single.name))
         try:
             data = read_json_text(index.read_text(encoding="utf-8"), str(index))
         except (OSError, UnicodeDecodeError) as exc:
-            raise TracerError(f"{index} is not a valid safetensors index ({type(exc).__name__})") from None
+            raise TracerError.of("errors.bad_index", path=index, kind=type(exc).__name__) from None
         weight_map = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(weight_map, dict) or not weight_map:
-            raise TracerError(t("safety.weight_map", "en", index=index))
+            raise TracerError.of("safety.weight_map", index=index)
         files = {}
         for name, file in weight_map.items():
             bad = (not isinstance(file, str) or not file or "/" in file or "\\" in file or file in (".", "..")
                    or "\x00" in file)
             if bad:
-                raise TracerError(t("safety.shard_name", "en", index=index.name, name=escape_controls(str(name))[:80],
-                                    file=escape_controls(str(file))[:80]))
+                raise TracerError.of("safety.shard_name", index=index.name, name=escape_controls(str(name))[:80],
+                                     file=escape_controls(str(file))[:80])
             files[name] = directory / file
         for path in set(files.values()):
             if path.exists() and not regular_file(path, root):
-                raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(path))))
+                raise TracerError.of("safety.not_regular", path=escape_controls(str(path)))
         return files
     if single.exists():
         if not regular_file(single, root):
-            raise TracerError(t("safety.not_regular", "en", path=escape_controls(str(single))))
+            raise TracerError.of("safety.not_regular", path=escape_controls(str(single)))
         return {name: single for name in _header(single)}
     pickled = sorted(p.name for pattern in PICKLED for p in directory.glob(pattern))
     if pickled:
-        raise TracerError(f"{directory} has only pickled weights ({pickled[0]}); loading them can run arbitrary "
-                          f"code, so qwen3-tracer reads safetensors only: convert them with save_pretrained("
-                          f"safe_serialization=True)")
-    raise TracerError(f"{directory} has no model.safetensors or model.safetensors.index.json")
+        raise TracerError.of("errors.pickled_weights", path=directory, file=pickled[0])
+    raise TracerError.of("errors.no_safetensors", path=directory)
 
 
 def _link_root(directory: Path) -> Path:
@@ -108,9 +106,9 @@ def _header(path: Path) -> dict[str, Any]:
             (length,) = struct.unpack("<Q", f.read(8))
             header = json.loads(f.read(length))
     except FileNotFoundError:
-        raise TracerError(f"weight file {path} does not exist") from None
+        raise TracerError.of("errors.weight_file_missing", path=path) from None
     except (SafetensorError, OSError, ValueError, struct.error) as exc:
-        raise TracerError(f"{path} is not a readable safetensors file ({exc})") from None
+        raise TracerError.of("errors.bad_safetensors", path=path, detail=exc) from None
     header.pop("__metadata__", None)
     for info in header.values():
         info["start"] = 8 + length + info["data_offsets"][0]
@@ -138,12 +136,12 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
         self._shapes = dict(shapes) if shapes is not None else weight_shapes(cfg)
         for name, shape in self._shapes.items():
             if name not in files or name not in self._headers[files[name]]:
-                raise TracerError(f"checkpoint {directory} lacks tensor {name} (shape {list(shape)})")
+                raise TracerError.of("errors.checkpoint_lacks_tensor", path=directory, name=name, shape=list(shape))
             info = self._headers[files[name]][name]
             if tuple(info["shape"]) != shape:
-                raise TracerError(f"tensor {name} has shape {info['shape']}, config.json implies {list(shape)}")
+                raise TracerError.of("errors.tensor_shape", name=name, found=info["shape"], expected=list(shape))
             if info["dtype"] not in SAFETENSORS_DTYPES:
-                raise TracerError(f"tensor {name} is {info['dtype']}; supported: float32, bfloat16, float16")
+                raise TracerError.of("errors.tensor_dtype", name=name, dtype=info["dtype"])
 
     def __getitem__(self, name: str) -> np.ndarray:
         if self.stream:
@@ -179,9 +177,7 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
             raw = self._maps[path][start:end].view(stored).reshape(info["shape"])
             value = raw if raw.dtype == self.dtype else _widen(raw, self.dtype)
         if not np.isfinite(value).all():
-            from tracer.i18n import t
-
-            raise TracerError(t("safety.weight_nonfinite", "en", name=name, source=path.name))
+            raise TracerError.of("safety.weight_nonfinite", name=name, source=path.name)
         return value
 
     def _read_streamed(self, mapped: np.memmap, start: int, stored: Any, shape: list[int]) -> np.ndarray:
@@ -231,7 +227,7 @@ def export_checkpoint(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], direc
     from safetensors import TensorSpec, serialize_file
 
     if dtype not in ("float32", "bfloat16"):
-        raise TracerError(f"--dtype for export must be float32 or bfloat16, got {dtype!r}")
+        raise TracerError.of("errors.export_dtype", dtype=dtype)
     directory.mkdir(parents=True, exist_ok=True)
     hf = dict(hf_config) if hf_config is not None else cfg.to_hf_dict()
     hf["torch_dtype"] = dtype

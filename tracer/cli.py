@@ -34,7 +34,7 @@ MODEL_HELP = ("preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise TracerError(f"{self.prog}: {message} (see {self.prog} --help)")
+        raise TracerError.of("errors.usage", prog=self.prog, message=message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,13 +187,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def cmd_trace(args: argparse.Namespace) -> None:
     out = check_writable(args.out)
     if args.backend == "numpy" and args.dtype not in DTYPES:
-        raise TracerError(f"the NumPy engine computes in float32 or float64; --dtype {args.dtype} needs --backend torch")
+        raise TracerError.of("errors.numpy_dtype", dtype=args.dtype)
     if args.device and args.backend != "torch":
-        raise TracerError("--device goes with --backend torch")
+        raise TracerError.of("errors.device_needs_torch")
     if args.stream and args.model in PRESETS:
-        from tracer.i18n import t
-
-        raise TracerError(t("sources.stream_preset", "en", model=args.model))
+        raise TracerError.of("sources.stream_preset", model=args.model)
     model = load_model(args.model, args.set, args.seed, args.dtype if args.dtype in DTYPES else "float32",
                        stream=args.stream)
     reference = load_model(args.reference, args.set, args.seed) if args.reference else None
@@ -205,30 +203,28 @@ def cmd_trace(args: argparse.Namespace) -> None:
         print(f"tracer: warning: {warning}", file=sys.stderr)
     prompt = args.prompt
     if args.image:
-        from tracer.i18n import t
         from tracer.vision.placement import prompt_with_images
 
         if model.vision is None:
-            raise TracerError(t("vision.err_text_only", "en", model=args.model))
+            raise TracerError.of("vision.err_text_only", model=args.model)
         if prompt is not None:
             prompt = prompt_with_images(prompt, len(args.image))
     if args.tokens is not None:
         if args.chat:
-            raise TracerError("--chat wraps --prompt text; it cannot be used with --tokens")
+            raise TracerError.of("errors.chat_with_tokens")
         ids = parse_token_list(args.tokens)
     elif prompt is not None:
         if args.chat:
             if model.toy_vocab:
-                raise TracerError(f"--chat needs Qwen3's tokenizer; {args.model} has the 6-word toy vocabulary "
-                                  f"{' '.join(model.toy_vocab)}")
+                raise TracerError.of("errors.chat_toy_vocab", model=args.model, vocab=" ".join(model.toy_vocab))
             if not prompt.strip():
-                raise TracerError("the prompt is empty; give some text with --prompt")
+                raise TracerError.of("errors.chat_prompt_empty")
             prompt = chat_prompt(model, prompt, system, not args.no_thinking)
         ids = encode_prompt(model, prompt)
     else:
-        raise TracerError("give the input with --prompt TEXT or --tokens 0,1,2,3")
+        raise TracerError.of("errors.no_input")
     if (args.system or args.no_thinking) and not args.chat:
-        raise TracerError("--system and --no-thinking go with --chat")
+        raise TracerError.of("errors.system_needs_chat")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(temperature, top_k, top_p, suppress, args.seed)
     from tracer.interventions import from_flags
@@ -285,7 +281,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         return
     names = select(trace, args.pattern)
     if not names:
-        raise TracerError(f"no record of {escape_controls(args.file)} matches {args.pattern!r}")
+        raise TracerError.of("errors.no_matching_record", file=escape_controls(args.file), pattern=args.pattern)
     for name in names:
         print(escape_controls(format_record(trace, name, args.lang, args.decimals)), end="\n\n")
 
@@ -296,11 +292,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise TracerError(t("safety.not_directory", "en", flag="--out-dir", path=out_dir))
+        raise TracerError.of("safety.not_directory", flag="--out-dir", path=out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TracerError(f"cannot create --out-dir {out_dir}: {exc.strerror or type(exc).__name__}") from None
+        raise TracerError.of("errors.cannot_create_out_dir", path=out_dir,
+                             reason=exc.strerror or type(exc).__name__) from None
     for name, section in (("toy-dense", "§3"), ("toy-moe", "§4")):
         model = load_model(name)
         path = out_dir / f"{name}.npz"
@@ -359,16 +356,16 @@ def cmd_export(args: argparse.Namespace) -> None:
         _write_gguf(args, "F32" if args.dtype == "float32" else "BF16")
         return
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TracerError(f"--out {out} exists and is not an empty folder; choose a new folder")
+        raise TracerError.of("errors.out_not_empty", path=out)
     if args.max_shard_gb <= 0:
-        raise TracerError(f"--max-shard-gb must be positive, got {args.max_shard_gb}")
+        raise TracerError.of("errors.must_be_positive", name="--max-shard-gb", value=args.max_shard_gb)
     model = load_model(args.model, args.set, args.seed)
     from tracer.budget import check_budget, default_budget, estimate
 
     check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())
     # written into a hidden folder beside --out and renamed into place: never a half-written checkpoint
     if not out.parent.is_dir():
-        raise TracerError(f"cannot write {out}: folder {out.parent} does not exist")
+        raise TracerError.of("errors.no_parent_folder", path=out, folder=out.parent)
     import shutil
 
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -382,7 +379,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         os.replace(tmp, out)
         files = [out / f.name for f in files]
     except OSError as exc:
-        raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise TracerError.of("sources.cannot_write", path=out, detail=exc.strerror or exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {model.name} ({model.source}, {args.dtype}) to {out}: {len(files)} safetensors file(s)")
@@ -394,14 +391,15 @@ def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
 
     out = Path(args.out)
     if qtype not in QUANT_TYPES:
-        raise TracerError(t("sources.quant_type_unknown", "en", type=qtype, supported=", ".join(QUANT_TYPES)))
+        raise TracerError.of("sources.quant_type_unknown", type=qtype, supported=", ".join(QUANT_TYPES))
     if out.suffix != ".gguf" or out.is_dir():
-        raise TracerError(t("sources.out_not_gguf", "en", path=out))
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise TracerError(t("sources.cannot_write", "en", path=out, detail="its folder does not exist"))
+        raise TracerError.of("sources.out_not_gguf", path=out)
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise TracerError.of("errors.no_parent_folder", path=out, folder=folder)
     model = load_model(args.model, args.set, args.seed)
     if model.vision is not None:
-        raise TracerError(t("vision.err_no_gguf", "en", model=args.model))
+        raise TracerError.of("vision.err_no_gguf", model=args.model)
     from tracer.budget import check_budget, default_budget, estimate
 
     check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())  # every weight is made once
@@ -455,13 +453,13 @@ def cmd_app(args: argparse.Namespace) -> int:
 
     script = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
     if not script.is_file():
-        raise TracerError(f"the explorer is not at {script}; run it from a source checkout (pip install -e '.[app]')")
+        raise TracerError.of("errors.explorer_missing", path=script)
     try:
         import streamlit  # noqa: F401
     except ImportError:
-        raise TracerError("the explorer needs Streamlit and plotly: pip install 'qwen3-tracer[app]'") from None
+        raise TracerError.of("errors.needs_streamlit") from None
     if not 0 < args.port < 65536:
-        raise TracerError(f"--port must be between 1 and 65535, got {args.port}")
+        raise TracerError.of("errors.port_range", port=args.port)
     from tracer.budget import default_budget, parse_size
     from tracer.serve import app_environment, server_address
 
@@ -492,9 +490,9 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     address, password = server_address(args.address, args.password)  # refuse an open room before any work
     folder = Path(__file__).resolve().parents[1] / "notebooks"
     if not folder.is_dir():
-        raise TracerError(f"the notebooks are not at {folder}; run from a source checkout (pip install -e '.[notebooks]')")
+        raise TracerError.of("errors.notebooks_missing", path=folder)
     if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None:
-        raise TracerError("JupyterLab is not installed: pip install 'qwen3-tracer[notebooks]'")
+        raise TracerError.of("errors.needs_jupyterlab")
     import jupytext
 
     # the notebooks are kept as percent-format .py files; make (or refresh) the paired .ipynb to open in the lab
@@ -557,11 +555,36 @@ COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": 
             "notebooks": cmd_notebooks, "train-step": cmd_train_step}
 
 
+def error_lang(argv: list[str], args: argparse.Namespace | None = None) -> str:
+    """The language of an error line: the command's ``--lang`` as parsed, or as typed when parsing itself
+    failed (``--lang X`` or ``--lang=X`` before ``--``); English without one, or for a tag that is not a language.
+
+    >>> error_lang(["show", "t.npz", "--lang", "zh", "--decimals", "x"]), error_lang(["info", "--lang=fr"])
+    ('zh-Hans', 'en')
+    """
+    from tracer.i18n import normalize
+
+    lang = getattr(args, "lang", None)
+    if lang is None:
+        words = argv[:argv.index("--")] if "--" in argv else argv
+        for i, word in enumerate(words):
+            if word == "--lang" and i + 1 < len(words):
+                lang = words[i + 1]
+            elif word.startswith("--lang="):
+                lang = word.partition("=")[2]
+    try:
+        return normalize(lang)
+    except TracerError:
+        return "en"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from tracer.i18n import t
     from tracer.serve import interrupt_on_sigterm, one_line
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv[:argv.index("--") if "--" in argv else len(argv)]
+    args: argparse.Namespace | None = None
     try:
         with interrupt_on_sigterm():
             args = build_parser().parse_args(argv)
@@ -569,32 +592,26 @@ def main(argv: list[str] | None = None) -> int:
     except TracerError as exc:
         if debug:
             raise
-        print(f"tracer: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"tracer: error: {one_line(exc.text(error_lang(argv, args)))}", file=sys.stderr)
         return 2
     except MemoryError:
-        print("tracer: error: out of memory; trace fewer layers (--set num_hidden_layers=N) or fewer records "
-              "(--capture GLOB)", file=sys.stderr)
+        print(f"tracer: error: {t('errors.out_of_memory', error_lang(argv, args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        from tracer.i18n import t
-
-        print(f"tracer: {t('safety.interrupted', 'en')}", file=sys.stderr)
+        print(f"tracer: {t('safety.interrupted', error_lang(argv, args))}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
     except RecursionError:
         if debug:
             raise
-        from tracer.i18n import t
-
-        print(f"tracer: error: {t('safety.too_deep', 'en')}", file=sys.stderr)
+        print(f"tracer: error: {t('safety.too_deep', error_lang(argv, args))}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug, not an input error: still one line, the traceback behind --debug
         if debug:
             raise
-        from tracer.i18n import t
-
-        print(f"tracer: error: {t('safety.internal', 'en', kind=type(exc).__name__)}", file=sys.stderr)
+        print(f"tracer: error: {t('safety.internal', error_lang(argv, args), kind=type(exc).__name__)}",
+              file=sys.stderr)
         return 70
     return code or 0
 

@@ -77,8 +77,7 @@ def compare_traces(a: Trace, b: Trace) -> list[Row]:
     """
     for t in (a, b):
         if t.half_precision:
-            raise TracerError(f"{t.label} keeps its numbers in {t.half_precision} for display (--store-dtype); "
-                              f"a parity verdict needs the full-precision trace: trace again without --store-dtype")
+            raise TracerError.of("errors.half_precision_compare", label=t.label, dtype=t.half_precision)
     rtol, atol = tolerance(a, b)
     rows = []
     for name in a.names:

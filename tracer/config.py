@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.longctx import RopeScaling
 from tracer.longctx import validate as validate_long_context
 
@@ -103,7 +103,7 @@ class Qwen3Config:
             key, sep, raw = item.partition("=")
             key = key.strip()
             if not sep or not key:
-                raise TracerError(f"--set expects KEY=VALUE, got {item!r} (for example --set num_hidden_layers=2)")
+                raise TracerError.of("errors.set_syntax", item=item)
             if key == "rope_parameters":  # transformers v5 spelling: the scaling block, maybe with rope_theta
                 try:
                     value = json.loads(raw)
@@ -125,9 +125,7 @@ class Qwen3Config:
         """Read a Hugging Face ``config.json`` of Qwen3 or Qwen3-MoE (Hub, transformers v4 or v5 spelling)."""
         model_type = d.get("model_type")
         if model_type not in ("qwen3", "qwen3_moe"):
-            raise TracerError(
-                f"config.json has model_type {model_type!r}; qwen3-tracer runs 'qwen3' and 'qwen3_moe' models"
-            )
+            raise TracerError.of("errors.model_type", model_type=model_type)
         fields = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in fields}
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
@@ -146,7 +144,7 @@ class Qwen3Config:
             kw["num_key_value_heads"] = d["num_attention_heads"]
         missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING and f.name not in kw]
         if missing:
-            raise TracerError(f"config.json lacks {', '.join(missing)}; it is not a complete Qwen3 config")
+            raise TracerError.of("errors.config_lacks", fields=", ".join(missing))
         return cls(**kw)
 
     def to_hf_dict(self) -> dict[str, Any]:
@@ -187,41 +185,35 @@ class Qwen3Config:
                     "num_key_value_heads", "head_dim", "max_position_embeddings", "decoder_sparse_step"]
         for name in positive:
             if getattr(self, name) <= 0:
-                raise TracerError(f"{name} must be positive, got {getattr(self, name)}")
+                raise TracerError.of("errors.must_be_positive", name=name, value=getattr(self, name))
         if self.num_attention_heads % self.num_key_value_heads:
-            raise TracerError(
-                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_key_value_heads "
-                f"({self.num_key_value_heads}): in GQA each key/value head serves a whole group of query heads"
-            )
+            raise TracerError.of("errors.gqa_groups", heads=self.num_attention_heads, kv=self.num_key_value_heads)
         if self.head_dim % 2:
-            raise TracerError(f"head_dim must be even for RoPE (it rotates pairs of dimensions), got {self.head_dim}")
+            raise TracerError.of("errors.head_dim_even", value=self.head_dim)
         if self.rope_degrees_per_position is not None and len(self.rope_degrees_per_position) != self.head_dim // 2:
-            raise TracerError(
-                f"rope_degrees_per_position needs one angle per dimension pair: {self.head_dim // 2} values "
-                f"for head_dim {self.head_dim}, got {len(self.rope_degrees_per_position)}"
-            )
+            raise TracerError.of("errors.rope_degrees_count", want=self.head_dim // 2, head_dim=self.head_dim,
+                                     got=len(self.rope_degrees_per_position))
         if self.rope_theta <= 1 and self.rope_degrees_per_position is None:
-            raise TracerError(f"rope_theta must be greater than 1, got {self.rope_theta}")
+            raise TracerError.of("errors.rope_theta", value=self.rope_theta)
         if self.rms_norm_eps < 0:
-            raise TracerError(f"rms_norm_eps must not be negative, got {self.rms_norm_eps}")
+            raise TracerError.of("errors.not_negative", name="rms_norm_eps", value=self.rms_norm_eps)
         if self.hidden_act != "silu":
-            raise TracerError(f"hidden_act {self.hidden_act!r} is not supported; Qwen3 uses 'silu'")
+            raise TracerError.of("errors.hidden_act", value=self.hidden_act)
         if self.num_experts < 0:
-            raise TracerError(f"num_experts must not be negative, got {self.num_experts}")
+            raise TracerError.of("errors.not_negative", name="num_experts", value=self.num_experts)
         n_sparse = self.sparse_layer_count()
         if n_sparse:
             if not 1 <= self.num_experts_per_tok <= self.num_experts:
-                raise TracerError(
-                    f"num_experts_per_tok must be between 1 and num_experts ({self.num_experts}), "
-                    f"got {self.num_experts_per_tok}"
-                )
+                raise TracerError.of("errors.experts_per_tok", experts=self.num_experts, value=self.num_experts_per_tok)
             if self.moe_intermediate_size <= 0:
-                raise TracerError(f"moe_intermediate_size must be positive, got {self.moe_intermediate_size}")
+                raise TracerError.of("errors.must_be_positive", name="moe_intermediate_size",
+                                     value=self.moe_intermediate_size)
         if n_sparse < self.num_hidden_layers and self.intermediate_size <= 0:
-            raise TracerError(f"intermediate_size must be positive, got {self.intermediate_size}")
+            raise TracerError.of("errors.must_be_positive", name="intermediate_size", value=self.intermediate_size)
         bad = [i for i in self.mlp_only_layers if not 0 <= i < self.num_hidden_layers]
         if bad:
-            raise TracerError(f"mlp_only_layers names layers {bad} outside 0..{self.num_hidden_layers - 1}")
+            raise TracerError.of("errors.layers_outside", name="mlp_only_layers", bad=bad,
+                                 last=self.num_hidden_layers - 1)
         from tracer.limits import check_config_limits
 
         check_config_limits(self)  # finite numbers, and sizes a machine can hold, before anything loops over them
@@ -239,8 +231,9 @@ def _check_field_name(key: str) -> None:
     names = [f.name for f in dataclasses.fields(Qwen3Config)]
     if key not in names:
         close = difflib.get_close_matches(key, names, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(names)}"
-        raise TracerError(f"unknown config key {key!r}{hint}")
+        if close:
+            raise TracerError.of("errors.unknown_key_close", key=key, close=", ".join(close))
+        raise TracerError.of("errors.unknown_key", key=key, names=", ".join(names))
 
 
 def _coerce(name: str, value: Any, tp: Any) -> Any:
@@ -267,7 +260,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         if isinstance(value, str) and (origin is not Literal or value in args):
             return value
         if origin is Literal:
-            raise TracerError(f"{name} must be one of {', '.join(args)}, got {value!r}")
+            raise TracerError.of("errors.must_be_one_of", name=name, choices=", ".join(args), value=value)
     elif origin is tuple:
         if isinstance(value, (list, tuple)):
             return tuple(_coerce(f"{name}[{j}]", v, args[0]) for j, v in enumerate(value))
@@ -275,6 +268,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         return RopeScaling.parse(value, name)
     else:
         raise TypeError(f"no coercion rule for {tp}")
-    want = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}.get(
-        tp, "a JSON list" if origin is tuple else str(tp))
-    raise TracerError(f"{name} must be {want}, got {json.dumps(value, ensure_ascii=False, default=str)}")
+    kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(tp, "list" if origin is tuple else None)
+    want = Message(f"errors.kind_{kind}") if kind else str(tp)
+    raise TracerError.of("errors.must_be", name=name, want=want,
+                         value=json.dumps(value, ensure_ascii=False, default=str))

@@ -34,7 +34,7 @@ def _go() -> Any:
     except ImportError:
         from tracer import TracerError
 
-        raise TracerError("figures need plotly: pip install 'qwen3-tracer[app]'") from None
+        raise TracerError.of("errors.needs_plotly") from None
     return go
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.config import Qwen3Config
 from tracer.i18n import t
 
@@ -64,21 +64,21 @@ class Interventions:
         for flag, pairs in (("--zero-head", self.zero_heads), ("--drop-expert", self.drop_experts)):
             for layer, _ in pairs:
                 if not 0 <= layer < layers:
-                    raise TracerError(t("interp.layer_range", "en", flag=flag, layer=layer, last=layers - 1))
+                    raise TracerError.of("interp.layer_range", flag=flag, layer=layer, last=layers - 1)
         for layer, head in self.zero_heads:
             if not 0 <= head < cfg.num_attention_heads:
-                raise TracerError(t("interp.head_range", "en", layer=layer, head=head,
-                                    last=cfg.num_attention_heads - 1))
+                raise TracerError.of("interp.head_range", layer=layer, head=head,
+                                     last=cfg.num_attention_heads - 1)
         for layer, expert in self.drop_experts:
             if not cfg.is_sparse_layer(layer):
-                raise TracerError(t("interp.dense_layer", "en", layer=layer))
+                raise TracerError.of("interp.dense_layer", layer=layer)
             if not 0 <= expert < cfg.num_experts:
-                raise TracerError(t("interp.expert_range", "en", layer=layer, expert=expert,
-                                    last=cfg.num_experts - 1))
+                raise TracerError.of("interp.expert_range", layer=layer, expert=expert,
+                                     last=cfg.num_experts - 1)
             left = cfg.num_experts - len(self.experts_dropped(layer))
             if left < cfg.num_experts_per_tok:
-                raise TracerError(t("interp.too_many_dropped", "en", layer=layer, left=left,
-                                    k=cfg.num_experts_per_tok))
+                raise TracerError.of("interp.too_many_dropped", layer=layer, left=left,
+                                     k=cfg.num_experts_per_tok)
 
     def describe(self) -> dict[str, Any]:
         """What the trace meta lists."""
@@ -106,8 +106,8 @@ class Editor:
         if patch is not None:
             value = np.asarray(value)
             if patch.shape != value.shape or patch.dtype != value.dtype:
-                raise TracerError(t("interp.patch_mismatch", "en", name=name, shape=list(patch.shape),
-                                    dtype=patch.dtype, want_shape=list(value.shape), want_dtype=value.dtype))
+                raise TracerError.of("interp.patch_mismatch", name=name, shape=list(patch.shape),
+                                     dtype=patch.dtype, want_shape=list(value.shape), want_dtype=value.dtype)
             self.applied.add(name)
             return patch
         heads = self._heads.get(bare_name(name))
@@ -120,7 +120,7 @@ class Editor:
     def check_applied(self) -> None:
         missing = [name for name in self.patches if name not in self.applied]
         if missing:
-            raise TracerError(t("interp.patch_unknown", "en", name=missing[0]))
+            raise TracerError.of("interp.patch_unknown", name=missing[0])
 
 
 def parse_pair(text: str, flag: str) -> tuple[int, int]:
@@ -131,7 +131,7 @@ def parse_pair(text: str, flag: str) -> tuple[int, int]:
     """
     layer, dot, index = text.strip().partition(".")
     if not dot or not layer.isdigit() or not index.isdigit():
-        raise TracerError(t("interp.bad_pair", "en", flag=flag, value=text))
+        raise TracerError.of("interp.bad_pair", flag=flag, value=text)
     return int(layer), int(index)
 
 
@@ -140,18 +140,18 @@ def load_patch(spec: str) -> tuple[str, np.ndarray, str]:
     name, eq, file = spec.partition("=")
     name, file = name.strip(), file.strip()
     if not eq or not name or not file:
-        raise TracerError(t("interp.bad_patch", "en", value=spec))
+        raise TracerError.of("interp.bad_patch", value=spec)
     path = Path(file)
     if not path.is_file():
-        raise TracerError(t("interp.patch_missing", "en", file=file))
+        raise TracerError.of("interp.patch_missing", file=file)
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise TracerError(t("interp.patch_unreadable", "en", file=file, reason=str(exc).splitlines()[0])) from None
+        raise TracerError.of("interp.patch_unreadable", file=file, reason=str(exc).splitlines()[0]) from None
     if not isinstance(array, np.ndarray):
-        raise TracerError(t("interp.patch_unreadable", "en", file=file, reason="not a single .npy array"))
+        raise TracerError.of("interp.patch_unreadable", file=file, reason=Message("errors.not_single_npy"))
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise TracerError(t("interp.patch_nan", "en", file=file, name=name))
+        raise TracerError.of("interp.patch_nan", file=file, name=name)
     return name, array, file
 
 
@@ -162,7 +162,7 @@ def from_flags(zero_heads: list[str] | None, drop_experts: list[str] | None, pat
     names = [name for name, _, _ in loaded]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise TracerError(t("interp.patch_twice", "en", name=dup))
+        raise TracerError.of("interp.patch_twice", name=dup)
     return Interventions(tuple(parse_pair(v, "--zero-head") for v in zero_heads or []),
                          tuple(parse_pair(v, "--drop-expert") for v in drop_experts or []),
                          tuple((name, array) for name, array, _ in loaded), tuple(file for _, _, file in loaded))
@@ -171,12 +171,12 @@ def from_flags(zero_heads: list[str] | None, drop_experts: list[str] | None, pat
 def export_record(trace: Any, name: str | None, out: str) -> str:
     """``tracer show FILE.npz NAME --npy OUT.npy``: one record as a .npy file, for ``--patch``."""
     if not name or name not in trace:
-        raise TracerError(t("interp.npy_name", "en", name=name or "", file=trace.label))
+        raise TracerError.of("interp.npy_name", name=name or "", file=trace.label)
     path = Path(out)
     if path.suffix != ".npy":
-        raise TracerError(t("interp.npy_suffix", "en", file=out))
+        raise TracerError.of("interp.npy_suffix", file=out)
     if not path.parent.is_dir():
-        raise TracerError(t("interp.npy_folder", "en", file=out))
+        raise TracerError.of("interp.npy_folder", file=out)
     array = np.asarray(trace[name])
     np.save(path, array)
     return t("interp.npy_wrote", "en", name=name, shape=list(array.shape), dtype=array.dtype, file=out)

@@ -10,7 +10,6 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from tracer import TracerError
-from tracer.i18n import t
 
 if TYPE_CHECKING:
     from tracer.config import Qwen3Config
@@ -45,27 +44,27 @@ def check_config_limits(cfg: Qwen3Config) -> None:
     for name in _FLOATS:
         value = getattr(cfg, name)
         if not math.isfinite(value):
-            raise TracerError(t("safety.config_not_finite", "en", key=name, value=value))
+            raise TracerError.of("safety.config_not_finite", key=name, value=value)
     if cfg.initializer_range < 0:
-        raise TracerError(t("safety.config_negative", "en", key="initializer_range", value=cfg.initializer_range))
+        raise TracerError.of("safety.config_negative", key="initializer_range", value=cfg.initializer_range)
     if cfg.mask_value is not None and (math.isnan(cfg.mask_value) or cfg.mask_value >= 0):
-        raise TracerError(t("safety.mask_value", "en", value=cfg.mask_value))
+        raise TracerError.of("safety.mask_value", value=cfg.mask_value)
     for j, angle in enumerate(cfg.rope_degrees_per_position or ()):
         if not math.isfinite(angle):
-            raise TracerError(t("safety.config_not_finite", "en", key=f"rope_degrees_per_position[{j}]", value=angle))
+            raise TracerError.of("safety.config_not_finite", key=f"rope_degrees_per_position[{j}]", value=angle)
     for name in _SIZES:
         value = getattr(cfg, name, None)
         if value is not None and value > MAX_DIM:
-            raise TracerError(t("safety.config_too_large", "en", key=name, value=value, limit=MAX_DIM))
+            raise TracerError.of("safety.config_too_large", key=name, value=value, limit=MAX_DIM)
     count = tensor_count(cfg)
     if count > MAX_TENSORS:
-        raise TracerError(t("safety.too_many_tensors", "en", count=count, limit=MAX_TENSORS))
+        raise TracerError.of("safety.too_many_tensors", count=count, limit=MAX_TENSORS)
 
 
 def check_suppress(vocab_size: int, suppress: tuple[int, ...] | list[int]) -> None:
     """Refuse suppressing every token of the vocabulary: no token could be generated."""
     if len(set(suppress)) >= vocab_size:
-        raise TracerError(t("safety.suppress_all", "en", vocab=vocab_size))
+        raise TracerError.of("safety.suppress_all", vocab=vocab_size)
 
 
 TEMPLATE_SECONDS = 5.0
@@ -83,11 +82,11 @@ def bounded_sandbox(base: Any) -> Any:
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
-                raise TracerError(t("safety.template_too_long", "en", limit=TEMPLATE_CHARS))
+                raise TracerError.of("safety.template_too_long", limit=TEMPLATE_CHARS)
             if operator == "*":
                 for seq, n in ((left, right), (right, left)):
                     if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > TEMPLATE_CHARS:
-                        raise TracerError(t("safety.template_too_long", "en", limit=TEMPLATE_CHARS))
+                        raise TracerError.of("safety.template_too_long", limit=TEMPLATE_CHARS)
             return super().call_binop(context, operator, left, right)
 
     return BoundedSandbox
@@ -113,7 +112,7 @@ def render_bounded(template: Any, context: dict[str, Any], seconds: float | None
             for chunk in template.generate(**context):
                 size += len(chunk)
                 if size > max_chars:
-                    raise TracerError(t("safety.template_too_long", "en", limit=max_chars))
+                    raise TracerError.of("safety.template_too_long", limit=max_chars)
                 parts.append(chunk)
             result["text"] = "".join(parts)
         except BaseException as exc:  # handed to the caller's thread, where it is raised
@@ -125,9 +124,9 @@ def render_bounded(template: Any, context: dict[str, Any], seconds: float | None
     if worker.is_alive():
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident), ctypes.py_object(TimeoutError))
         worker.join(1.0)
-        raise TracerError(t("safety.template_too_slow", "en", seconds=f"{seconds:g}"))
+        raise TracerError.of("safety.template_too_slow", seconds=f"{seconds:g}")
     if "error" in result:
         if isinstance(result["error"], TimeoutError):
-            raise TracerError(t("safety.template_too_slow", "en", seconds=f"{seconds:g}"))
+            raise TracerError.of("safety.template_too_slow", seconds=f"{seconds:g}")
         raise result["error"]
     return result["text"]

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tracer import TracerError, ops
-from tracer.i18n import t
 
 if TYPE_CHECKING:
     from tracer.config import Qwen3Config
@@ -56,40 +55,40 @@ class RopeScaling:
         if isinstance(value, RopeScaling) or value is None:
             return value
         if not isinstance(value, dict):
-            raise TracerError(t("longctx.err_not_object", "en", field=field, value=_show(value)))
+            raise TracerError.of("longctx.err_not_object", field=field, value=_show(value))
         d = {k: v for k, v in value.items() if k not in ("type", "rope_theta")}
         rope_type = value.get("rope_type", value.get("type", "default"))
         d.pop("rope_type", None)
         if rope_type in ("default", None):
             return None
         if rope_type not in ROPE_TYPES:
-            raise TracerError(t("longctx.err_rope_type", "en", field=f"{field}.rope_type", value=_show(rope_type),
-                                choices=", ".join(ROPE_TYPES)))
+            raise TracerError.of("longctx.err_rope_type", field=f"{field}.rope_type", value=_show(rope_type),
+                                 choices=", ".join(ROPE_TYPES))
         names = [f.name for f in dataclasses.fields(cls) if f.name != "rope_type"]
         for key in d:
             if key not in names:
                 close = difflib.get_close_matches(key, names, n=1)
-                raise TracerError(t("longctx.err_unknown_key", "en", field=f"{field}.{key}",
-                                    hint=close[0] if close else ", ".join(names)))
+                raise TracerError.of("longctx.err_unknown_key", field=f"{field}.{key}",
+                                     hint=close[0] if close else ", ".join(names))
         if "factor" not in d:
-            raise TracerError(t("longctx.err_missing", "en", field=f"{field}.factor", rope_type=rope_type))
+            raise TracerError.of("longctx.err_missing", field=f"{field}.factor", rope_type=rope_type)
         if rope_type == "yarn" and d.get("original_max_position_embeddings") is None:
-            raise TracerError(t("longctx.err_missing", "en", field=f"{field}.original_max_position_embeddings",
-                                rope_type=rope_type))
+            raise TracerError.of("longctx.err_missing", field=f"{field}.original_max_position_embeddings",
+                                 rope_type=rope_type)
         kw: dict[str, Any] = {"rope_type": rope_type}
         for key, raw in d.items():
             if raw is None:
                 continue
             if key == "truncate":
                 if not isinstance(raw, bool):
-                    raise TracerError(t("longctx.err_bool", "en", field=f"{field}.{key}", value=_show(raw)))
+                    raise TracerError.of("longctx.err_bool", field=f"{field}.{key}", value=_show(raw))
                 kw[key] = raw
                 continue
             if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw):
-                raise TracerError(t("longctx.err_number", "en", field=f"{field}.{key}", value=_show(raw)))
+                raise TracerError.of("longctx.err_number", field=f"{field}.{key}", value=_show(raw))
             if key == "original_max_position_embeddings":
                 if raw <= 0 or float(raw) != int(raw):
-                    raise TracerError(t("longctx.err_positive_int", "en", field=f"{field}.{key}", value=_show(raw)))
+                    raise TracerError.of("longctx.err_positive_int", field=f"{field}.{key}", value=_show(raw))
                 kw[key] = int(raw)
             else:
                 kw[key] = float(raw)
@@ -100,14 +99,14 @@ class RopeScaling:
     def check(self, field: str = "rope_scaling") -> None:
         """Ranges: yarn needs factor > 1, linear and dynamic factor ≥ 1; betas and attention_factor positive."""
         if self.rope_type == "yarn" and not self.factor > 1:
-            raise TracerError(t("longctx.err_factor_yarn", "en", field=f"{field}.factor", value=_show(self.factor)))
+            raise TracerError.of("longctx.err_factor_yarn", field=f"{field}.factor", value=_show(self.factor))
         if self.rope_type != "yarn" and not self.factor >= 1:
-            raise TracerError(t("longctx.err_factor", "en", field=f"{field}.factor", value=_show(self.factor),
-                                rope_type=self.rope_type))
+            raise TracerError.of("longctx.err_factor", field=f"{field}.factor", value=_show(self.factor),
+                                 rope_type=self.rope_type)
         for key in ("beta_fast", "beta_slow", "attention_factor"):
             value = getattr(self, key)
             if value is not None and not value > 0:
-                raise TracerError(t("longctx.err_positive", "en", field=f"{field}.{key}", value=_show(value)))
+                raise TracerError.of("longctx.err_positive", field=f"{field}.{key}", value=_show(value))
 
     def to_dict(self) -> dict[str, Any]:
         """The block as transformers writes it (keys left at None omitted)."""
@@ -178,20 +177,20 @@ def validate(cfg: Qwen3Config) -> None:
     if cfg.rope_scaling is not None:
         cfg.rope_scaling.check()
         if cfg.rope_degrees_per_position is not None:
-            raise TracerError(t("longctx.err_degrees", "en"))
+            raise TracerError.of("longctx.err_degrees")
     if cfg.sliding_window is not None and cfg.sliding_window <= 0:
-        raise TracerError(t("longctx.err_window", "en", value=cfg.sliding_window))
+        raise TracerError.of("longctx.err_window", value=cfg.sliding_window)
     if cfg.max_window_layers < 0:
-        raise TracerError(t("longctx.err_max_window_layers", "en", value=cfg.max_window_layers))
+        raise TracerError.of("longctx.err_max_window_layers", value=cfg.max_window_layers)
     if cfg.layer_types is not None:
         if cfg.is_moe:
-            raise TracerError(t("longctx.err_layer_types_moe", "en"))
+            raise TracerError.of("longctx.err_layer_types_moe")
         if len(cfg.layer_types) != cfg.num_hidden_layers:
-            raise TracerError(t("longctx.err_layer_types_len", "en", got=len(cfg.layer_types),
-                                layers=cfg.num_hidden_layers))
+            raise TracerError.of("longctx.err_layer_types_len", got=len(cfg.layer_types),
+                                 layers=cfg.num_hidden_layers)
         bad = [x for x in cfg.layer_types if x not in LAYER_TYPES]
         if bad:
-            raise TracerError(t("longctx.err_layer_types_value", "en", value=_show(bad[0]),
-                                choices=", ".join(LAYER_TYPES)))
+            raise TracerError.of("longctx.err_layer_types_value", value=_show(bad[0]),
+                                 choices=", ".join(LAYER_TYPES))
         if "sliding_attention" in cfg.layer_types and (not cfg.use_sliding_window or cfg.sliding_window is None):
-            raise TracerError(t("longctx.err_layer_types_off", "en"))
+            raise TracerError.of("longctx.err_layer_types_off")

@@ -77,11 +77,11 @@ def vision_params(vision: Any) -> int:
 def memory(cfg: Qwen3Config, context: int, dtype: str = "bfloat16", batch: int = 1, vision: Any = None) -> Memory:
     """Every figure of ``tracer info --context``; ``vision`` (a VisionConfig) adds the vision tower's weights."""
     if dtype not in DTYPE_BYTES:
-        raise TracerError(t("longctx.err_dtype", "en", value=dtype, choices=", ".join(DTYPE_BYTES)))
+        raise TracerError.of("longctx.err_dtype", value=dtype, choices=", ".join(DTYPE_BYTES))
     if context < 1:
-        raise TracerError(t("longctx.err_context", "en", value=context))
+        raise TracerError.of("longctx.err_context", value=context)
     if batch < 1:
-        raise TracerError(t("longctx.err_batch", "en", value=batch))
+        raise TracerError.of("longctx.err_batch", value=batch)
     size = DTYPE_BYTES[dtype]
     params = count_params(cfg).total + vision_params(vision)
     per_layer = kv_cache_bytes(cfg, context, batch, size)
@@ -169,7 +169,7 @@ def memory_command(cfg: Qwen3Config, name: str, context: int | None, dtype: str 
     """What ``tracer info MODEL --context N [--dtype D] [--batch B] [--json]`` prints."""
     if context is None:
         flag = "--json" if as_json else "--dtype" if dtype is not None else "--batch"
-        raise TracerError(t("longctx.err_needs_context", "en", flag=flag))
+        raise TracerError.of("longctx.err_needs_context", flag=flag)
     m = memory(cfg, context, dtype or "bfloat16", 1 if batch is None else batch, vision)
     if as_json:
         return json.dumps(dict(m.as_dict(), model=name), indent=2)

@@ -376,13 +376,13 @@ class Sampling:
         """The one place sampling settings are checked (the CLI, the app and notebooks all build a Sampling)."""
         if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
                 and self.temperature >= 0):
-            raise TracerError(f"temperature must be a finite number ≥ 0 (0 = greedy), got {self.temperature}")
+            raise TracerError.of("errors.temperature", value=self.temperature)
         if self.top_k is not None and self.top_k < 1:
-            raise TracerError(f"top_k must be at least 1, got {self.top_k}")
+            raise TracerError.of("errors.at_least_one", name="top_k", value=self.top_k)
         if self.top_p is not None and not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
-            raise TracerError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise TracerError.of("errors.top_p", value=self.top_p)
         if self.seed < 0:
-            raise TracerError(f"the sampling seed must be a non-negative whole number, got {self.seed}")
+            raise TracerError.of("errors.sampling_seed", value=self.seed)
 
     @property
     def greedy(self) -> bool:

@@ -169,8 +169,7 @@ PRESETS.update({name: Preset(cfg, f"Qwen3-{name.split('-', 1)[1].upper()} shape 
 def get_preset(name: str) -> Preset:
     """The preset of this name, or a TracerError listing the known ones."""
     if name not in PRESETS:
-        from tracer.i18n import t
         from tracer.vision.presets import VISION_PRESETS
 
-        raise TracerError(t("sources.unknown_model", "en", name=name, presets=", ".join([*PRESETS, *VISION_PRESETS])))
+        raise TracerError.of("sources.unknown_model", name=name, presets=", ".join([*PRESETS, *VISION_PRESETS]))
     return PRESETS[name]

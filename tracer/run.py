@@ -67,8 +67,7 @@ class Model:
             elif self.cfg.vocab_size >= QWEN_VOCAB:
                 self._tokenizer = QwenTokenizer()
             else:
-                raise TracerError(f"{self.name} has vocab_size {self.cfg.vocab_size}, smaller than Qwen3's "
-                                  f"{QWEN_VOCAB}, so it has no tokenizer; give token ids with --tokens")
+                raise TracerError.of("errors.no_tokenizer", model=self.name, vocab=self.cfg.vocab_size, qwen=QWEN_VOCAB)
         return self._tokenizer
 
     @property
@@ -87,9 +86,9 @@ def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dty
     ``stream``: keep no converted weight in memory (each layer is read from the memory-mapped file again).
     """
     if dtype not in DTYPES:
-        raise TracerError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise TracerError.of("errors.must_be_one_of", name="--dtype", choices=", ".join(DTYPES), value=dtype)
     if seed < 0:
-        raise TracerError(f"--seed must be a non-negative whole number, got {seed}")
+        raise TracerError.of("errors.non_negative_whole", name="--seed", value=seed)
     from tracer.vision.models import is_vision_model, load_vision_model
 
     if is_vision_model(name):
@@ -107,8 +106,7 @@ def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dty
         weights = ArrayWeights(cfg, preset.weights(), DTYPES[dtype])
     except (KeyError, ValueError) as exc:
         changed = ", ".join(o.partition("=")[0] for o in overrides or [])
-        raise TracerError(f"{name} has the fixed weights of seed 004; --set {changed} changes their shapes ({exc})"
-                          ) from None
+        raise TracerError.of("errors.seed004_shapes", model=name, changed=changed, detail=exc) from None
     return Model(name, cfg, weights, "seed 004 worked-example weights", None, preset.vocab, preset.suppress_tokens,
                  preset.notes)
 
@@ -124,9 +122,9 @@ def parse_token_list(text: str, model: Model | None = None) -> list[int]:
         elif model is not None and part.startswith("<") and isinstance(model.tokenizer, QwenTokenizer):
             ids.append(model.tokenizer.special_id(part))
         else:
-            raise TracerError(f"expected comma-separated whole numbers such as 0,1,2,3, got {text!r}")
+            raise TracerError.of("errors.token_list_syntax", text=text)
     if not ids:
-        raise TracerError("the token list is empty; give at least one token id")
+        raise TracerError.of("errors.token_list_empty")
     return ids
 
 
@@ -147,21 +145,20 @@ def render_messages(model: Model | None, messages: Any, tools: Any, add_generati
 
 def encode_prompt(model: Model, prompt: str) -> list[int]:
     if not prompt.strip():
-        raise TracerError("the prompt is empty; give some text with --prompt or ids with --tokens")
+        raise TracerError.of("errors.prompt_empty")
     return model.tokenizer.encode(prompt)
 
 
 def check_tokens(cfg: Qwen3Config, ids: list[int], max_new_tokens: int) -> None:
     """Reject ids outside the vocabulary and sequences longer than the model's context."""
     if not ids:
-        raise TracerError("no input tokens; give --prompt or --tokens")
+        raise TracerError.of("errors.no_input_tokens")
     bad = [t for t in ids if not 0 <= t < cfg.vocab_size]
     if bad:
-        raise TracerError(f"token id {bad[0]} is outside the vocabulary (0..{cfg.vocab_size - 1})")
+        raise TracerError.of("errors.token_outside", id=bad[0], last=cfg.vocab_size - 1)
     total = len(ids) + max_new_tokens - 1
     if total > context_limit(cfg):
-        raise TracerError(f"{len(ids)} prompt tokens + {max_new_tokens - 1} decode steps exceed "
-                          f"max_position_embeddings ({context_limit(cfg)}); shorten the prompt")
+        raise TracerError.of("errors.too_long", tokens=len(ids), steps=max_new_tokens - 1, limit=context_limit(cfg))
 
 
 def token_labels(model: Model, ids: list[int]) -> list[str]:
@@ -217,32 +214,28 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
     ``images`` (files, bytes or arrays) go to a Qwen3-VL model, one per ``<|image_pad|>`` of ``ids``.
     """
     if backend not in BACKENDS:
-        raise TracerError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        raise TracerError.of("errors.must_be_one_of", name="--backend", choices=", ".join(BACKENDS), value=backend)
     if max_new_tokens < 1:
-        raise TracerError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+        raise TracerError.of("errors.at_least_one", name="--max-new-tokens", value=max_new_tokens)
     if round_decimals is not None and not 0 <= round_decimals <= 12:
-        raise TracerError(f"--round takes 0 to 12 decimals, got {round_decimals}")
+        raise TracerError.of("errors.round_range", value=round_decimals)
     check_tokens(model.cfg, ids, max_new_tokens)
     sampling = sampling or Sampling(suppress=model.suppress_tokens)
     bad = [t for t in sampling.suppress if not 0 <= t < model.cfg.vocab_size]
     if bad:
-        raise TracerError(f"cannot suppress token {bad[0]}: outside the vocabulary (0..{model.cfg.vocab_size - 1})")
+        raise TracerError.of("errors.suppress_outside", id=bad[0], last=model.cfg.vocab_size - 1)
     check_suppress(model.cfg.vocab_size, sampling.suppress)
     if interventions is not None:
         interventions.check(model.cfg)
         if interventions and model.vision is not None:
-            from tracer.i18n import t
-
-            raise TracerError(t("interp.vision", "en", model=model.name))
+            raise TracerError.of("interp.vision", model=model.name)
     editor = Editor(interventions) if interventions else None
     rec = Recorder(capture=capture, round_decimals=round_decimals, listener=listener, edit=editor)
     stops = stop_tokens(model)
     versions: dict[str, str] = {}
     vision_meta = None
     if images and model.vision is None:
-        from tracer.i18n import t
-
-        raise TracerError(t("vision.err_text_only", "en", model=model.name))
+        raise TracerError.of("vision.err_text_only", model=model.name)
     if model.vision is not None:
         from tracer.vision.run import generate_vision
 
@@ -254,13 +247,12 @@ def run_trace(model: Model, ids: list[int], *, sampling: Sampling | None = None,
         from tracer.backends import torch_backend as tb
 
         if round_decimals is not None:
-            raise TracerError("--round is a NumPy-engine mode; the torch backend computes at full precision")
+            raise TracerError.of("errors.round_torch")
         if torch_dtype not in tb.TORCH_DTYPES:
-            raise TracerError(f"the torch backend runs {', '.join(tb.TORCH_DTYPES)}, got {torch_dtype!r}")
+            raise TracerError.of("errors.torch_dtype", dtypes=", ".join(tb.TORCH_DTYPES), dtype=torch_dtype)
         reason = tb.unsupported(model.cfg)
         if reason:
-            raise TracerError(f"{model.name} cannot run through transformers' Qwen3: {reason}; trace it with the "
-                              f"NumPy engine, or override what the library cannot express")
+            raise TracerError.of("errors.torch_cannot", model=model.name, reason=reason)
         device = tb.check_device(device)
         # one file-selection rule for both backends: where the index wins over model.safetensors, torch gets the
         # tensors this engine selected rather than from_pretrained's own choice

@@ -23,8 +23,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from tracer import TracerError
-from tracer.i18n import t
+from tracer import Message, TracerError
 
 MAX_MEMBERS = 200_000
 """Most arrays a trace file may hold (a full Qwen3-30B-A3B trace of one step has about 40,000)."""
@@ -73,7 +72,7 @@ def confine(root: Path, typed: str, what: str = "file") -> Path:
     """
     text = str(typed).strip()
     if not text or "\x00" in text or ".." in Path(text).parts:
-        raise TracerError(t("safety.path_outside", "en", value=escape_controls(text)[:200], what=what))
+        raise TracerError.of("safety.path_outside", value=escape_controls(text)[:200], what=what)
     candidate = Path(text).expanduser() if text.startswith("~") else Path(text)
     if not candidate.is_absolute():
         candidate = root / candidate
@@ -81,9 +80,9 @@ def confine(root: Path, typed: str, what: str = "file") -> Path:
     try:
         resolved = candidate.resolve()
     except (OSError, RuntimeError):
-        raise TracerError(t("safety.path_outside", "en", value=Path(text).name, what=what)) from None
+        raise TracerError.of("safety.path_outside", value=Path(text).name, what=what) from None
     if not resolved.is_relative_to(base):
-        raise TracerError(t("safety.path_outside", "en", value=Path(text).name, what=what))
+        raise TracerError.of("safety.path_outside", value=Path(text).name, what=what)
     return resolved
 
 
@@ -114,9 +113,9 @@ def inspect_npz(source: Path | BinaryIO, label: str, max_bytes: int) -> dict[str
         fp.seek(0)
         count = _entry_count(fp)
         if count is None:
-            raise TracerError(t("safety.not_npz", "en", label=label))
+            raise TracerError.of("safety.not_npz", label=label)
         if count > MAX_MEMBERS:
-            raise TracerError(t("safety.too_many_members", "en", label=label, count=count, limit=MAX_MEMBERS))
+            raise TracerError.of("safety.too_many_members", label=label, count=count, limit=MAX_MEMBERS)
         fp.seek(0)
         try:
             with zipfile.ZipFile(fp) as z:
@@ -126,30 +125,30 @@ def inspect_npz(source: Path | BinaryIO, label: str, max_bytes: int) -> dict[str
                 for info in infos:
                     name = info.filename.removesuffix(".npy")
                     if not info.filename.endswith(".npy") or info.file_size < 0:
-                        raise TracerError(t("safety.bad_member", "en", label=label, member=escape_controls(name)[:80]))
+                        raise TracerError.of("safety.bad_member", label=label, member=escape_controls(name)[:80])
                     total += info.file_size
                     if info.file_size > BOMB_SIZE and info.file_size > BOMB_RATIO * max(info.compress_size, 1):
-                        raise TracerError(t("safety.zip_bomb", "en", label=label, member=escape_controls(name)[:80],
-                                            size=human(info.file_size), packed=human(info.compress_size)))
+                        raise TracerError.of("safety.zip_bomb", label=label, member=escape_controls(name)[:80],
+                                             size=human(info.file_size), packed=human(info.compress_size))
                     if total > max_bytes:
-                        raise TracerError(t("safety.too_big", "en", label=label, size=human(total),
-                                            budget=human(max_bytes)))
+                        raise TracerError.of("safety.too_big", label=label, size=human(total),
+                                             budget=human(max_bytes))
                     with z.open(info) as member:
                         shape, dtype = _npy_header(member, label, name)
                         header_size = member.tell()
                     nbytes = math.prod(shape) * dtype.itemsize
                     if nbytes + header_size > info.file_size:
-                        raise TracerError(t("safety.bad_member", "en", label=label, member=escape_controls(name)[:80]))
+                        raise TracerError.of("safety.bad_member", label=label, member=escape_controls(name)[:80])
                     if name == "__meta__":
                         utf8 = dtype == np.uint8 and len(shape) == 1  # schema v2: UTF-8 JSON bytes
                         if not (utf8 or (dtype.kind == "U" and shape == ())) or nbytes > MAX_META_BYTES:
-                            raise TracerError(t("safety.bad_meta_entry", "en", label=label))
+                            raise TracerError.of("safety.bad_meta_entry", label=label)
                     elif dtype.kind not in NUMERIC_KINDS or dtype.hasobject:
-                        raise TracerError(t("safety.bad_dtype", "en", label=label, member=escape_controls(name)[:80],
-                                            dtype=str(dtype)[:40]))
+                        raise TracerError.of("safety.bad_dtype", label=label, member=escape_controls(name)[:80],
+                                             dtype=str(dtype)[:40])
                     headers[name] = (shape, dtype.str)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
-            raise TracerError(t("safety.not_npz", "en", label=label) + f" ({type(exc).__name__})") from None
+            raise TracerError.of("errors.not_npz_kind", label=label, kind=type(exc).__name__) from None
         return headers
     finally:
         if opened is not None:
@@ -169,10 +168,10 @@ def _npy_header(member: BinaryIO, label: str, name: str) -> tuple[tuple[int, ...
             else:
                 raise ValueError("unknown .npy version")
     except (ValueError, SyntaxError, TypeError, OverflowError, EOFError) as exc:
-        raise TracerError(t("safety.bad_member", "en", label=label, member=escape_controls(name)[:80])
-                          + f" ({type(exc).__name__})") from None
+        raise TracerError.of("errors.bad_member_kind", label=label, member=escape_controls(name)[:80],
+                             kind=type(exc).__name__) from None
     if any(not isinstance(d, int) or d < 0 for d in shape):
-        raise TracerError(t("safety.bad_member", "en", label=label, member=escape_controls(name)[:80]))
+        raise TracerError.of("safety.bad_member", label=label, member=escape_controls(name)[:80])
     return tuple(shape), np.dtype(dtype)
 
 
@@ -183,30 +182,30 @@ def check_meta(meta: Any, label: str, version: int, max_bytes: int | None = None
     schema = META_SCHEMA.get(version, META_SCHEMA[max(META_SCHEMA)])
     for key, kind in schema.items():
         if key not in meta:
-            raise TracerError(t("safety.meta_missing", "en", label=label, key=key))
+            raise TracerError.of("safety.meta_missing", label=label, key=key)
         if not isinstance(meta[key], kind) or (kind is int and isinstance(meta[key], bool)):
             names = kind if isinstance(kind, tuple) else (kind,)
-            raise TracerError(t("safety.meta_type", "en", label=label, key=key,
-                                kind=" or ".join(k.__name__ for k in names)))
+            raise TracerError.of("safety.meta_type", label=label, key=key,
+                                 kind=" | ".join(k.__name__ for k in names))  # a type union, as Python writes it
     for key in ("token_ids", "generated_ids"):
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in meta[key]):
-            raise TracerError(t("safety.meta_type", "en", label=label, key=key, kind="list of whole numbers"))
+            raise TracerError.of("safety.meta_type", label=label, key=key, kind=Message("errors.kind_int_list"))
     for key in ("token_labels", "generated_labels", "notes"):
         if not all(isinstance(x, str) for x in meta[key]):
-            raise TracerError(t("safety.meta_type", "en", label=label, key=key, kind="list of strings"))
+            raise TracerError.of("safety.meta_type", label=label, key=key, kind=Message("errors.kind_str_list"))
     for n, record in enumerate(meta["records"]):
         if not isinstance(record, dict):
-            raise TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}]", kind="dict"))
+            raise TracerError.of("safety.meta_type", label=label, key=f"records[{n}]", kind="dict")
         for key, kind in RECORD_SCHEMA.items():
             if not isinstance(record.get(key), kind):
-                raise TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}].{key}",
-                                    kind=kind.__name__))
+                raise TracerError.of("safety.meta_type", label=label, key=f"records[{n}].{key}",
+                                     kind=kind.__name__)
         if not RECORD_NAME.match(record["name"]):
-            raise TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}].name",
-                                kind="letters, digits, '_' and '.'"))
+            raise TracerError.of("safety.meta_type", label=label, key=f"records[{n}].name",
+                                 kind=Message("errors.kind_record_name"))
         for key in RECORD_TEXTS:
             if key in record and not isinstance(record[key], str):
-                raise TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}].{key}", kind="str"))
+                raise TracerError.of("safety.meta_type", label=label, key=f"records[{n}].{key}", kind="str")
             if key not in record:
                 record[key] = _schema_text(record["name"], record["op"], key)
     seen: set[str] = set()
@@ -217,15 +216,16 @@ def check_meta(meta: Any, label: str, version: int, max_bytes: int | None = None
     if max_bytes is not None and decoded > max_bytes:
         from tracer.budget import human
 
-        raise TracerError(t("safety.too_big", "en", label=label, size=human(decoded), budget=human(max_bytes)))
+        raise TracerError.of("safety.too_big", label=label, size=human(decoded), budget=human(max_bytes))
     from tracer.config import Qwen3Config
 
     try:
         Qwen3Config(**meta["config"])
     except TypeError:
-        raise TracerError(t("safety.meta_type", "en", label=label, key="config", kind="Qwen3 config")) from None
+        raise TracerError.of("safety.meta_type", label=label, key="config",
+                             kind=Message("errors.kind_qwen3_config")) from None
     except TracerError as exc:
-        raise TracerError(f"{label}: config: {exc}") from None
+        raise TracerError.of("errors.trace_config", label=label, detail=exc) from None
 
 
 def _schema_text(name: str, op: str, key: str) -> str:
@@ -247,7 +247,7 @@ def _check_record(record: dict[str, Any], n: int, label: str, earlier: set[str])
     from tracer.storage import ARITY, STORE_DTYPES
 
     def bad(key: str, kind: str) -> TracerError:
-        return TracerError(t("safety.meta_type", "en", label=label, key=f"records[{n}].{key}", kind=kind))
+        return TracerError.of("safety.meta_type", label=label, key=f"records[{n}].{key}", kind=kind)
 
     shape = record["shape"]
     if len(shape) > 8 or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40 for d in shape):
@@ -319,27 +319,27 @@ class CheckedStore(Mapping[str, np.ndarray]):
             for member in members:  # half precision: the high and the low bytes, one plane each
                 shape = list(headers.get(member, ((), ""))[0])
                 if shape != want:
-                    raise TracerError(t("safety.shape_mismatch", "en", label=label, name=member, shape=shape,
-                                        meta=want))
+                    raise TracerError.of("safety.shape_mismatch", label=label, name=member, shape=shape,
+                                         meta=want)
 
     def check_values(self, name: str, value: np.ndarray) -> None:
         """A record as read (decoded, rebuilt): the shape and dtype its metadata gives; NaN/Inf only where allowed."""
         info = self._records[name]
         if list(value.shape) != list(info["shape"]) or value.dtype != np.dtype(info["dtype"]):
-            raise TracerError(t("safety.shape_mismatch", "en", label=self._label, name=name, shape=list(value.shape),
-                                meta=info["shape"]))
+            raise TracerError.of("safety.shape_mismatch", label=self._label, name=name, shape=list(value.shape),
+                                 meta=info["shape"])
         if not self._allow_nonfinite:
             problem = nonfinite_problem(name, value)
             if problem:
-                raise TracerError(t("safety.record_nonfinite", "en", label=self._label, name=name, what=problem))
+                raise TracerError.of("safety.record_nonfinite", label=self._label, name=name, what=problem)
 
     def __getitem__(self, name: str) -> np.ndarray:
         try:
             with NPY_HEADER_LOCK:  # the member's .npy header is parsed as it is read
                 value = self._npz[name]
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise TracerError(t("safety.record_damaged", "en", label=self._label, name=name)
-                              + f" ({type(exc).__name__})") from None
+            raise TracerError.of("errors.record_damaged_kind", label=self._label, name=name,
+                                 kind=type(exc).__name__) from None
         return value
 
     def __iter__(self) -> Iterator[str]:
@@ -357,4 +357,4 @@ def read_json_text(raw: str, label: str) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
-        raise TracerError(f"{label} is not valid JSON ({type(exc).__name__})") from None
+        raise TracerError.of("errors.invalid_json", path=label, kind=type(exc).__name__) from None

@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tracer import TracerError
-from tracer.i18n import t
 
 PASSWORD_ENV = "TRACER_APP_PASSWORD"
 TRACES_DIR_ENV = "QWEN3_TRACER_TRACES_DIR"
@@ -41,11 +40,11 @@ def server_address(address: str, password: str | None) -> tuple[str, str | None]
         if address != "localhost":
             ipaddress.ip_address(address)
     except ValueError:
-        raise TracerError(t("safety.bad_address", "en", address=address)) from None
+        raise TracerError.of("safety.bad_address", address=address) from None
     password = password if password is not None else os.environ.get(PASSWORD_ENV)
     password = password or None
     if not is_loopback(address) and not password:
-        raise TracerError(t("safety.password_required", "en", address=address))
+        raise TracerError.of("safety.password_required", address=address)
     return address, password
 
 
@@ -60,7 +59,7 @@ def app_environment(traces_dir: str | None, password: str | None, budget: int, w
     """The settings the explorer reads from its environment (a child of this process)."""
     folder = Path(traces_dir).expanduser() if traces_dir else default_traces_dir()
     if traces_dir and not folder.is_dir():
-        raise TracerError(t("safety.traces_dir", "en", path=folder))
+        raise TracerError.of("safety.traces_dir", path=folder)
     folder.mkdir(parents=True, exist_ok=True)
     env = {TRACES_DIR_ENV: str(folder.resolve()), BUDGET_ENV: str(budget), WORKERS_ENV: str(workers),
            UPLOAD_ENV: str(max_upload_mb)}

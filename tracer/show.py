@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import unicodedata
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +48,19 @@ def explanation(name: str, lang: str = "en") -> str:
     entry = entry_for(name)
     key = f"schema.{entry.pattern}"
     return t(key, lang) if key in catalog("en") else entry.en  # a new schema name without its catalog entry yet
+
+
+def formula_text(info: Mapping[str, Any], lang: str = "en") -> str:
+    """A record's plain-text formula in the reader's language: where the file holds this version's English
+    text of its op and the ``formulas`` catalog translates it; the file's own text otherwise (never changed).
+
+    >>> formula_text({"op": "top_k", "formula_text": "ids[t] = the k experts with the largest P[t]"}, "zh")
+    'ids[t] = P[t] 最大的 k 个专家'
+    """
+    text = str(info.get("formula_text", ""))
+    key = f"formulas.{info.get('op')}"
+    english = catalog("en").get(key)
+    return t(key, lang) if english is not None and text == english else text
 
 
 def format_matrix(m: np.ndarray, decimals: int, rows: list[str] | None = None, cols: list[str] | None = None,
@@ -100,7 +115,7 @@ def format_record(trace: Trace, name: str, lang: str = "en", decimals: int = 3) 
     info = trace.info[name]
     value = np.asarray(trace[name])
     shape = "×".join(str(d) for d in value.shape) or t("show.scalar", lang)
-    lines = [f"── {name}  ({t('show.shape', lang)}={shape}, {info['dtype']})", f"   {info['formula_text']}"]
+    lines = [f"── {name}  ({t('show.shape', lang)}={shape}, {info['dtype']})", f"   {formula_text(info, lang)}"]
     if info["inputs"]:
         lines.append(f"   {t('show.from', lang)}: {', '.join(info['inputs'])}")
     labels = axis_labels(trace, name, info["schema_shape"], value.ndim)

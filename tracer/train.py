@@ -26,7 +26,6 @@ from tracer import TracerError
 from tracer import backward_ops as bw
 from tracer import ops
 from tracer.config import Qwen3Config
-from tracer.i18n import t
 from tracer.model import forward
 from tracer.recorder import Recorder
 from tracer.weights import lm_head_name
@@ -73,11 +72,11 @@ class Optimizer:
 
     def __post_init__(self) -> None:
         if self.kind not in ("sgd", "adamw"):
-            raise TracerError(t("train.err_optimizer", "en", kind=repr(self.kind)))
+            raise TracerError.of("train.err_optimizer", kind=repr(self.kind))
         if not math.isfinite(self.lr) or self.lr <= 0:
-            raise TracerError(t("train.err_lr", "en", lr=self.lr))
+            raise TracerError.of("train.err_lr", lr=self.lr)
         if not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise TracerError(t("train.err_weight_decay", "en", wd=self.weight_decay))
+            raise TracerError.of("train.err_weight_decay", wd=self.weight_decay)
 
     def step(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
         """Update ``params`` in place.
@@ -282,7 +281,7 @@ def lm_loss(cfg: Qwen3Config, records: Mapping[str, np.ndarray], targets: Target
     """Cross-entropy (+ coef × load-balancing loss for MoE) of one forward -> loss, dlogits, dprobs per layer."""
     labels = targets.labels
     if not np.any(labels != bw.IGNORE_INDEX):
-        raise TracerError(t("train.err_all_masked", "en"))
+        raise TracerError.of("train.err_all_masked")
     logits = records["logits"]
     token_loss = bw.token_cross_entropy(logits, labels)
     n = int(np.sum(labels != bw.IGNORE_INDEX))
@@ -331,7 +330,7 @@ def param_grads(weights: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarra
 def select_params(names: list[str], pattern: str) -> list[str]:
     chosen = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     if not chosen:
-        raise TracerError(t("train.err_update_params", "en", pattern=repr(pattern), example=DEFAULT_UPDATE_PARAMS))
+        raise TracerError.of("train.err_update_params", pattern=repr(pattern), example=DEFAULT_UPDATE_PARAMS)
     return chosen
 
 

@@ -50,10 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _optimizer(args: argparse.Namespace) -> Optimizer | None:
     if args.optimizer is None:
         if args.lr is not None or args.weight_decay is not None:
-            raise TracerError(t("train.err_lr_without_optimizer", "en"))
+            raise TracerError.of("train.err_lr_without_optimizer")
         return None
     if args.lr is None:
-        raise TracerError(t("train.err_optimizer_lr", "en", kind=args.optimizer))
+        raise TracerError.of("train.err_optimizer_lr", kind=args.optimizer)
     wd = args.weight_decay if args.weight_decay is not None else (0.01 if args.optimizer == "adamw" else 0.0)
     return Optimizer(args.optimizer, args.lr, wd)
 
@@ -72,13 +72,13 @@ def _train_step(args: argparse.Namespace) -> None:
     optimizer = _optimizer(args)
     model = load_model(args.model, args.set, args.seed, args.dtype)
     if model.vision is not None:
-        raise TracerError(t("vision.err_no_train", "en", model=args.model))
+        raise TracerError.of("vision.err_no_train", model=args.model)
     if args.sft and args.messages is None:
-        raise TracerError(t("train.err_sft_messages", "en"))
+        raise TracerError.of("train.err_sft_messages")
     if args.backend == "torch" and (optimizer is not None or args.dpo or args.grpo or args.steps != 1):
-        raise TracerError(t("train.err_torch_only_step", "en"))
+        raise TracerError.of("train.err_torch_only_step")
     if args.device and args.backend != "torch":
-        raise TracerError(t("train.err_device", "en"))
+        raise TracerError.of("train.err_device")
     if args.dpo:
         trace = tr.dpo_step(model, load_json_file(args.dpo, "--dpo pair"), beta=args.beta, optimizer=optimizer,
                             steps=args.steps, update_params=args.update_params)
@@ -89,7 +89,7 @@ def _train_step(args: argparse.Namespace) -> None:
         counted, prompt = None, args.prompt
         if args.messages is not None:
             if model.toy_vocab:
-                raise TracerError(t("train.err_messages_toy", "en", model=args.model, vocab=" ".join(model.toy_vocab)))
+                raise TracerError.of("train.err_messages_toy", model=args.model, vocab=" ".join(model.toy_vocab))
             messages = load_json_file(args.messages, "messages")
             if args.sft:
                 segments = tr.sft_segments(messages)
@@ -103,7 +103,7 @@ def _train_step(args: argparse.Namespace) -> None:
         elif prompt is not None:
             ids = encode_prompt(model, prompt)
         else:
-            raise TracerError(t("train.err_no_input", "en"))
+            raise TracerError.of("train.err_no_input")
         if args.backend == "torch":
             trace = tr.train_step_torch(model, ids, counted, aux_coef=args.aux_coef, prompt=prompt, sft=args.sft,
                                         device=args.device, dtype=args.dtype)

@@ -16,9 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer import backward_ops as bw
-from tracer.i18n import t
 from tracer.run import Model, check_tokens, token_labels
 from tracer.tracefile import Trace, record_meta
 from tracer.train import (DEFAULT_UPDATE_PARAMS, NOT_ASSISTANT, ROUTER_AUX_LOSS_COEF, Backward, Optimizer,
@@ -43,15 +42,15 @@ def sft_segments(messages: Any) -> list[Segment]:
     [('<|im_start|>user\\n1+1?<|im_end|>\\n<|im_start|>assistant\\n', False), ('<think>\\n\\n</think>\\n\\n2<|im_end|>\\n', True)]
     """
     if not isinstance(messages, list) or not messages:
-        raise TracerError(t("train.err_messages", "en"))
+        raise TracerError.of("train.err_messages")
     out: list[Segment] = []
     pending = ""
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            raise TracerError(t("train.err_sft_role", "en", i=i))
+            raise TracerError.of("train.err_sft_role", i=i)
         content = m.get("content")
         if not isinstance(content, str) or m.get("tool_calls"):
-            raise TracerError(t("train.err_sft_content", "en", i=i))
+            raise TracerError.of("train.err_sft_content", i=i)
         role = m["role"]
         if role != "assistant":
             pending += f"<|im_start|>{role}\n{content}<|im_end|>\n"
@@ -67,7 +66,7 @@ def sft_segments(messages: Any) -> list[Segment]:
         out.append(Segment("<think>\n" + reasoning.strip("\n") + "\n</think>\n\n" + content.lstrip("\n")
                            + "<|im_end|>\n", True))
     if not any(s.trained for s in out):
-        raise TracerError(t("train.err_sft_no_assistant", "en"))
+        raise TracerError.of("train.err_sft_no_assistant")
     if pending:
         out.append(Segment(pending, False))
     return out
@@ -85,7 +84,7 @@ def sft_tokens(model: Model, segments: list[Segment]) -> tuple[list[int], np.nda
         ids += piece
         trained += [seg.trained] * len(piece)
     if ids != model.tokenizer.encode("".join(s.text for s in segments)):
-        raise TracerError(t("train.err_sft_borders", "en"))
+        raise TracerError.of("train.err_sft_borders")
     return ids, np.array(trained, dtype=bool)
 
 
@@ -99,10 +98,10 @@ def check_finite(records: Mapping[str, np.ndarray], losses: list[float]) -> None
         if not np.issubdtype(value.dtype, np.floating):
             continue
         if np.isnan(value).any() or (name.startswith(STEP_RECORDS) and not np.isfinite(value).all()):
-            raise TracerError(t("train.err_nonfinite", "en", name=name))
+            raise TracerError.of("train.err_nonfinite", name=name)
     for s, loss in enumerate(losses):
         if not math.isfinite(loss):
-            raise TracerError(t("train.err_nonfinite", "en", name=f"loss (step {s})"))
+            raise TracerError.of("train.err_nonfinite", name=Message("errors.loss_at_step", step=s))
 
 
 def _trace(model: Model, rec: Recorder, ids: list[int], meta: dict[str, Any]) -> Trace:
@@ -137,7 +136,7 @@ def _optimize(model: Model, params: dict[str, np.ndarray], grads: dict[str, np.n
         optimizer.step(params, grads)
         for n, w in params.items():
             if not np.isfinite(w).all():
-                raise TracerError(t("train.err_nonfinite", "en", name=f"{n} after optimizer step {s + 1}"))
+                raise TracerError.of("train.err_nonfinite", name=Message("errors.after_step", name=n, step=s + 1))
         value, new_grads = loss_of(params, s < steps - 1)
         losses.append(value)
         grads = new_grads
@@ -150,14 +149,14 @@ def _optimize(model: Model, params: dict[str, np.ndarray], grads: dict[str, np.n
 
 def _check_aux(aux_coef: float) -> None:
     if not math.isfinite(aux_coef) or aux_coef < 0:
-        raise TracerError(t("train.err_aux_coef", "en", coef=aux_coef))
+        raise TracerError.of("train.err_aux_coef", coef=aux_coef)
 
 
 def _check_steps(optimizer: Optimizer | None, steps: int) -> None:
     if steps < 1:
-        raise TracerError(t("train.err_steps", "en", steps=steps))
+        raise TracerError.of("train.err_steps", steps=steps)
     if steps > 1 and optimizer is None:
-        raise TracerError(t("train.err_steps_optimizer", "en"))
+        raise TracerError.of("train.err_steps_optimizer")
 
 
 def train_step(model: Model, ids: list[int], counted: np.ndarray | None = None, *, optimizer: Optimizer | None = None,
@@ -214,13 +213,13 @@ def train_step_torch(model: Model, ids: list[int], counted: np.ndarray | None = 
 
     reason = tb.unsupported(model.cfg)
     if reason:
-        raise TracerError(t("train.err_torch_unsupported", "en", model=model.name, reason=reason))
+        raise TracerError.of("train.err_torch_unsupported", model=model.name, reason=reason)
     _check_aux(aux_coef)
     check_tokens(model.cfg, ids, 1)
     tokens = np.array(ids, dtype=np.int64)
     targets = Targets.next_token(tokens, np.ones(len(ids), dtype=bool) if counted is None else counted)
     if not np.any(targets.labels != bw.IGNORE_INDEX):
-        raise TracerError(t("train.err_all_masked", "en"))
+        raise TracerError.of("train.err_all_masked")
     device = tb.check_device(device)
     hf = tt.build(model.cfg, model.weights, model.directory, dtype, device)
     rec, losses = tt.train_step_torch(model.cfg, hf, ids, targets.labels, aux_coef)
@@ -248,7 +247,7 @@ def _optimizer_meta(opt: Optimizer, steps: int, update_params: str) -> dict[str,
 def _text_field(data: Any, key: str, where: str) -> str:
     value = data.get(key) if isinstance(data, dict) else None
     if not isinstance(value, str) or not value.strip():
-        raise TracerError(t("train.err_text_field", "en", where=where, key=repr(key)))
+        raise TracerError.of("train.err_text_field", where=where, key=repr(key))
     return value
 
 
@@ -257,7 +256,7 @@ def prompt_answer_ids(model: Model, prompt: str, answer: str, where: str) -> tup
     p_ids = model.tokenizer.encode(prompt)
     ids = model.tokenizer.encode(prompt + answer)
     if ids[:len(p_ids)] != p_ids or len(ids) <= len(p_ids):
-        raise TracerError(t("train.err_answer_merges", "en", where=where))
+        raise TracerError.of("train.err_answer_merges", where=where)
     check_tokens(model.cfg, ids, 1)
     return ids, len(p_ids)
 
@@ -290,7 +289,7 @@ def dpo_step(model: Model, pair: Any, *, beta: float = 0.1, optimizer: Optimizer
     """DPO on one pair: summed answer log-probs under the policy and the frozen reference (the starting weights),
     implicit rewards, the sigmoid loss and its parameter gradients."""
     if not math.isfinite(beta) or beta <= 0:
-        raise TracerError(t("train.err_beta", "en", beta=beta))
+        raise TracerError.of("train.err_beta", beta=beta)
     _check_steps(optimizer, steps)
     cfg = model.cfg
     seqs = read_pair(model, pair)
@@ -343,14 +342,14 @@ def read_group(model: Model, data: Any) -> tuple[list[tuple[list[int], int]], np
     prompt = _text_field(data, "prompt", "the --grpo group file")
     items = data.get("completions")
     if not isinstance(items, list) or len(items) < 2:
-        raise TracerError(t("train.err_grpo_completions", "en"))
+        raise TracerError.of("train.err_grpo_completions")
     seqs, rewards = [], []
     for j, item in enumerate(items):
         text = _text_field(item, "text", f"--grpo completion {j}")
         reward = item.get("reward")
         if (isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward)
                 or abs(reward) > float(np.finfo(np.float32).max)):
-            raise TracerError(t("train.err_grpo_reward", "en", j=j, reward=repr(reward)))
+            raise TracerError.of("train.err_grpo_reward", j=j, reward=repr(reward))
         seqs.append(prompt_answer_ids(model, prompt, text, f"--grpo completion {j}"))
         rewards.append(float(reward))
     return seqs, np.array(rewards)

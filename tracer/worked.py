@@ -171,7 +171,7 @@ class _Cell:
         """The k-th input as a recorded array (float64)."""
         name = self.inputs[k]
         if name not in self.trace:
-            raise TracerError(self.tr("worked.missing_input", name=name, record=self.name))
+            raise TracerError.of("worked.missing_input", name=name, record=self.name)
         value = np.asarray(self.trace[name])
         return value.astype(np.float64) if np.issubdtype(value.dtype, np.floating) else value
 
@@ -593,11 +593,11 @@ def work_cell(trace: Trace, name: str, index: tuple[int, ...], params: Params | 
     value = np.asarray(trace[name])
     index = tuple(int(i) for i in index)
     if len(index) != value.ndim or any(not 0 <= i < n for i, n in zip(index, value.shape)):
-        raise TracerError(tr("worked.bad_index", index=list(index), shape=list(value.shape)))
+        raise TracerError.of("worked.bad_index", index=list(index), shape=list(value.shape))
     cell = _Cell(trace, name, index, params or Params(trace.meta), tr)
     worker = WORKERS.get(cell.info["op"])
     if worker is None:
-        raise TracerError(tr("worked.no_worker", op=cell.info["op"]))
+        raise TracerError.of("worked.no_worker", op=cell.info["op"])
     lines, result = worker(cell)
     return Worked(cell.label(), lines, float(result), float(value[index]), cell.used)
 

@@ -22,7 +22,7 @@ if uploaded is None and not typed.strip():
 try:
     b = read_upload(uploaded) if uploaded is not None else read_trace(typed.strip())
 except TracerError as exc:
-    st.error(guard.scrub(str(exc)))
+    st.error(guard.error_text(exc))
     st.stop()
 rows = compare_traces(a, b)
 first = first_divergence(rows)

@@ -6,6 +6,7 @@ import json
 import pandas as pd
 import streamlit as st
 
+import guard
 from common import current_trace, header, lang
 from tracer import TracerError
 from tracer.config import Qwen3Config
@@ -34,7 +35,7 @@ max_pos = max(base.max_position_embeddings, int(original * factor)) if rope_type
 try:
     scaled = base.replace(rope_scaling=scaling, max_position_embeddings=max_pos)
 except TracerError as exc:
-    st.error(str(exc))
+    st.error(guard.error_text(exc))
     st.stop()
 
 # The open trace's own frequencies, when it recorded them with a scaling.

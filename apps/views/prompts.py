@@ -3,6 +3,7 @@ layer where the logit lens' predictions part."""
 
 import streamlit as st
 
+import guard
 from common import header, lang, read_trace, read_upload, require_trace
 from tracer import TracerError
 from tracer.i18n import t
@@ -27,7 +28,7 @@ try:
         model = model_of(a.meta)
         b = run_trace(model, encode_prompt(model, other), prompt=other)
 except TracerError as exc:
-    st.error(str(exc))
+    st.error(guard.error_text(exc))
     st.stop()
 problem = can_compare_prompts(a, b)
 if problem:

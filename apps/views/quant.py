@@ -26,7 +26,7 @@ try:
     others += [read_upload(u) for u in uploads or []]
     others += [read_trace(p.strip()) for p in typed.split(",") if p.strip()]
 except TracerError as exc:
-    st.error(tr("sources.app_cannot_open", reason=guard.scrub(str(exc))))
+    st.error(tr("sources.app_cannot_open", reason=guard.error_text(exc)))
     st.stop()
 curves = {trace.label: layer_drift(reference, trace) for trace in others}
 if not any(curves.values()):

@@ -41,7 +41,7 @@ with run_tab:
     if st.button(t("run"), type="primary", key="run_button"):
         try:
             if backend == "numpy" and dtype not in ("float32", "float64"):
-                raise TracerError(t("dtype_numpy", dtype=dtype))
+                raise TracerError.of("app.dtype_numpy", dtype=dtype)
             source = str(guard.trace_path(directory, "checkpoint folder")) if directory.strip() else preset
             model = load_model(source, [o.strip() for o in overrides.split(",") if o.strip()],
                                seed, dtype if dtype in ("float32", "float64") else "float32")
@@ -50,7 +50,7 @@ with run_tab:
                 text = None
             else:
                 if chat and model.toy_vocab:
-                    raise TracerError(t("chat_toy", model=model.name))
+                    raise TracerError.of("app.chat_toy", model=model.name)
                 text = chat_prompt(model, prompt, system.strip() or None, thinking) if chat else prompt
                 ids = encode_prompt(model, text)
             suppressed = tuple(parse_token_list(suppress, model)) if suppress.strip() else model.suppress_tokens
@@ -78,7 +78,7 @@ with run_tab:
             open_trace(trace)
             st.rerun()
         except TracerError as exc:
-            st.error(guard.scrub(str(exc)))
+            st.error(guard.error_text(exc))
 
 with open_tab:
     uploaded = st.file_uploader(t("upload"), type=["npz"], max_upload_size=guard.settings().max_upload_mb)
@@ -88,7 +88,7 @@ with open_tab:
             open_trace(read_upload(uploaded))
             st.rerun()
         except TracerError as exc:
-            st.error(guard.scrub(str(exc)))
+            st.error(guard.error_text(exc))
     typed = st.text_input(t("local_path"), key="open_path", help=", ".join(guard.trace_files()[:50]) or None)
     if st.button(t("open"), key="open_button") and typed.strip():
         if open_path(typed.strip()):

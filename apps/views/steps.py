@@ -8,7 +8,7 @@ import guard
 from common import header, lang, matrix_table, require_trace, show_notes, t, vocab_view, zoomable_heatmap
 from tracer import TracerError
 from tracer.figures import labels_for
-from tracer.show import explanation
+from tracer.show import explanation, formula_text
 from tracer.worked import WORKERS, Params, parameters, work_cell
 
 header("nav_steps")
@@ -43,6 +43,8 @@ value = np.asarray(trace[name])
 vocab_size = int(trace.meta["config"]["vocab_size"])
 st.subheader(name)
 st.latex(guard.formula(info))  # the schema's own LaTeX for the record's op, never the file's text
+if lang() != "en" and formula_text(info, lang()) != info["formula_text"]:
+    st.caption(guard.plain(formula_text(info, lang())))  # the formula's words in the page's language
 st.caption(guard.plain(f"{t('shape')}: {list(value.shape)} = {info['schema_shape']} · {info['dtype']}")
            + (f" · {t('derived')}" if info.get("derived") else ""))
 st.info(explanation(name, lang()))
@@ -107,4 +109,4 @@ try:
     same = np.isclose(worked.value, worked.recorded, rtol=1e-4, atol=1e-5) or min(worked.value, worked.recorded) < -1e30
     st.caption(t("recorded_value", v=f"{worked.recorded:.6g}") + (" ✓" if same else " ✗"))
 except TracerError as exc:
-    st.error(str(exc))
+    st.error(guard.error_text(exc))

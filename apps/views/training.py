@@ -4,6 +4,7 @@ before / after the update, a DPO pair's log-probs, and seed 001's errata."""
 import numpy as np
 import streamlit as st
 
+import guard
 from common import current_trace, header, lang
 from tracer import TracerError
 from tracer.i18n import t as tr
@@ -48,7 +49,7 @@ else:
     try:
         model, trace = run_step(name, prompt, kind, float(lr), steps)
     except TracerError as exc:
-        st.error(str(exc))
+        st.error(guard.error_text(exc))
         st.stop()
 
 if "train.token_loss" in trace:
@@ -91,7 +92,7 @@ else:
     try:
         dpo_trace = run_dpo(st.session_state.get("train_model", "toy-dense"), p, c, r)
     except TracerError as exc:
-        st.error(str(exc))
+        st.error(guard.error_text(exc))
         dpo_trace = None
 if dpo_trace is not None:
     st.table(dpo_rows(dpo_trace, L))

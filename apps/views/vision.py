@@ -35,7 +35,7 @@ def trace_image(image: object, lang: str) -> bool:
         model = load_model("qwen3-vl-tiny")
         open_trace(run_trace(model, encode_prompt(model, prompt), images=[image], prompt=prompt))
     except TracerError as exc:
-        st.error(t("vision.trace_failed", lang, reason=guard.scrub(str(exc))))
+        st.error(t("vision.trace_failed", lang, reason=guard.error_text(exc)))
         return False
     return True
 

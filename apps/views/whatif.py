@@ -4,6 +4,7 @@ from another prompt, and see what changed."""
 import numpy as np
 import streamlit as st
 
+import guard
 from common import header, lang, open_trace, require_trace
 from tracer import TracerError
 from tracer.compare import compare_traces, first_divergence
@@ -37,23 +38,23 @@ if st.button(t("interp.run_whatif", lang()), type="primary", key="whatif_run"):
         patches = []
         if patch_name:
             if not patch_prompt.strip():
-                raise TracerError(t("interp.patch_needs_prompt", "en"))
+                raise TracerError.of("interp.patch_needs_prompt")
             source = run_trace(model, encode_prompt(model, patch_prompt), sampling=sampling, max_new_tokens=steps,
                                capture=[patch_name])
             if patch_name not in source:
-                raise TracerError(t("interp.patch_unknown", "en", name=patch_name))
+                raise TracerError.of("interp.patch_unknown", name=patch_name)
             patches.append((patch_name, np.array(source[patch_name])))
         iv = Interventions(tuple(parse_pair(v, "--zero-head") for v in heads.split(",") if v.strip()),
                            tuple(parse_pair(v, "--drop-expert") for v in experts.split(",") if v.strip()),
                            tuple(patches), tuple(f"prompt {patch_prompt!r}" for _ in patches))
         if not iv:
-            raise TracerError(t("interp.nothing_to_do", "en"))
+            raise TracerError.of("interp.nothing_to_do")
         base = run_trace(model, ids, sampling=sampling, max_new_tokens=steps, prompt=meta.get("prompt"))
         edited = run_trace(model, ids, sampling=sampling, max_new_tokens=steps, prompt=meta.get("prompt"),
                            interventions=iv)
         st.session_state.whatif = (base, edited)
     except TracerError as exc:
-        st.error(str(exc))
+        st.error(guard.error_text(exc))
 
 if "whatif" in st.session_state:
     base, edited = st.session_state.whatif

@@ -18,12 +18,12 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
+from functools import partial, reduce
 from typing import Any
 
 import numpy as np
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.backends.torch_interp import check_patchable, interp
 from tracer.config import Qwen3Config
 from tracer.interventions import Interventions
@@ -40,16 +40,13 @@ def require_torch() -> tuple[Any, Any]:
         import torch
         import transformers
     except ImportError:
-        raise TracerError("the torch backend needs PyTorch and transformers: pip install 'qwen3-tracer[torch]' "
-                          "(it pins torch==2.13.0, the CPU build)") from None
+        raise TracerError.of("errors.needs_torch") from None
     return torch, transformers
 
 
 def check_device(device: str | None) -> str:
     """The torch device a run may use: ``None`` -> cuda when available, else cpu; cpu, cuda, cuda:N and auto
     as given (cuda only where torch sees a GPU, N below their count); mps only where torch has it."""
-    from tracer.i18n import t
-
     torch, _ = require_torch()
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -57,28 +54,29 @@ def check_device(device: str | None) -> str:
     kind, colon, index = device.partition(":")
     if kind == "cuda" and (not colon or index.isdigit()):
         if not torch.cuda.is_available():
-            raise TracerError(t("backends.err_no_cuda", "en", device=device))
+            raise TracerError.of("backends.err_no_cuda", device=device)
         count = torch.cuda.device_count()
         if colon and int(index) >= count:
-            raise TracerError(t("backends.err_cuda_index", "en", device=device, count=count, last=count - 1))
+            raise TracerError.of("backends.err_cuda_index", device=device, count=count, last=count - 1)
         return device
     if device in ("cpu", "auto") or (device == "mps" and mps):
         return device
-    raise TracerError(t("backends.err_device", "en", device=device, mps=" or mps" if mps else ""))
+    raise TracerError.of("backends.err_device", device=device, mps=Message("errors.or_mps") if mps else "")
 
 
-def unsupported(cfg: Qwen3Config) -> str | None:
-    """Why transformers' Qwen3 cannot express this config, or None when it can."""
+def unsupported(cfg: Qwen3Config) -> Message | None:
+    """Why transformers' Qwen3 cannot express this config (a catalog message; ``str()`` is English), or None
+    when it can."""
     reasons = []
     if not cfg.final_norm:
-        reasons.append("final_norm=false (Qwen3Model always applies the final RMSNorm)")
+        reasons.append(Message("errors.torch_final_norm"))
     if cfg.mask_value is not None:
-        reasons.append(f"mask_value={cfg.mask_value:g} (the library masks with the most negative float)")
+        reasons.append(Message("errors.torch_mask_value", value=cfg.mask_value))
     if cfg.is_moe and cfg.expert_act != "swiglu":
-        reasons.append("ReLU experts (Qwen3-MoE experts are SwiGLU)")
+        reasons.append(Message("errors.torch_relu_experts"))
     if cfg.router_bias:
-        reasons.append("a router bias (Qwen3-MoE's router has none)")
-    return "; ".join(reasons) or None
+        reasons.append(Message("errors.torch_router_bias"))
+    return reduce(lambda first, then: Message("errors.joined", first=first, then=then), reasons) if reasons else None
 
 
 def hf_config(cfg: Qwen3Config) -> Any:
@@ -179,12 +177,12 @@ def dispatch(model: Any, offload_dir: str | None, max_memory: dict[Any, Any] | N
     try:
         from accelerate import dispatch_model, infer_auto_device_map
     except ImportError:
-        raise TracerError("--device auto needs accelerate: pip install 'qwen3-tracer[torch]'") from None
+        raise TracerError.of("errors.needs_accelerate") from None
     layer_class = type(model.model.layers[0]).__name__
     device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=[layer_class])
     if set(device_map) == {""}:
         if device_map[""] == "disk":
-            raise TracerError("--device auto: not even the first layer fits in the memory allowed; allow more")
+            raise TracerError.of("errors.auto_no_fit")
         return model.to(device_map[""])  # it fits on one device
     return dispatch_model(model, device_map=device_map, offload_dir=offload_dir, main_device=torch_device_of(device_map))
 

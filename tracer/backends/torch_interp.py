@@ -21,7 +21,6 @@ import numpy as np
 
 from tracer import TracerError
 from tracer.config import Qwen3Config
-from tracer.i18n import t
 from tracer.interventions import Interventions, bare_name
 from tracer.model import LENS_TOP, Taps, attribute, keeps, wants_attribution
 from tracer.weights import lm_head_name
@@ -37,7 +36,7 @@ def check_patchable(interventions: Interventions | None) -> None:
     """A one-line error for a patch the torch backend cannot make the model follow."""
     for name, _ in interventions.patches if interventions is not None else ():
         if not _PATCHABLE.match(bare_name(name)):
-            raise TracerError(t("interp.torch_patch", "en", name=name, names=", ".join(PATCHABLE)))
+            raise TracerError.of("interp.torch_patch", name=name, names=", ".join(PATCHABLE))
 
 
 class Interp:

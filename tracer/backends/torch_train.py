@@ -23,7 +23,6 @@ import numpy as np
 from tracer import TracerError
 from tracer.backends import torch_backend as tb
 from tracer.config import Qwen3Config
-from tracer.i18n import t
 from tracer.recorder import Recorder
 from tracer.weights import lm_head_name
 
@@ -255,7 +254,7 @@ def train_step_torch(cfg: Qwen3Config, model: Any, ids: list[int], labels: np.nd
     from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func
 
     if not np.any(labels != -100):
-        raise TracerError(t("train.err_all_masked", "en"))
+        raise TracerError.of("train.err_all_masked")
     device = next(model.parameters()).device
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)
     target = torch.tensor(hf_labels(labels)[None], dtype=torch.long, device=device)

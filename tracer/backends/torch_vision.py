@@ -19,7 +19,6 @@ import numpy as np
 
 from tracer import TracerError
 from tracer.backends import torch_backend as tb
-from tracer.i18n import t
 from tracer.model import Generation, Sampling, decode_loop
 from tracer.recorder import Recorder
 from tracer.vision.config import to_hf_dict
@@ -290,7 +289,7 @@ def generate(model: Any, ids: list[int], patches: Patches | None, rec: Recorder,
     torch, transformers = tb.require_torch()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "auto" or (device.startswith("cuda") and not torch.cuda.is_available()):
-        raise TracerError(t("vision.err_device", "en", device=device))
+        raise TracerError.of("vision.err_device", device=device)
     hf = build_model(model, dtype, device)
     inputs: dict[str, Any] = {}
     num_patches = 0

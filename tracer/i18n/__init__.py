@@ -39,7 +39,7 @@ def normalize(lang: str | None) -> str:
         return "en"
     found = ALIASES.get(str(lang).strip().lower())
     if found is None:
-        raise TracerError(t("i18n.unknown_language", "en", lang=lang, choices=", ".join(LANGS)))
+        raise TracerError.of("i18n.unknown_language", lang=lang, choices=", ".join(LANGS))
     return found
 
 

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from tracer import TracerError
-from tracer.i18n import t
 
 
 def error(key: str, /, **values: Any) -> TracerError:
     """A one-line input error whose text lives in the ``sources`` language catalog."""
-    return TracerError(t(f"sources.{key}", "en", **values))
+    return TracerError.of(f"sources.{key}", **values)
 
 
 @dataclass

@@ -13,7 +13,6 @@ from typing import Any
 
 from tracer import TracerError
 from tracer.config import Qwen3Config, _coerce
-from tracer.i18n import t
 
 IMAGE_TOKEN_ID = 151655  # <|image_pad|>
 VIDEO_TOKEN_ID = 151656  # <|video_pad|>
@@ -109,34 +108,32 @@ class VisionConfig:
                      "num_position_embeddings", "patch_size", "temporal_patch_size", "spatial_merge_size",
                      "min_pixels", "max_pixels", "max_image_pixels", "in_channels"):
             if getattr(self, name) <= 0:
-                raise TracerError(f"vision.{name} must be positive, got {getattr(self, name)}")
+                raise TracerError.of("errors.must_be_positive", name=f"vision.{name}", value=getattr(self, name))
         if self.hidden_size % self.num_heads or self.head_dim % 4:
-            raise TracerError(f"vision.hidden_size ({self.hidden_size}) / num_heads ({self.num_heads}) must be a "
-                              f"multiple of 4: the 2-D rotary splits each head into h and w halves of pairs")
+            raise TracerError.of("errors.vision_head_dim", hidden=self.hidden_size, heads=self.num_heads)
         side = round(self.num_position_embeddings ** 0.5)
         if side * side != self.num_position_embeddings:
-            raise TracerError(f"vision.num_position_embeddings must be a square (a side × side table), got "
-                              f"{self.num_position_embeddings}")
+            raise TracerError.of("errors.vision_square", value=self.num_position_embeddings)
         bad = [b for b in self.deepstack_visual_indexes if not 0 <= b < self.depth]
         if bad:
-            raise TracerError(f"vision.deepstack_visual_indexes names blocks {bad} outside 0..{self.depth - 1}")
+            raise TracerError.of("errors.blocks_outside", name="vision.deepstack_visual_indexes", bad=bad,
+                                     last=self.depth - 1)
         if self.min_pixels > self.max_pixels:
-            raise TracerError(f"vision.min_pixels ({self.min_pixels}) is larger than max_pixels ({self.max_pixels})")
+            raise TracerError.of("errors.vision_pixels", min=self.min_pixels, max=self.max_pixels)
         if len(self.image_mean) != self.in_channels or len(self.image_std) != self.in_channels:
-            raise TracerError(f"vision.image_mean and image_std need {self.in_channels} values (one per channel)")
+            raise TracerError.of("errors.vision_channels", channels=self.in_channels)
         if not all(_finite(m) for m in self.image_mean):
-            raise TracerError(t("vision.err_image_mean", "en", mean=list(self.image_mean)))
+            raise TracerError.of("vision.err_image_mean", mean=list(self.image_mean))
         if not all(_finite(s) and s > 0 for s in self.image_std):
-            raise TracerError(t("vision.err_image_std", "en", std=list(self.image_std)))
+            raise TracerError.of("vision.err_image_std", std=list(self.image_std))
         if self.window_size and (self.window_size < 0 or self.window_size % self.factor):
-            raise TracerError(f"vision.window_size must be a positive multiple of patch × merge = {self.factor} "
-                              f"pixels (or 0 for no windows), got {self.window_size}")
+            raise TracerError.of("errors.vision_window", factor=self.factor, value=self.window_size)
         bad = [b for b in self.fullatt_block_indexes if not 0 <= b < self.depth]
         if bad:
-            raise TracerError(f"vision.fullatt_block_indexes names blocks {bad} outside 0..{self.depth - 1}")
+            raise TracerError.of("errors.blocks_outside", name="vision.fullatt_block_indexes", bad=bad,
+                                     last=self.depth - 1)
         if self.hidden_act != "gelu_pytorch_tanh":
-            raise TracerError(f"vision.hidden_act {self.hidden_act!r} is not supported; Qwen3-VL uses "
-                              f"'gelu_pytorch_tanh'")
+            raise TracerError.of("errors.vision_act", value=self.hidden_act)
 
 
 _TYPES = typing.get_type_hints(VisionConfig)
@@ -146,8 +143,10 @@ def _check_name(key: str) -> None:
     names = [f.name for f in dataclasses.fields(VisionConfig)]
     if key not in names:
         close = difflib.get_close_matches(key, names, n=3)
-        hint = f"; did you mean {', '.join('vision.' + c for c in close)}?" if close else ""
-        raise TracerError(f"unknown vision config key 'vision.{key}'{hint}")
+        if close:
+            raise TracerError.of("errors.unknown_vision_key_close", key=key,
+                                 close=", ".join("vision." + c for c in close))
+        raise TracerError.of("errors.unknown_vision_key", key=key)
 
 
 def split_overrides(text: Qwen3Config, vision: VisionConfig, assignments: list[str]
@@ -173,7 +172,7 @@ def from_hf_dict(d: dict[str, Any], preprocessor: dict[str, Any] | None = None) 
     text = dict(d.get("text_config") or {})
     vis = dict(d.get("vision_config") or {})
     if not text or not vis:
-        raise TracerError("config.json of a qwen3_vl model needs text_config and vision_config")
+        raise TracerError.of("errors.vl_config")
     rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
     section = rope.get("mrope_section", [24, 20, 20]) if isinstance(rope, dict) else [24, 20, 20]
     text_rope = {"rope_type": "default", "rope_theta": text.get("rope_theta", rope.get("rope_theta", 5_000_000.0))}
@@ -197,11 +196,11 @@ def from_hf_dict(d: dict[str, Any], preprocessor: dict[str, Any] | None = None) 
     missing = [f.name for f in dataclasses.fields(VisionConfig) if f.default is dataclasses.MISSING
                and f.name not in kw]
     if missing:
-        raise TracerError(f"vision_config lacks {', '.join(missing)}")
+        raise TracerError.of("errors.vision_config_lacks", fields=", ".join(missing))
     try:
         return cfg, VisionConfig(**kw)
     except TypeError as exc:
-        raise TracerError(f"vision_config is not a Qwen3-VL vision config ({exc})") from None
+        raise TracerError.of("errors.vision_config_bad", detail=exc) from None
 
 
 def to_hf_dict(cfg: Qwen3Config, vision: VisionConfig) -> dict[str, Any]:

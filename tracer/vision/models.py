@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
-from tracer.i18n import t
 from tracer.checkpoint import CheckpointWeights, export_checkpoint
 from tracer.vision.config import VisionConfig, from_hf_dict, split_overrides, to_hf_dict
 from tracer.vision.presets import VISION_PRESETS
@@ -36,15 +35,15 @@ def is_vision_model(name: str) -> bool:
 def check_pair(cfg: Any, vc: VisionConfig) -> None:
     """The text model and the vision tower fit together."""
     if sum(vc.mrope_section) != cfg.head_dim // 2:
-        raise TracerError(t("vision.err_mrope_section", "en", section=list(vc.mrope_section), half=cfg.head_dim // 2))
+        raise TracerError.of("vision.err_mrope_section", section=list(vc.mrope_section), half=cfg.head_dim // 2)
     if vc.out_hidden_size != cfg.hidden_size:
-        raise TracerError(t("vision.err_out_hidden", "en", out=vc.out_hidden_size, hidden=cfg.hidden_size))
+        raise TracerError.of("vision.err_out_hidden", out=vc.out_hidden_size, hidden=cfg.hidden_size)
     if len(vc.deepstack_visual_indexes) > cfg.num_hidden_layers:
-        raise TracerError(t("vision.err_taps", "en", taps=len(vc.deepstack_visual_indexes),
-                            layers=cfg.num_hidden_layers))
+        raise TracerError.of("vision.err_taps", taps=len(vc.deepstack_visual_indexes),
+                             layers=cfg.num_hidden_layers)
     for key in ("image_token_id", "vision_start_token_id", "vision_end_token_id"):
         if not 0 <= getattr(vc, key) < cfg.vocab_size:
-            raise TracerError(t("vision.err_token_id", "en", key=key, value=getattr(vc, key), last=cfg.vocab_size - 1))
+            raise TracerError.of("vision.err_token_id", key=key, value=getattr(vc, key), last=cfg.vocab_size - 1)
 
 
 def load_vision_model(name: str, overrides: list[str], seed: int, dtype: np.dtype) -> Any:
@@ -65,7 +64,7 @@ def load_vision_model(name: str, overrides: list[str], seed: int, dtype: np.dtyp
         try:
             pre = json.loads(pre_path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise TracerError(f"{pre_path} is not valid JSON ({exc})") from None
+            raise TracerError.of("errors.invalid_json_detail", path=pre_path, detail=exc) from None
     cfg, vc = from_hf_dict(raw or {}, pre)
     cfg, vc = split_overrides(cfg, vc, overrides)
     check_pair(cfg, vc)
@@ -79,7 +78,7 @@ def export_vision_checkpoint(model: Any, directory: Path, dtype: str = "float32"
     config.json, preprocessor_config.json, safetensors and (for Qwen's vocabulary) the tokenizer."""
     cfg, vc = model.cfg, model.vision
     if vc.window_size:
-        raise TracerError(t("vision.err_window_export", "en"))
+        raise TracerError.of("vision.err_window_export")
     files = export_checkpoint(cfg, model.weights, directory, dtype, max_shard_bytes,
                               shapes=vl_weight_shapes(cfg, vc), hf_config=to_hf_dict(cfg, vc))
     (directory / "preprocessor_config.json").write_text(json.dumps(vc.preprocessor_dict(), indent=2) + "\n",

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tracer import TracerError
-from tracer.i18n import t
 from tracer.vision.config import VisionConfig
 from tracer.vision.mrope import rope_index
 
@@ -58,7 +57,7 @@ def expand_image_tokens(ids: list[int], counts: list[int], vc: VisionConfig) -> 
     slots = [k for k, tok in enumerate(ids) if tok == vc.image_token_id]
     if len(slots) != len(counts):
         key = "vision.err_more_images" if len(counts) > len(slots) else "vision.err_fewer_images"
-        raise TracerError(t(key, "en", images=len(counts), slots=len(slots)))
+        raise TracerError.of(key, images=len(counts), slots=len(slots))
     out: list[int] = []
     image = 0
     for tok in ids:
@@ -78,6 +77,6 @@ def position_ids(ids: list[int], grid_thw: np.ndarray, vc: VisionConfig) -> tupl
     # separate images must be separate runs of image tokens (a vision_end between them)
     runs = int(np.sum(mask[1:] & ~mask[:-1]) + (mask[0] if len(mask) else 0))
     if runs != len(grids):
-        raise TracerError(t("vision.err_runs", "en", runs=runs, images=len(grids)))
+        raise TracerError.of("vision.err_runs", runs=runs, images=len(grids))
     pos, delta = rope_index(arr, mask, grids, vc.spatial_merge_size)
     return pos, delta, mask

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 from tracer import TracerError
-from tracer.i18n import t
 from tracer.recorder import Recorder
 from tracer.vision import ops as vops
 from tracer.vision.config import VisionConfig
@@ -52,19 +51,19 @@ def load_rgb(source: ImageSource, max_pixels: int) -> np.ndarray:
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise TracerError(t("vision.err_pillow", "en")) from None
+        raise TracerError.of("vision.err_pillow") from None
     label = _label(source)
     if isinstance(source, np.ndarray):
         arr = source
         if arr.dtype != np.uint8:
-            raise TracerError(t("vision.err_dtype", "en", label=label, dtype=arr.dtype))
+            raise TracerError.of("vision.err_dtype", label=label, dtype=arr.dtype)
         if arr.ndim == 2:
             arr = arr[:, :, None]
         if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or 0 in arr.shape:
-            raise TracerError(t("vision.err_shape", "en", label=label, shape=list(source.shape)))
+            raise TracerError.of("vision.err_shape", label=label, shape=list(source.shape))
         if arr.shape[0] * arr.shape[1] > max_pixels:
-            raise TracerError(t("vision.err_too_big", "en", label=label, w=arr.shape[1], h=arr.shape[0],
-                                pixels=arr.shape[0] * arr.shape[1], cap=max_pixels))
+            raise TracerError.of("vision.err_too_big", label=label, w=arr.shape[1], h=arr.shape[0],
+                                 pixels=arr.shape[0] * arr.shape[1], cap=max_pixels)
         image = Image.fromarray(np.ascontiguousarray(arr[:, :, 0] if arr.shape[2] == 1 else arr))
     else:
         if isinstance(source, bytes):
@@ -72,29 +71,29 @@ def load_rgb(source: ImageSource, max_pixels: int) -> np.ndarray:
         else:
             path = Path(source)
             if not path.is_file():
-                raise TracerError(t("vision.err_missing", "en", label=label))
+                raise TracerError.of("vision.err_missing", label=label)
             try:
                 stream = io.BytesIO(path.read_bytes())
             except OSError as exc:
-                raise TracerError(t("vision.err_unreadable", "en", label=label, reason=exc.strerror)) from None
+                raise TracerError.of("vision.err_unreadable", label=label, reason=exc.strerror) from None
         try:
             with warnings.catch_warnings():  # the size is checked against our own cap just below
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(stream)  # reads the header only
         except Image.DecompressionBombError:
-            raise TracerError(t("vision.err_bomb", "en", label=label, cap=max_pixels)) from None
+            raise TracerError.of("vision.err_bomb", label=label, cap=max_pixels) from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            raise TracerError(t("vision.err_not_image", "en", label=label)) from None
+            raise TracerError.of("vision.err_not_image", label=label) from None
         width, height = image.size
         if width * height > max_pixels:
-            raise TracerError(t("vision.err_too_big", "en", label=label, w=width, h=height, pixels=width * height,
-                                cap=max_pixels))
+            raise TracerError.of("vision.err_too_big", label=label, w=width, h=height, pixels=width * height,
+                                 cap=max_pixels)
         if image.mode in _WIDE_MODES:
-            raise TracerError(t("vision.err_wide", "en", label=label, mode=image.mode))
+            raise TracerError.of("vision.err_wide", label=label, mode=image.mode)
         try:
             image.load()
         except (OSError, ValueError, SyntaxError) as exc:
-            raise TracerError(t("vision.err_truncated", "en", label=label, reason=exc)) from None
+            raise TracerError.of("vision.err_truncated", label=label, reason=exc) from None
     if image.mode != "RGB":  # transformers' convert_rgb: composite on white, then drop alpha
         background = Image.new("RGBA", image.size, (255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
@@ -117,7 +116,7 @@ def decode_images(vc: VisionConfig, images: list[ImageSource], rec: Recorder) ->
         rgb = rec(f"vision.images.{k}.rgb", load_rgb(source, vc.max_image_pixels))
         h, w = rgb.shape[:2]
         if max(h, w) / min(h, w) > 200:
-            raise TracerError(t("vision.err_aspect", "en", label=_label(source), w=w, h=h))
+            raise TracerError.of("vision.err_aspect", label=_label(source), w=w, h=h)
         out.append(rgb)
     return out
 

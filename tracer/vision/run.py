@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
-from tracer.i18n import t
 from tracer.model import Generation, KVCache, Sampling, decode_loop, forward
 from tracer.recorder import Recorder
 from tracer.vision.forward import vision_forward
@@ -26,8 +25,8 @@ def _check_size(model: Any, num_patches: int, rec: Recorder) -> None:
     captured = sum(rec.wants(f"vision.blocks.{b}.attn.{part}") for b in range(vc.depth)
                    for part in ("scores", "masked_scores", "probs"))
     if captured * per_block > PROBS_BYTES_LIMIT:
-        raise TracerError(t("vision.err_attention_memory", "en", patches=num_patches,
-                            gib=f"{captured * per_block / 2**30:.1f}"))
+        raise TracerError.of("vision.err_attention_memory", patches=num_patches,
+                             gib=f"{captured * per_block / 2**30:.1f}")
 
 
 def generate_vision(model: Any, ids: list[int], images: list[Any], rec: Recorder, sampling: Sampling,
@@ -46,9 +45,9 @@ def generate_vision(model: Any, ids: list[int], images: list[Any], rec: Recorder
     full_ids = expand_image_tokens(ids, counts, vc)
     bad = [tok for tok in full_ids if not 0 <= tok < model.cfg.vocab_size]
     if bad:
-        raise TracerError(f"token id {bad[0]} is outside the vocabulary (0..{model.cfg.vocab_size - 1})")
+        raise TracerError.of("errors.token_outside", id=bad[0], last=model.cfg.vocab_size - 1)
     if len(full_ids) + max_new_tokens - 1 > model.cfg.max_position_embeddings:
-        raise TracerError(t("vision.err_too_long", "en", tokens=len(full_ids), limit=model.cfg.max_position_embeddings))
+        raise TracerError.of("vision.err_too_long", tokens=len(full_ids), limit=model.cfg.max_position_embeddings)
     meta: dict[str, Any] = {"config": {k: list(v) if isinstance(v, tuple) else v
                                        for k, v in vc.__dict__.items()},
                             "image_sizes": [], "resized": [], "tokens_per_image": counts}
@@ -63,9 +62,9 @@ def generate_vision(model: Any, ids: list[int], images: list[Any], rec: Recorder
         from tracer.backends import torch_vision
 
         if round_decimals is not None:
-            raise TracerError("--round is a NumPy-engine mode; the torch backend computes at full precision")
+            raise TracerError.of("errors.round_torch")
         if vc.window_size:
-            raise TracerError(t("vision.err_window_torch", "en"))
+            raise TracerError.of("vision.err_window_torch")
         gen, versions = torch_vision.generate(model, full_ids, patches, rec, sampling, max_new_tokens, stops,
                                               torch_dtype, device)
         return gen, torch_dtype, versions, meta
