@@ -1,6 +1,6 @@
 """State shared by the explorer's pages: the open trace, the language, and the labels of the interface.
 
-Pages read traces and draw figures from ``tracer.figures``; they never recompute model math.
+Pages read traces and draw figures from ``tracer.figures.forward``; they never recompute model math.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import numpy as np
 import streamlit as st
 
 from tracer import TracerError
+from tracer.commands.run import encode_prompt, load_model, run_trace
 from tracer.i18n import LANGS, catalog, normalize
 from tracer.i18n import t as translate
-from tracer.run import encode_prompt, load_model, run_trace
-from tracer.notes import notes_for
-from tracer.tokentext import TokenText
-from tracer.safefiles import escape_controls
-from tracer.tracefile import Trace, load_trace
+from tracer.safety.safefiles import escape_controls
+from tracer.teaching.notes import notes_for
+from tracer.text.tokentext import TokenText
+from tracer.traces.tracefile import Trace, load_trace
 
 TRACE_ENV = "QWEN3_TRACER_TRACE"
 LANG_ENV = "QWEN3_TRACER_LANG"
@@ -221,7 +221,7 @@ def matrix_table(value: np.ndarray, rows: list[str] | None, cols: list[str] | No
 def zoomable_heatmap(matrix: np.ndarray, rows: list[str] | None, cols: list[str] | None, title: str,
                      key: str) -> None:
     """A matrix as a heatmap; a large one drawn downsampled, with a region to see at full resolution."""
-    from tracer.figures import MAX_CELLS, heatmap
+    from tracer.figures.forward import MAX_CELLS, heatmap
 
     m = np.asarray(matrix)
     st.plotly_chart(heatmap(m, rows, cols, title, lang=lang()), key=key)
@@ -238,7 +238,7 @@ def zoomable_heatmap(matrix: np.ndarray, rows: list[str] | None, cols: list[str]
 
 def vocab_table(logits: np.ndarray, probs: np.ndarray, ids: list[int], text: TokenText) -> list[dict[str, Any]]:
     """Rows of a vocabulary table: rank, id, token text, logit and probability of each id."""
-    from tracer.figures import ranks_of
+    from tracer.figures.forward import ranks_of
 
     labels = text.labels(ids)
     ranks = ranks_of(probs, ids)
@@ -261,8 +261,8 @@ def token_search(logits: np.ndarray, probs: np.ndarray, text: TokenText, key: st
 def vocab_view(trace: Trace, name: str, key: str) -> None:
     """A vector over the whole vocabulary ([V], or one row of [T, V]): the top tokens with their text, the
     sorted and binned distribution on log axes, and a search."""
-    from tracer import ops
-    from tracer.figures import top_tokens, vocab_distribution_figure
+    from tracer.engine import ops
+    from tracer.figures.forward import top_tokens, vocab_distribution_figure
 
     value = np.asarray(trace[name], dtype=np.float64)
     if value.ndim == 2:

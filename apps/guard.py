@@ -1,7 +1,7 @@
 """The explorer's guard: the class password, the traces folder, the per-session budget, the shared run queue,
 and an error boundary that shows one line (never a traceback or a server path).
 
-``tracer app`` hands the teacher's settings over in the environment (see ``tracer.serve``); a session keeps
+``tracer app`` hands the teacher's settings over in the environment (see ``tracer.safety.serve``); a session keeps
 nothing but its own ``st.session_state``, and the only state shared by sessions is the run queue.
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 import streamlit as st
 
 from tracer import Message, TracerError
-from tracer.budget import check_budget, default_budget, estimate
 from tracer.i18n import normalize
 from tracer.i18n import t as tr
-from tracer.safefiles import confine, escape_controls
-from tracer.serve import BUDGET_ENV, PASSWORD_ENV, TRACES_DIR_ENV, UPLOAD_ENV, WORKERS_ENV, default_traces_dir
+from tracer.safety.budget import check_budget, default_budget, estimate
+from tracer.safety.safefiles import confine, escape_controls
+from tracer.safety.serve import BUDGET_ENV, PASSWORD_ENV, TRACES_DIR_ENV, UPLOAD_ENV, WORKERS_ENV, default_traces_dir
 
 _LOG = logging.getLogger("qwen3-tracer.app")
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
@@ -148,7 +148,7 @@ def plain(text: Any) -> str:
 
 def formula(info: dict[str, Any]) -> str:
     """The LaTeX of a record's op from this version's schema (a file's own formula text is never rendered)."""
-    from tracer.schema import OPS
+    from tracer.traces.schema import OPS
 
     op = OPS.get(str(info.get("op")))
     return op.latex if op is not None else r"\text{?}"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from tracer.run import encode_prompt, load_model, run_trace
-from tracer.tracefile import save_trace
+from tracer.commands.run import encode_prompt, load_model, run_trace
+from tracer.traces.tracefile import save_trace
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 PAGES = re.findall(r'"views/(\w+)\.py"', Path(APP).read_text(encoding="utf-8"))  # every page, in the menu's order

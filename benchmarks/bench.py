@@ -33,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tracer.model import KVCache, forward
-from tracer.presets import QWEN3_0_6B
-from tracer.recorder import Recorder
-from tracer.schema import entry_for
-from tracer.tracefile import Trace, record_meta, save_trace
-from tracer.weights import RandomWeights
+from tracer.engine.model import KVCache, forward
+from tracer.engine.recorder import Recorder
+from tracer.sources.presets import QWEN3_0_6B
+from tracer.sources.weights import RandomWeights
+from tracer.traces.schema import entry_for
+from tracer.traces.tracefile import Trace, record_meta, save_trace
 
 CASES = ("prefill32", "prefill256", "decode")
 # "traced" keeps every record of the forward pass, as the torch backend's hooks do; the logit lens and direct

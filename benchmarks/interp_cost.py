@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tracer.run import load_model, run_trace
+from tracer.commands.run import load_model, run_trace
 
 FORWARD = ["tokens", "embed.*", "rope.*", "layers.*", "final_norm", "logits", "sample.*"]
 CASES = {"forward records only": FORWARD, "+ lens": FORWARD + ["lens.*"], "+ attribution": FORWARD + ["attrib.*"],

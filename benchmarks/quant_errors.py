@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracer.run import load_model, run_trace
+from tracer.commands.run import load_model, run_trace
 from tracer.sources.quantize import QUANT_TYPES, quant_errors, write_gguf
 
 SHAPE = ["num_hidden_layers=2", "hidden_size=256", "head_dim=32", "intermediate_size=512", "vocab_size=512"]

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tracer.checkpoint import bfloat16_bits
-from tracer.config import Qwen3Config
-from tracer.weights import weight_shapes
+from tracer.sources.checkpoint import bfloat16_bits
+from tracer.sources.config import Qwen3Config
+from tracer.sources.weights import weight_shapes
 
 QWEN3_4B = dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                 num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
@@ -83,7 +83,7 @@ def write_checkpoint(directory: Path, cfg: Qwen3Config, seed: int = 0) -> int:
 
 def measure(directory: str, tokens: int) -> None:
     """In this (fresh) process: stream-trace the checkpoint and print JSON with peak RSS and trace size."""
-    from tracer.run import load_model, run_trace
+    from tracer.commands.run import load_model, run_trace
 
     start = time.perf_counter()
     model = load_model(directory, stream=True)

@@ -28,8 +28,8 @@ ENGINES = ("torch", "torch_traced", "numpy_traced")
 
 
 def worker(engine: str, layers: int, tokens: int, repeats: int) -> dict[str, float]:
-    from tracer.run import load_model
-    from tracer.train_run import train_step
+    from tracer.commands.run import load_model
+    from tracer.commands.train_run import train_step
 
     model = load_model("qwen3-0.6b", [f"num_hidden_layers={layers}"], seed=0)
     ids = [(i * 4099) % model.cfg.vocab_size for i in range(tokens)]
@@ -37,7 +37,7 @@ def worker(engine: str, layers: int, tokens: int, repeats: int) -> dict[str, flo
         fn: Callable[[], object] = lambda: train_step(model, ids)
     elif engine == "torch_traced":
         from tracer.backends import torch_train as tt
-        from tracer.train import Targets
+        from tracer.engine.train import Targets
 
         hf = tt.build(model.cfg, model.weights, None, "float32", "cpu")
         labels = Targets.next_token(np.array(ids), np.ones(len(ids), dtype=bool)).labels

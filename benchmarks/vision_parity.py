@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from tracer.compare import compare_traces
-from tracer.run import encode_prompt, load_model, run_trace
+from tracer.commands.run import encode_prompt, load_model, run_trace
+from tracer.traces.compare import compare_traces
 from tracer.vision.placement import PLACEHOLDER
 from tracer.vision.weights import vl_weight_shapes
 

@@ -1,15 +1,16 @@
 # %% jupyter={"source_hidden": true}
-from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+from tracer.teaching.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
 
 prose("nb01_md1")
 
 # %%
 import numpy as np
 
-from tracer import ops, seed004
-from tracer.classroom import Exercise, difference_note, language, setup, side_by_side
-from tracer.model import rope_inv_freq
-from tracer.run import encode_prompt, load_model, run_trace
+from tracer.commands.run import encode_prompt, load_model, run_trace
+from tracer.engine import ops
+from tracer.engine.model import rope_inv_freq
+from tracer.sources import seed004
+from tracer.teaching.classroom import Exercise, difference_note, language, setup, side_by_side
 
 setup()
 LANG = language()
@@ -125,7 +126,7 @@ print("greedy choice:", int(np.argmax(logits)), model.tokenizer.decode([int(np.a
 prose("nb01_md9")
 
 # %%
-from tracer.figures import attention_figure  # noqa: E402
+from tracer.figures.forward import attention_figure  # noqa: E402
 
 trace = run_trace(model, ids.tolist(), prompt="明天交報告")
 assert np.allclose(trace["layers.0.attn.probs"][0], A, atol=1e-6)

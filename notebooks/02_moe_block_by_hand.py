@@ -1,5 +1,5 @@
 # %% jupyter={"source_hidden": true}
-from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+from tracer.teaching.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
 
 prose("nb02_md1")
 
@@ -7,10 +7,10 @@ prose("nb02_md1")
 import numpy as np
 import pandas as pd
 
-from tracer import seed004
-from tracer.classroom import Exercise, difference_note, language, setup, side_by_side
-from tracer.figures import expert_load_figure, record_heatmap, topk_equivalence
-from tracer.run import encode_prompt, load_model, run_trace
+from tracer.commands.run import encode_prompt, load_model, run_trace
+from tracer.figures.forward import expert_load_figure, record_heatmap, topk_equivalence
+from tracer.sources import seed004
+from tracer.teaching.classroom import Exercise, difference_note, language, setup, side_by_side
 
 setup()
 LANG = language()

@@ -1,5 +1,5 @@
 # %% jupyter={"source_hidden": true}
-from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+from tracer.teaching.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
 
 prose("nb03_md1")
 
@@ -7,11 +7,11 @@ prose("nb03_md1")
 import numpy as np
 import pandas as pd
 
-from tracer import ops
-from tracer.classroom import Exercise, language, setup
-from tracer.figures import heatmap, rope_angle_figure, rope_distance_figure, rope_rotation_figure
-from tracer.presets import QWEN3_0_6B
-from tracer.run import load_model, run_trace
+from tracer.commands.run import load_model, run_trace
+from tracer.engine import ops
+from tracer.figures.forward import heatmap, rope_angle_figure, rope_distance_figure, rope_rotation_figure
+from tracer.sources.presets import QWEN3_0_6B
+from tracer.teaching.classroom import Exercise, language, setup
 
 setup()
 LANG = language()

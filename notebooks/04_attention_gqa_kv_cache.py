@@ -1,5 +1,5 @@
 # %% jupyter={"source_hidden": true}
-from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+from tracer.teaching.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
 
 prose("nb04_md1")
 
@@ -7,12 +7,12 @@ prose("nb04_md1")
 import numpy as np
 import pandas as pd
 
-from tracer import ops
-from tracer.classroom import Exercise, language, setup
-from tracer.figures import attention_figure, decode_attention_figure, gqa_figure
-from tracer.model import forward
-from tracer.recorder import Recorder
-from tracer.run import load_model, run_trace
+from tracer.commands.run import load_model, run_trace
+from tracer.engine import ops
+from tracer.engine.model import forward
+from tracer.engine.recorder import Recorder
+from tracer.figures.forward import attention_figure, decode_attention_figure, gqa_figure
+from tracer.teaching.classroom import Exercise, language, setup
 
 setup()
 LANG = language()

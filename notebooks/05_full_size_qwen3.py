@@ -1,5 +1,5 @@
 # %% jupyter={"source_hidden": true}
-from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+from tracer.teaching.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
 
 prose("nb05_md1")
 
@@ -8,13 +8,13 @@ import json
 
 import pandas as pd
 
-from tracer.chat import parse_reply, render_chat
-from tracer.classroom import Exercise, language, setup
-from tracer.figures import attention_figure, residual_norms_figure, sampling_figure
-from tracer.info import count_params
-from tracer.run import load_model, run_trace
-from tracer.tokenizer import QwenTokenizer
-from tracer.tokentext import piece
+from tracer.commands.run import load_model, run_trace
+from tracer.figures.forward import attention_figure, residual_norms_figure, sampling_figure
+from tracer.sources.info import count_params
+from tracer.teaching.classroom import Exercise, language, setup
+from tracer.text.chat import parse_reply, render_chat
+from tracer.text.tokenizer import QwenTokenizer
+from tracer.text.tokentext import piece
 
 setup()
 LANG = language()

@@ -1,5 +1,5 @@
 # %% jupyter={"source_hidden": true}
-from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+from tracer.teaching.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
 
 prose("nb06_md1")
 
@@ -7,10 +7,11 @@ prose("nb06_md1")
 import numpy as np
 import pandas as pd
 
-from tracer import ops, seed004
-from tracer.classroom import Exercise, language, setup
-from tracer.figures import sampling_figure
-from tracer.run import load_model, run_trace
+from tracer.commands.run import load_model, run_trace
+from tracer.engine import ops
+from tracer.figures.forward import sampling_figure
+from tracer.sources import seed004
+from tracer.teaching.classroom import Exercise, language, setup
 
 setup()
 LANG = language()

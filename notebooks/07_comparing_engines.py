@@ -1,15 +1,15 @@
 # %% jupyter={"source_hidden": true}
-from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+from tracer.teaching.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
 
 prose("nb07_md1")
 
 # %%
 import pandas as pd
 
-from tracer.classroom import Exercise, language, setup
-from tracer.compare import compare_traces, first_divergence
-from tracer.figures import compare_figure
-from tracer.run import load_model, run_trace
+from tracer.commands.run import load_model, run_trace
+from tracer.figures.forward import compare_figure
+from tracer.teaching.classroom import Exercise, language, setup
+from tracer.traces.compare import compare_traces, first_divergence
 
 setup()
 LANG = language()

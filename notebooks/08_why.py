@@ -21,10 +21,10 @@
 import numpy as np
 import pandas as pd
 
-from tracer.classroom import Exercise, language, setup
-from tracer.interp_figures import attribution_figure, attribution_terms, lens_grid, token_text
-from tracer.interventions import Interventions
-from tracer.run import load_model, run_trace
+from tracer.commands.run import load_model, run_trace
+from tracer.engine.interventions import Interventions
+from tracer.figures.interp import attribution_figure, attribution_terms, lens_grid, token_text
+from tracer.teaching.classroom import Exercise, language, setup
 
 setup()
 LANG = language()

@@ -12,11 +12,11 @@
 import numpy as np
 import pandas as pd
 
-from tracer.classroom import Exercise, language, setup
-from tracer.compare import compare_traces
-from tracer.figures import heatmap
+from tracer.commands.run import encode_prompt, load_model, run_trace
+from tracer.figures.forward import heatmap
 from tracer.i18n import t
-from tracer.run import encode_prompt, load_model, run_trace
+from tracer.teaching.classroom import Exercise, language, setup
+from tracer.traces.compare import compare_traces
 from tracer.vision import ops as vops
 from tracer.vision.figures import (deepstack_figure, mrope_figure, mrope_grid_figure, patch_attention_figure,
                                    patch_grid_figure, token_map_figure)

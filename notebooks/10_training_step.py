@@ -2,7 +2,7 @@
 # # 10 · One training step, traced (seed 001: loss, SFT, DPO, GRPO)
 #
 # The forward pass of notebook 1, then the loss, then every gradient flowing back, then one optimizer step.
-# `tracer.train_run.train_step` records `train.labels`, `train.token_loss`, `train.loss`, `grad.<record>` for every
+# `tracer.commands.train_run.train_step` records `train.labels`, `train.token_loss`, `train.loss`, `grad.<record>` for every
 # forward record and `grad.param.<weight>` for every checkpoint tensor. Some cells ask you to compute one number.
 #
 # **一个被追踪的训练步(种子文档 001:损失、SFT、DPO、GRPO)。** 先做第 1 本笔记本的前向传播,再算损失,然后让每个梯度
@@ -13,13 +13,13 @@
 import numpy as np
 import pandas as pd
 
-from tracer import backward_ops as bw
-from tracer import ops
-from tracer.classroom import Exercise, language, setup
-from tracer.run import encode_prompt, load_model
-from tracer.train import Optimizer
-from tracer.train_figures import errata_rows, grad_flow_figure, token_loss_figure, token_loss_rows
-from tracer.train_run import dpo_step, grpo_step, train_step
+from tracer.commands.run import encode_prompt, load_model
+from tracer.commands.train_run import dpo_step, grpo_step, train_step
+from tracer.engine import backward_ops as bw
+from tracer.engine import ops
+from tracer.engine.train import Optimizer
+from tracer.figures.train import errata_rows, grad_flow_figure, token_loss_figure, token_loss_rows
+from tracer.teaching.classroom import Exercise, language, setup
 
 setup()
 LANG = language()
@@ -58,7 +58,7 @@ ex1.check(answer_1)
 # ## The first gradient: ∂L/∂logits · 第一个梯度
 #
 # For a counted position, ∂L/∂logits = (softmax(logits) − onehot(target)) / N with N counted positions; masked
-# positions get 0. Everything else is the chain rule applied record by record, backwards (`tracer/backward_ops.py`
+# positions get 0. Everything else is the chain rule applied record by record, backwards (`tracer/engine/backward_ops.py`
 # has one backward op per forward op, each checked against torch autograd).
 #
 # 对计入的位置,∂L/∂logits = (softmax(logits) − onehot(目标)) / N,N 是计入的位置数;被遮掉的位置梯度为 0。其余的

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from tracer.classroom import Exercise, language, setup
+from tracer.commands.run import load_model, run_trace
+from tracer.engine.longctx import rope_frequencies
+from tracer.engine.memory import memory
+from tracer.figures.longctx import distance_figure, errata, kv_table, mask_figure, pair_table, wavelength_figure
 from tracer.i18n import t
-from tracer.longctx import rope_frequencies
-from tracer.longctx_figures import distance_figure, errata, kv_table, mask_figure, pair_table, wavelength_figure
-from tracer.memory import memory
-from tracer.presets import PRESETS, QWEN3_0_6B
-from tracer.run import load_model, run_trace
+from tracer.sources.presets import PRESETS, QWEN3_0_6B
+from tracer.teaching.classroom import Exercise, language, setup
 
 LANG = language()
 

@@ -14,9 +14,9 @@ pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tracer.commands.run import encode_prompt, load_model, run_trace  # noqa: E402
 from tracer.i18n import t as catalog_text  # noqa: E402
-from tracer.run import encode_prompt, load_model, run_trace  # noqa: E402
-from tracer.tracefile import load_trace, save_trace  # noqa: E402
+from tracer.traces.tracefile import load_trace, save_trace  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 PAGES = ["run", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare", "long_context"]
@@ -240,7 +240,7 @@ def test_tokens_page_keeps_split_characters_and_bytes(monkeypatch, traces):
 def test_chat_template_keeps_newlines_and_marks_special_tokens(monkeypatch, tmp_path):
     model = load_model("qwen3-0.6b", ["num_hidden_layers=1", "hidden_size=32", "head_dim=8", "intermediate_size=16",
                                       "num_attention_heads=2", "num_key_value_heads=1"])
-    from tracer.run import chat_prompt
+    from tracer.commands.run import chat_prompt
 
     text = chat_prompt(model, "你好", "Be brief.", False)
     path = save_trace(tmp_path / "chat.npz", run_trace(model, encode_prompt(model, text), prompt=text))

@@ -14,9 +14,9 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-import tracer.run  # noqa: E402
-from tracer.run import load_model, run_trace  # noqa: E402
-from tracer.tracefile import save_trace  # noqa: E402
+import tracer.commands.run  # noqa: E402
+from tracer.commands.run import load_model, run_trace  # noqa: E402
+from tracer.traces.tracefile import save_trace  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 SMALL = ["num_hidden_layers=1", "hidden_size=32", "head_dim=8", "intermediate_size=48", "vocab_size=97"]
@@ -109,7 +109,7 @@ def test_ten_sessions_at_once_keep_to_themselves(traces_dir, monkeypatch, concur
             with lock:
                 active[0] -= 1
 
-    monkeypatch.setattr(tracer.run, "run_trace", counted_run)
+    monkeypatch.setattr(tracer.commands.run, "run_trace", counted_run)
     private_tmp = traces_dir.parent / "tmp"
     private_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
@@ -195,7 +195,7 @@ def test_an_unexpected_error_is_one_line_without_paths(traces_dir, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError(f"boom in {traces_dir}/secret")
 
-    monkeypatch.setattr(tracer.run, "load_model", broken)
+    monkeypatch.setattr(tracer.commands.run, "load_model", broken)
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     button(at, "Run").click().run()

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tracer import backward_ops as bw
-from tracer import ops
+from tracer.engine import backward_ops as bw
+from tracer.engine import ops
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

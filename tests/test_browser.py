@@ -21,7 +21,7 @@ pytest.importorskip("streamlit")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from tracer.i18n import LANGS, catalog  # noqa: E402
-from tracer.tracefile import load_trace  # noqa: E402
+from tracer.traces.tracefile import load_trace  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"

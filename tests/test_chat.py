@@ -5,8 +5,8 @@ import json
 import pytest
 
 from tracer import TracerError
-from tracer.chat import official_template, parse_reply, render_chat, render_jinja, thinking_mode
 from tracer.cli import main
+from tracer.text.chat import official_template, parse_reply, render_chat, render_jinja, thinking_mode
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "查天氣 / weather",

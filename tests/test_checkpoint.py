@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from tracer import TracerError
-from tracer.checkpoint import CheckpointWeights, bfloat16_bits, export_checkpoint, read_config
 from tracer.cli import main
-from tracer.run import load_model, run_trace
-from tracer.tracefile import load_trace
-from tracer.weights import weight_shapes
+from tracer.commands.run import load_model, run_trace
+from tracer.sources.checkpoint import CheckpointWeights, bfloat16_bits, export_checkpoint, read_config
+from tracer.sources.weights import weight_shapes
+from tracer.traces.tracefile import load_trace
 
 SMALL = ["--set", "num_hidden_layers=2", "--set", "hidden_size=32", "--set", "head_dim=8",
          "--set", "intermediate_size=48", "--set", "vocab_size=97"]

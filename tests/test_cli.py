@@ -1,6 +1,5 @@
 """The command line: traces, the seed-style printout, and one-line errors with exit code 2."""
 
-import json
 import subprocess
 import sys
 
@@ -8,7 +7,7 @@ import numpy as np
 import pytest
 
 from tracer.cli import main
-from tracer.tracefile import load_trace
+from tracer.traces.tracefile import load_trace
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

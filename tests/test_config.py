@@ -3,8 +3,8 @@
 import pytest
 
 from tracer import TracerError
-from tracer.config import Qwen3Config
-from tracer.presets import PRESETS, QWEN3_0_6B
+from tracer.sources.config import Qwen3Config
+from tracer.sources.presets import PRESETS, QWEN3_0_6B
 
 # Qwen3-0.6B's config.json as on the Hub (seed 003), abridged to the fields that matter.
 HUB_0_6B = {

@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("plotly")
 
-from tracer import figures  # noqa: E402
-from tracer.run import load_model, run_trace  # noqa: E402
-from tracer.tracefile import load_trace, save_trace  # noqa: E402
+from tracer.commands.run import load_model, run_trace  # noqa: E402
+from tracer.figures import forward as figures  # noqa: E402
+from tracer.traces.tracefile import load_trace, save_trace  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,17 @@
 """Generation with the KV cache: decode steps equal recomputation, cache growth, sampling, stopping."""
 
-import json
 
 import numpy as np
 import pytest
 
 from tracer.cli import main
-from tracer.config import Qwen3Config
-from tracer.model import Sampling, forward, generate
-from tracer.presets import QWEN3_0_6B
-from tracer.recorder import Recorder
-from tracer.run import load_model, run_trace
-from tracer.tracefile import load_trace
-from tracer.weights import RandomWeights
+from tracer.commands.run import load_model, run_trace
+from tracer.engine.model import Sampling, forward, generate
+from tracer.engine.recorder import Recorder
+from tracer.sources.config import Qwen3Config
+from tracer.sources.presets import QWEN3_0_6B
+from tracer.sources.weights import RandomWeights
+from tracer.traces.tracefile import load_trace
 
 SMALL = QWEN3_0_6B.replace(num_hidden_layers=3, hidden_size=48, head_dim=16, intermediate_size=64, vocab_size=211,
                            initializer_range=0.2)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tracer import seed004
-from tracer.run import encode_prompt, load_model, run_trace
+from tracer.commands.run import encode_prompt, load_model, run_trace
+from tracer.sources import seed004
 
 
 def trace(preset: str, round_decimals: int | None = None, dtype: str = "float32") -> dict[str, np.ndarray]:

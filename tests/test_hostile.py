@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tracer.budget
-import tracer.limits
-import tracer.safefiles
 from tracer.cli import main
-from tracer.tracefile import meta_text
+import tracer.safety.budget
+import tracer.safety.limits
+import tracer.safety.safefiles
+from tracer.traces.tracefile import meta_text
 
 OLD = b"OLD OUTPUT, MUST SURVIVE"
 SMALL = ["--set", "num_hidden_layers=1", "--set", "hidden_size=32", "--set", "head_dim=8",
@@ -498,8 +498,8 @@ def test_hostile_input_is_refused_in_one_line(argv, expect, build, base, tmp_pat
             pytest.skip("this machine has CUDA: --device cuda is not an error here")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TRACER_APP_PASSWORD", raising=False)
-    monkeypatch.setattr(tracer.limits, "TEMPLATE_SECONDS", 0.5)
-    monkeypatch.setattr(tracer.budget, "available_memory", lambda: 16 * 1024**3)  # the same budget on any machine
+    monkeypatch.setattr(tracer.safety.limits, "TEMPLATE_SECONDS", 0.5)
+    monkeypatch.setattr(tracer.safety.budget, "available_memory", lambda: 16 * 1024**3)  # the same budget on any machine
     monkeypatch.setattr(os, "execve", _no_exec)
     monkeypatch.setattr(os, "execv", _no_exec)
     old = tmp_path / "old.npz"
@@ -556,7 +556,7 @@ def test_a_bomb_is_refused_without_allocating(base, tmp_path):
     import resource
 
     from tracer import TracerError
-    from tracer.tracefile import load_trace
+    from tracer.traces.tracefile import load_trace
 
     path = bomb(tmp_path, base)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -568,7 +568,7 @@ def test_a_bomb_is_refused_without_allocating(base, tmp_path):
 
 
 def test_too_many_members_are_refused_before_listing(base, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tracer.safefiles, "MAX_MEMBERS", 10)
+    monkeypatch.setattr(tracer.safety.safefiles, "MAX_MEMBERS", 10)
     assert main(["show", str(base / "good.npz")]) == 2
     assert "arrays, more than a trace may" in capsys.readouterr().err
 
@@ -613,7 +613,7 @@ def test_sigterm_removes_the_temporary_file(tmp_path):
         # or after the finished trace was renamed into place: the output is the old file or the whole new trace
         assert proc.returncode in (130, -signal.SIGTERM)
         if old.read_bytes() != OLD:
-            from tracer.tracefile import load_trace
+            from tracer.traces.tracefile import load_trace
 
             assert load_trace(old)["logits"].shape == (64, 151936)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -41,7 +41,7 @@ def test_aliases_and_unknown_languages():
 
 
 def test_every_schema_record_is_explained_in_every_language():
-    from tracer.schema import SCHEMA
+    from tracer.traces.schema import SCHEMA
 
     for lang in LANGS:
         missing = [e.pattern for e in SCHEMA if f"schema.{e.pattern}" not in catalog(lang)]
@@ -148,8 +148,8 @@ def test_cli_errors_are_printed_in_the_language_of_lang(tmp_path, capsys):
 def test_every_formula_with_words_is_translated_and_shown_in_the_readers_language():
     import re
 
-    from tracer.schema import OPS
-    from tracer.show import formula_text
+    from tracer.traces.schema import OPS
+    from tracer.traces.show import formula_text
 
     english = _catalog_file("en", "formulas")
     assert all(english[op] == OPS[op].text for op in english), "formulas.json (en) must be the schema's text"
@@ -164,7 +164,7 @@ def test_every_formula_with_words_is_translated_and_shown_in_the_readers_languag
 
 def test_show_prints_the_formula_in_chinese_and_keeps_the_file_english(tmp_path, capsys):
     from tracer.cli import main
-    from tracer.tracefile import load_trace
+    from tracer.traces.tracefile import load_trace
 
     out = tmp_path / "t.npz"
     assert main(["trace", "toy-dense", "--tokens", "0,1,2,3", "--out", str(out)]) == 0

@@ -1,8 +1,8 @@
 """The model card: exact parameter counts, checked against arithmetic on the published shapes."""
 
 from tracer.cli import main
-from tracer.info import count_params
-from tracer.presets import PRESETS
+from tracer.sources.info import count_params
+from tracer.sources.presets import PRESETS
 
 
 def test_qwen3_0_6b_exact_count():

@@ -7,11 +7,11 @@ import pytest
 
 from tracer import TracerError
 from tracer.cli import main
-from tracer.compare import compare_traces, first_divergence
-from tracer.interventions import Interventions
-from tracer.run import load_model, run_trace
-from tracer.tracefile import load_trace
-from tracer.weights import lm_head_name
+from tracer.commands.run import load_model, run_trace
+from tracer.engine.interventions import Interventions
+from tracer.sources.weights import lm_head_name
+from tracer.traces.compare import compare_traces, first_divergence
+from tracer.traces.tracefile import load_trace
 
 TINY = ["num_hidden_layers=3", "hidden_size=64", "head_dim=16", "intermediate_size=96", "vocab_size=300",
         "num_attention_heads=4", "num_key_value_heads=2"]

@@ -9,8 +9,8 @@ pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tracer.run import load_model, run_trace  # noqa: E402
-from tracer.tracefile import load_trace, save_trace  # noqa: E402
+from tracer.commands.run import load_model, run_trace  # noqa: E402
+from tracer.traces.tracefile import load_trace, save_trace  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 PAGES = {"lens": "Logit lens & attribution", "heads": "All heads", "prompts": "Compare prompts", "whatif": "What if"}

@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("plotly")
 
-from tracer.interp_figures import (attribution_terms, head_view, heads_grid, lens_grid, prompt_diff,  # noqa: E402
+from tracer.figures.interp import (attribution_terms, head_view, heads_grid, lens_grid, prompt_diff,  # noqa: E402
                                    stream_stats, token_text)
-from tracer.run import load_model, run_trace  # noqa: E402
+from tracer.commands.run import load_model, run_trace  # noqa: E402
 
 SMALL = ["num_hidden_layers=3", "hidden_size=32", "head_dim=8", "intermediate_size=48", "vocab_size=120",
          "num_attention_heads=4", "num_key_value_heads=2"]

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tracer.commands.run import load_model, run_trace
+from tracer.engine.memory import human, memory
+from tracer.figures.longctx import distance_scores, errata, pair_table, window_mask
 from tracer.i18n import t
-from tracer.longctx_figures import distance_scores, errata, pair_table, window_mask
-from tracer.memory import human, memory
-from tracer.presets import QWEN3_0_6B
-from tracer.run import load_model, run_trace
-from tracer.tracefile import save_trace
+from tracer.sources.presets import QWEN3_0_6B
+from tracer.traces.tracefile import save_trace
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}

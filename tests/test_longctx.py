@@ -8,11 +8,11 @@ import pytest
 
 from tracer import TracerError
 from tracer.cli import main
-from tracer.compare import compare_traces, first_divergence
-from tracer.config import Qwen3Config
-from tracer.longctx import RopeScaling, layer_window, rope_frequencies
-from tracer.presets import QWEN3_0_6B
-from tracer.run import load_model, run_trace
+from tracer.commands.run import load_model, run_trace
+from tracer.engine.longctx import RopeScaling, layer_window, rope_frequencies
+from tracer.sources.config import Qwen3Config
+from tracer.sources.presets import QWEN3_0_6B
+from tracer.traces.compare import compare_traces, first_divergence
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -210,7 +210,7 @@ def test_exported_checkpoint_loads_in_transformers_with_the_same_scaling_and_win
 
 
 def test_long_context_trace_round_trips_through_a_file(tmp_path):
-    from tracer.tracefile import load_trace, save_trace
+    from tracer.traces.tracefile import load_trace, save_trace
 
     overrides = TINY + ["max_position_embeddings=64", "use_sliding_window=true", "sliding_window=3",
                         "max_window_layers=1", 'rope_scaling={"rope_type":"yarn","factor":2.0,'

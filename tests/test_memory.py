@@ -6,8 +6,8 @@ import json
 import pytest
 
 from tracer.cli import main
-from tracer.memory import memory
-from tracer.presets import PRESETS
+from tracer.engine.memory import memory
+from tracer.sources.presets import PRESETS
 
 FAMILY = ["qwen3-0.6b", "qwen3-1.7b", "qwen3-4b", "qwen3-8b", "qwen3-14b", "qwen3-32b", "qwen3-30b-a3b",
           "qwen3-235b-a22b"]

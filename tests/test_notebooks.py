@@ -25,20 +25,20 @@ def _token_count(text: str) -> int:
 
     from tokenizers import Tokenizer
 
-    from tracer.tokenizer import tokenizer_json
+    from tracer.text.tokenizer import tokenizer_json
 
     return len(Tokenizer.from_str(json.dumps(tokenizer_json())).encode(text).ids)
 
 
 def _seed_expert() -> int:
-    from tracer import seed004
+    from tracer.sources import seed004
 
     return int(seed004.MOE["layers.0.moe.gates"][3].argmax())
 
 
 def _seed_lens() -> str:
     """Softmax by hand of seed 004 §4-6-2's logits, at the chosen token 請 (id 4): the toy's last-block lens."""
-    from tracer import seed004
+    from tracer.sources import seed004
 
     logits = [float(v) for v in seed004.MOE["sample.0.logits"]]
     return str(math.exp(logits[4]) / sum(math.exp(v) for v in logits))
@@ -165,7 +165,7 @@ def test_tracer_notebooks_opens_jupyterlab_on_the_folder(tmp_path):
 
 
 def test_exercises_speak_the_notebooks_language(monkeypatch):
-    from tracer.classroom import Exercise, language
+    from tracer.teaching.classroom import Exercise, language
 
     monkeypatch.setenv("QWEN3_TRACER_LANG", "zh")
     assert language() == "zh-Hans"

@@ -5,11 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tracer import ops
-from tracer.config import Qwen3Config
-from tracer.model import forward, rope_inv_freq
-from tracer.recorder import Recorder
-from tracer.weights import RandomWeights
+from tracer.engine import ops
+from tracer.engine.model import forward, rope_inv_freq
+from tracer.engine.recorder import Recorder
+from tracer.sources.config import Qwen3Config
+from tracer.sources.weights import RandomWeights
 
 finite = st.floats(-30, 30, allow_nan=False, width=64)
 

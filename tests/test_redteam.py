@@ -9,7 +9,7 @@ import pytest
 
 from tracer import TracerError
 from tracer.cli import main
-from tracer.storage import encode_numbers
+from tracer.traces.storage import encode_numbers
 
 TINY = ["qwen3-0.6b", "--set", "num_hidden_layers=1", "--set", "hidden_size=32", "--set", "head_dim=8",
         "--set", "intermediate_size=16", "--set", "vocab_size=200", "--set", "num_attention_heads=2",
@@ -132,7 +132,7 @@ def test_no_rendered_message_shows_doubled_braces() -> None:
             text = t(key, lang, **{f: 1 for f in fields})
             assert "{{" not in text and "}}" not in text, (lang, key, text)
     with pytest.raises(TracerError) as exc:
-        from tracer.train_run import sft_segments
+        from tracer.commands.train_run import sft_segments
 
         sft_segments("not a list")
     assert "{role, content}" in str(exc.value)

@@ -9,13 +9,13 @@ import time
 import pytest
 
 from tracer import TracerError
-from tracer.budget import check_budget, estimate, parameter_count, parse_size, trace_bytes
 from tracer.cli import build_parser, main
-from tracer.config import Qwen3Config
-from tracer.limits import tensor_count
-from tracer.presets import QWEN3_0_6B, QWEN3_30B_A3B, get_preset
-from tracer.run import load_model, run_trace
-from tracer.weights import weight_shapes
+from tracer.commands.run import load_model, run_trace
+from tracer.safety.budget import check_budget, estimate, parameter_count, parse_size, trace_bytes
+from tracer.safety.limits import tensor_count
+from tracer.sources.config import Qwen3Config
+from tracer.sources.presets import QWEN3_0_6B, QWEN3_30B_A3B, get_preset
+from tracer.sources.weights import weight_shapes
 
 
 class Exec(BaseException):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tracer.cli import main
-from tracer.schema import OPS, SCHEMA, entry_for
-from tracer.tracefile import load_trace
+from tracer.traces.schema import OPS, SCHEMA, entry_for
+from tracer.traces.tracefile import load_trace
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "trace-schema.md"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "trace-schema.md"
@@ -92,7 +92,7 @@ def test_full_size_qwen3_0_6b_trace_holds_every_schema_name(tmp_path, capsys):
 
 def test_documented_rope_and_mask_formulas_hold_in_a_decode_step():
     """cos[t, d] = cos(pos[t]·θ^(−2j/Dh)) with j = d mod Dh/2; M[t, s] = 0 iff s ≤ t + (S − T)."""
-    from tracer.run import load_model, run_trace
+    from tracer.commands.run import load_model, run_trace
 
     model = load_model("qwen3-0.6b", ["num_hidden_layers=1", "hidden_size=32", "head_dim=8", "intermediate_size=16",
                                       "vocab_size=50", "num_attention_heads=2", "num_key_value_heads=1"])

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from tracer.cli import main  # noqa: E402
 from tracer.i18n import t  # noqa: E402
 from tracer.sources.drift import layer_drift, quant_rows  # noqa: E402
-from tracer.tracefile import load_trace  # noqa: E402
+from tracer.traces.tracefile import load_trace  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 SMALL = ["num_hidden_layers=3", "hidden_size=256", "head_dim=32", "intermediate_size=512", "vocab_size=512"]

@@ -9,14 +9,13 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from tracer import TracerError  # noqa: E402
 from tracer.cli import main  # noqa: E402
-from tracer.run import load_model, run_trace  # noqa: E402
+from tracer.commands.run import load_model, run_trace  # noqa: E402
 from tracer.sources.gguf import TENSOR_NAMES, gguf_name  # noqa: E402
 from tracer.sources.kquants import QUANTIZERS  # noqa: E402
 from tracer.sources.quantize import write_gguf  # noqa: E402
-from tracer.tracefile import load_trace  # noqa: E402
-from tracer.weights import weight_shapes  # noqa: E402
+from tracer.sources.weights import weight_shapes  # noqa: E402
+from tracer.traces.tracefile import load_trace  # noqa: E402
 
 DENSE = ["num_hidden_layers=2", "hidden_size=256", "head_dim=32", "intermediate_size=512", "vocab_size=512"]
 MOE = DENSE + ["num_experts=8", "num_experts_per_tok=2", "moe_intermediate_size=256"]
@@ -63,7 +62,7 @@ def test_f32_gguf_gives_the_checkpoints_logits(checkpoint, tmp_path, capsys):
 
 def test_the_name_table_is_llama_cpps(checkpoint):
     """Every Hugging Face name maps to the GGUF name gguf's own table gives it."""
-    from tracer.config import Qwen3Config
+    from tracer.sources.config import Qwen3Config
 
     cfg = Qwen3Config.from_hf_dict(json.loads((checkpoint / "config.json").read_text()))
     arch = gguf.MODEL_ARCH.QWEN3MOE if cfg.is_moe else gguf.MODEL_ARCH.QWEN3

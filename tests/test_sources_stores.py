@@ -12,12 +12,12 @@ import pytest
 gguf = pytest.importorskip("gguf")
 
 from tracer import TracerError  # noqa: E402
-from tracer.chat import official_template, render_chat  # noqa: E402
 from tracer.cli import main  # noqa: E402
-from tracer.run import chat_prompt, load_model, render_messages, run_trace, stop_tokens  # noqa: E402
+from tracer.commands.run import chat_prompt, load_model, render_messages, run_trace, stop_tokens  # noqa: E402
 from tracer.sources.quantize import write_gguf  # noqa: E402
-from tracer.tokenizer import FIRST_SPECIAL_ID, QwenTokenizer, load_ranks, tokenizer_json  # noqa: E402
-from tracer.tracefile import load_trace  # noqa: E402
+from tracer.text.chat import official_template, render_chat  # noqa: E402
+from tracer.text.tokenizer import FIRST_SPECIAL_ID, QwenTokenizer, load_ranks, tokenizer_json  # noqa: E402
+from tracer.traces.tracefile import load_trace  # noqa: E402
 
 TINY = ["num_hidden_layers=2", "hidden_size=64", "head_dim=16", "intermediate_size=96"]  # Qwen3's real vocabulary
 TEXTS = [

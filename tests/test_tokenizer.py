@@ -6,7 +6,7 @@ import pytest
 
 from tracer import TracerError
 from tracer.cli import main
-from tracer.tokenizer import SPECIAL_TOKENS, HFTokenizer, QwenTokenizer, tokenizer_json
+from tracer.text.tokenizer import SPECIAL_TOKENS, HFTokenizer, QwenTokenizer, tokenizer_json
 
 MIXED = [
     "Hello, world!",

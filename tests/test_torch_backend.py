@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from tracer import seed004
 from tracer import TracerError
 from tracer.cli import main
-from tracer.compare import compare_traces, first_divergence
-from tracer.run import load_model, run_trace
-from tracer.tracefile import load_trace, save_trace
+from tracer.commands.run import load_model, run_trace
+from tracer.sources import seed004
+from tracer.traces.compare import compare_traces, first_divergence
+from tracer.traces.tracefile import load_trace, save_trace
 
 torch = pytest.importorskip("torch")
 

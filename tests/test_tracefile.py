@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from tracer import TracerError
-from tracer.run import load_model, run_trace
-from tracer.schema import SCHEMA_VERSION
 from tracer.cli import main
-from tracer.compare import compare_traces
-from tracer.tracefile import Trace, load_trace, save_trace
+from tracer.commands.run import load_model, run_trace
+from tracer.traces.compare import compare_traces
+from tracer.traces.schema import SCHEMA_VERSION
+from tracer.traces.tracefile import Trace, load_trace, save_trace
 
 SMALL = ["num_hidden_layers=2", "hidden_size=32", "head_dim=8", "intermediate_size=48", "vocab_size=120",
          "num_attention_heads=4", "num_key_value_heads=2"]

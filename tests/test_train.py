@@ -9,10 +9,10 @@ import pytest
 
 from tracer import TracerError
 from tracer.cli import main
-from tracer.run import load_model
-from tracer.tracefile import load_trace
-from tracer.train import Optimizer
-from tracer.train_run import dpo_step, grpo_step, sft_segments, sft_tokens, train_step, train_step_torch
+from tracer.commands.run import load_model
+from tracer.commands.train_run import dpo_step, grpo_step, sft_segments, sft_tokens, train_step, train_step_torch
+from tracer.engine.train import Optimizer
+from tracer.traces.tracefile import load_trace
 
 torch = pytest.importorskip("torch")
 
@@ -67,7 +67,7 @@ def test_toys_gradients_equal_finite_differences(preset):
     weights = {n: np.array(model.weights[n]) for n in model.weights}
 
     def loss(w):
-        from tracer.train import lm_loss, run_forward, Targets
+        from tracer.engine.train import lm_loss, run_forward, Targets
         rec = run_forward(model.cfg, w, np.array(ids))
         return lm_loss(model.cfg, rec.records, Targets.next_token(np.array(ids), np.ones(len(ids), bool)), 0.001)[0].value
 
@@ -85,7 +85,7 @@ def test_toys_gradients_equal_finite_differences(preset):
 
 
 def test_forward_numbers_are_the_inference_numbers():
-    from tracer.run import run_trace
+    from tracer.commands.run import run_trace
 
     model = load_model("qwen3-0.6b", TINY_MOE, seed=1)
     inference = run_trace(model, IDS)

@@ -9,11 +9,11 @@ pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tracer.commands.run import load_model  # noqa: E402
+from tracer.commands.train_run import dpo_step, train_step  # noqa: E402
+from tracer.engine.train import Optimizer  # noqa: E402
 from tracer.i18n import t as catalog_text  # noqa: E402
-from tracer.run import load_model  # noqa: E402
-from tracer.tracefile import save_trace  # noqa: E402
-from tracer.train import Optimizer  # noqa: E402
-from tracer.train_run import dpo_step, train_step  # noqa: E402
+from tracer.traces.tracefile import save_trace  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 

@@ -17,10 +17,10 @@ import pytest
 
 from tracer import TracerError
 from tracer.cli import main
-from tracer.compare import compare_arrays
-from tracer.recorder import Recorder
-from tracer.run import encode_prompt, load_model, run_trace
-from tracer.tracefile import load_trace
+from tracer.commands.run import encode_prompt, load_model, run_trace
+from tracer.engine.recorder import Recorder
+from tracer.traces.compare import compare_arrays
+from tracer.traces.tracefile import load_trace
 from tracer.vision.config import VisionConfig
 from tracer.vision.mrope import mrope_tables, rope_index
 from tracer.vision.placement import PLACEHOLDER

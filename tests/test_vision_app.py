@@ -11,10 +11,10 @@ pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tracer.commands.run import encode_prompt, load_model, run_trace  # noqa: E402
 from tracer.i18n import t as catalog_text  # noqa: E402
-from tracer.run import encode_prompt, load_model, run_trace  # noqa: E402
-from tracer.show import format_record  # noqa: E402
-from tracer.tracefile import save_trace  # noqa: E402
+from tracer.traces.show import format_record  # noqa: E402
+from tracer.traces.tracefile import save_trace  # noqa: E402
 from tracer.vision.figures import mrope_grid_figure, patch_attention_figure, to_raster, token_map_figure  # noqa: E402
 from tracer.vision.placement import PLACEHOLDER  # noqa: E402
 
@@ -107,7 +107,7 @@ def test_show_prints_vision_records(vl_trace):
 
 
 def test_pipeline_map_puts_the_vision_tower_above_the_text_layers(vl_trace):
-    from tracer.figures import pipeline_figure
+    from tracer.figures.forward import pipeline_figure
 
     _, trace = vl_trace
     nodes = pipeline_figure(trace).data[1]

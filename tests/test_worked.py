@@ -9,10 +9,10 @@ import itertools
 import numpy as np
 import pytest
 
-from tracer import seed004
-from tracer.model import Sampling
-from tracer.run import load_model, run_trace
-from tracer.worked import WORKERS, Params, num, work_cell  # noqa: F401
+from tracer.commands.run import load_model, run_trace
+from tracer.engine.model import Sampling
+from tracer.sources import seed004
+from tracer.teaching.worked import WORKERS, Params, num, work_cell  # noqa: F401
 
 
 def _cells(shape, rng, limit):
@@ -55,7 +55,7 @@ def test_every_cell_of_the_toy_traces(seen):
 
 
 def test_full_size_qwen3_cells_with_sampling_and_lazy_weights(seen, monkeypatch):
-    from tracer import weights
+    from tracer.sources import weights
 
     model = load_model("qwen3-0.6b", ["num_hidden_layers=1"])
     trace = run_trace(model, [5, 100, 2000], max_new_tokens=2,
@@ -120,7 +120,7 @@ def test_long_context_cells_yarn_and_sliding_window(seen):
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_checkpoint_rows_are_read_by_memory_map(tmp_path, dtype):
-    from tracer.checkpoint import export_checkpoint
+    from tracer.sources.checkpoint import export_checkpoint
 
     small = ["num_hidden_layers=1", "hidden_size=32", "head_dim=8", "intermediate_size=16", "vocab_size=300"]
     source = load_model("qwen3-0.6b", small, seed=5)

@@ -10,20 +10,20 @@ from pathlib import Path
 from typing import NoReturn
 
 from tracer import TracerError, __version__
-from tracer.argtypes import finite_float, whole
-from tracer.chat import load_json_file, official_template, thinking_mode
+from tracer.commands.argtypes import finite_float, whole
+from tracer.engine.model import Sampling
 from tracer.i18n import LANG_CHOICES
-from tracer.model import Sampling
-from tracer.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
+from tracer.text.chat import load_json_file, official_template, thinking_mode
+from tracer.commands.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
-from tracer.presets import PRESETS
-from tracer.show import format_record, select
-from tracer.storage import STORE_DTYPES
-from tracer.tokenizer import VOCAB_SIZE as QWEN_VOCAB
-from tracer.tokenizer import QwenTokenizer, Tokenizer, token_bytes
-from tracer.tracefile import Trace, check_writable, load_trace, save_trace
-from tracer.train_cli import add_parser as add_train_step_parser
-from tracer.train_cli import cmd_train_step
+from tracer.commands.train_cli import add_parser as add_train_step_parser
+from tracer.commands.train_cli import cmd_train_step
+from tracer.sources.presets import PRESETS
+from tracer.text.tokenizer import VOCAB_SIZE as QWEN_VOCAB
+from tracer.text.tokenizer import QwenTokenizer, Tokenizer, token_bytes
+from tracer.traces.show import format_record, select
+from tracer.traces.storage import STORE_DTYPES
+from tracer.traces.tracefile import Trace, check_writable, load_trace, save_trace
 
 
 MODEL_HELP = ("preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... qwen3-235b-a22b, "
@@ -227,7 +227,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
         raise TracerError.of("errors.system_needs_chat")
     suppress = tuple(parse_token_list(args.suppress, model)) if args.suppress else model.suppress_tokens
     sampling = Sampling(temperature, top_k, top_p, suppress, args.seed)
-    from tracer.interventions import from_flags
+    from tracer.engine.interventions import from_flags
 
     interventions = from_flags(args.zero_head, args.drop_expert, args.patch)
     _check_run_budget(model, ids, args)
@@ -241,7 +241,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
         trace = with_quant_errors(trace, model, reference, args.capture)
     trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
-        from tracer.safefiles import escape_controls
+        from tracer.safety.safefiles import escape_controls
 
         for name in select(trace, args.show):
             print(escape_controls(format_record(trace, name, args.lang)), end="\n\n")
@@ -250,8 +250,8 @@ def cmd_trace(args: argparse.Namespace) -> None:
 
 def _check_run_budget(model: Model, ids: list[int], args: argparse.Namespace) -> None:
     """Refuse, before anything is allocated, a run whose estimated memory exceeds --max-memory."""
-    from tracer.budget import check_budget, default_budget, estimate, parse_size
-    from tracer.run import check_tokens
+    from tracer.safety.budget import check_budget, default_budget, estimate, parse_size
+    from tracer.commands.run import check_tokens
 
     check_tokens(model.cfg, ids, args.max_new_tokens)
     budget = parse_size(args.max_memory) if args.max_memory else default_budget()
@@ -271,11 +271,11 @@ def _summary(trace: Trace) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from tracer.safefiles import escape_controls
+    from tracer.safety.safefiles import escape_controls
 
     trace = load_trace(args.file)
     if args.npy:
-        from tracer.interventions import export_record
+        from tracer.engine.interventions import export_record
 
         print(export_record(trace, args.pattern, args.npy))
         return
@@ -288,7 +288,7 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     from tracer.i18n import t
-    from tracer.notes import notes_for
+    from tracer.teaching.notes import notes_for
 
     out_dir = Path(args.out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -349,7 +349,7 @@ def cmd_chat(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from tracer.checkpoint import export_checkpoint
+    from tracer.sources.checkpoint import export_checkpoint
 
     out = Path(args.out)
     if args.format == "gguf":
@@ -360,7 +360,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.max_shard_gb <= 0:
         raise TracerError.of("errors.must_be_positive", name="--max-shard-gb", value=args.max_shard_gb)
     model = load_model(args.model, args.set, args.seed)
-    from tracer.budget import check_budget, default_budget, estimate
+    from tracer.safety.budget import check_budget, default_budget, estimate
 
     check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())
     # written into a hidden folder beside --out and renamed into place: never a half-written checkpoint
@@ -400,7 +400,7 @@ def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
     model = load_model(args.model, args.set, args.seed)
     if model.vision is not None:
         raise TracerError.of("vision.err_no_gguf", model=args.model)
-    from tracer.budget import check_budget, default_budget, estimate
+    from tracer.safety.budget import check_budget, default_budget, estimate
 
     check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())  # every weight is made once
     kept, block = kept_unquantized(model.cfg, qtype)
@@ -420,7 +420,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from tracer.compare import compare_traces, first_divergence, tolerance
+    from tracer.traces.compare import compare_traces, first_divergence, tolerance
 
     a, b = load_trace(args.a, allow_nonfinite=True), load_trace(args.b, allow_nonfinite=True)
     rows = compare_traces(a, b)
@@ -460,8 +460,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         raise TracerError.of("errors.needs_streamlit") from None
     if not 0 < args.port < 65536:
         raise TracerError.of("errors.port_range", port=args.port)
-    from tracer.budget import default_budget, parse_size
-    from tracer.serve import app_environment, server_address
+    from tracer.safety.budget import default_budget, parse_size
+    from tracer.safety.serve import app_environment, server_address
 
     address, password = server_address(args.address, args.password)
     env = dict(os.environ)
@@ -485,7 +485,7 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from tracer.serve import server_address
+    from tracer.safety.serve import server_address
 
     address, password = server_address(args.address, args.password)  # refuse an open room before any work
     folder = Path(__file__).resolve().parents[1] / "notebooks"
@@ -502,7 +502,7 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
             notebook = jupytext.read(source)
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
-    os.environ["QWEN3_TRACER_LANG"] = args.lang  # the notebooks' kernels read it (tracer.classroom.language)
+    os.environ["QWEN3_TRACER_LANG"] = args.lang  # the notebooks' kernels read it (tracer.teaching.classroom.language)
     print(f"JupyterLab on http://{address}:{args.port}/lab (notebooks in {folder})", flush=True)
     # local only (127.0.0.1) needs no token; a room address uses the class password as the token (from the
     # environment, not the command line); root (containers, CI) must be allowed explicitly
@@ -524,11 +524,11 @@ def _become(command: list[str], env: dict[str, str]) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from tracer.info import model_card
+    from tracer.sources.info import model_card
 
     model = load_model(args.model, args.set)
     if args.context is not None or args.json or args.dtype is not None or args.batch is not None:
-        from tracer.memory import memory_command
+        from tracer.engine.memory import memory_command
 
         print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json,
                                    model.vision))
@@ -545,7 +545,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
         print("\n".join(source_lines(model)))
     if args.tokens is not None or args.max_memory:
-        from tracer.budget import estimate_report
+        from tracer.safety.budget import estimate_report
 
         print(estimate_report(model.cfg, args.tokens or 16, args.max_memory))
 
@@ -580,7 +580,7 @@ def error_lang(argv: list[str], args: argparse.Namespace | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from tracer.i18n import t
-    from tracer.serve import interrupt_on_sigterm, one_line
+    from tracer.safety.serve import interrupt_on_sigterm, one_line
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv[:argv.index("--") if "--" in argv else len(argv)]

@@ -5,7 +5,7 @@ import numpy as np
 import streamlit as st
 
 from common import decode_steps, header, lang, layer_count, require_trace, show_notes, t
-from tracer.figures import attention_figure, decode_attention_figure, gqa_figure, labels_for, mask_figure
+from tracer.figures.forward import attention_figure, decode_attention_figure, gqa_figure, labels_for, mask_figure
 
 header("nav_attention")
 trace = require_trace()

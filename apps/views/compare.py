@@ -7,8 +7,8 @@ import streamlit as st
 import guard
 from common import header, lang, read_trace, read_upload, require_trace, show_notes, t
 from tracer import TracerError
-from tracer.compare import compare_traces, first_divergence
-from tracer.figures import compare_figure, difference_heatmap, error_growth_figure, labels_for
+from tracer.figures.forward import compare_figure, difference_heatmap, error_growth_figure, labels_for
+from tracer.traces.compare import compare_traces, first_divergence
 
 header("nav_compare")
 a = require_trace()

@@ -4,8 +4,8 @@ where every head of one layer looks from a chosen token (GQA groups share a colo
 import streamlit as st
 
 from common import decode_steps, header, lang, layer_count, require_trace
+from tracer.figures.interp import head_view, heads_grid, position_labels
 from tracer.i18n import t
-from tracer.interp_figures import head_view, heads_grid, position_labels
 
 header("All heads", "所有注意力頭")
 trace = require_trace()

@@ -4,7 +4,7 @@ import streamlit as st
 
 from common import decode_steps, header, lang, require_trace
 from tracer.i18n import t
-from tracer.interp_figures import (attribution_figure, has_attribution, has_lens, has_stream, lens_grid,
+from tracer.figures.interp import (attribution_figure, has_attribution, has_lens, has_stream, lens_grid,
                                    layer_attribution_figure, position_labels, stream_figure)
 
 header("Logit lens & attribution", "Logit lens 與歸因")

@@ -1,5 +1,5 @@
 """Long context: frequency pairs against the original window, score vs distance, KV-cache calculator,
-sliding-window mask, and the errata of the course documents. Figures come from ``tracer.longctx_figures``."""
+sliding-window mask, and the errata of the course documents. Figures come from ``tracer.figures.longctx``."""
 
 import json
 
@@ -9,12 +9,12 @@ import streamlit as st
 import guard
 from common import current_trace, header, lang
 from tracer import TracerError
-from tracer.config import Qwen3Config
 from tracer.i18n import normalize, t
-from tracer.longctx_figures import (distance_figure, errata, kv_figure, mask_figure, pair_table, wavelength_figure,
+from tracer.sources.config import Qwen3Config
+from tracer.figures.longctx import (distance_figure, errata, kv_figure, mask_figure, pair_table, wavelength_figure,
                                     window_mask)
-from tracer.memory import DTYPE_BYTES, human, memory
-from tracer.presets import PRESETS
+from tracer.engine.memory import DTYPE_BYTES, human, memory
+from tracer.sources.presets import PRESETS
 
 L = normalize(lang())
 header(t("longctx.page_title", "en"), t("longctx.page_title", "zh-Hans"))

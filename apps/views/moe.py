@@ -4,7 +4,7 @@ import streamlit as st
 
 import guard
 from common import header, lang, matrix_table, require_trace, show_notes, t, zoomable_heatmap
-from tracer.figures import expert_load_figure, labels_for, record_heatmap, topk_equivalence
+from tracer.figures.forward import expert_load_figure, labels_for, record_heatmap, topk_equivalence
 
 header("nav_moe")
 trace = require_trace()

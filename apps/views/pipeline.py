@@ -4,7 +4,7 @@ click a node to open it in the step walker."""
 import streamlit as st
 
 from common import header, lang, layer_count, require_trace, show_notes, t
-from tracer.figures import pipeline_figure
+from tracer.figures.forward import pipeline_figure
 
 GROUP = 8
 

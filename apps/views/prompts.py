@@ -6,10 +6,10 @@ import streamlit as st
 import guard
 from common import header, lang, read_trace, read_upload, require_trace
 from tracer import TracerError
+from tracer.commands.run import encode_prompt, run_trace
+from tracer.engine.interventions import model_of
+from tracer.figures.interp import can_compare_prompts, prompt_diff, prompt_diff_figure
 from tracer.i18n import t
-from tracer.interp_figures import can_compare_prompts, prompt_diff, prompt_diff_figure
-from tracer.interventions import model_of
-from tracer.run import encode_prompt, run_trace
 
 header("Compare prompts", "比較兩個提示")
 a = require_trace()

@@ -4,7 +4,7 @@ dependence: the score of one fixed q,k pair as the distance between them grows."
 import streamlit as st
 
 from common import header, lang, layer_count, require_trace, show_notes, t
-from tracer.figures import labels_for, rope_angle_figure, rope_distance_figure, rope_rotation_figure
+from tracer.figures.forward import labels_for, rope_angle_figure, rope_distance_figure, rope_rotation_figure
 
 header("nav_rope")
 trace = require_trace()

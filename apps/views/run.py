@@ -5,9 +5,9 @@ import streamlit as st
 import guard
 from common import header, open_path, open_trace, read_upload, require_trace, show_notes, summary, t
 from tracer import TracerError
-from tracer.model import Sampling
-from tracer.presets import PRESETS
-from tracer.run import BACKENDS, chat_prompt, encode_prompt, load_model, parse_token_list, run_trace
+from tracer.commands.run import BACKENDS, chat_prompt, encode_prompt, load_model, parse_token_list, run_trace
+from tracer.engine.model import Sampling
+from tracer.sources.presets import PRESETS
 
 DTYPES = ["float32", "float64", "bfloat16", "float16"]
 

@@ -5,9 +5,9 @@ import numpy as np
 import streamlit as st
 
 from common import decode_steps, header, lang, require_trace, show_notes, t, token_search, vocab_table
-from tracer import ops
-from tracer.figures import sampling_figure, top_tokens, vocab_distribution_figure
-from tracer.tokentext import TokenText
+from tracer.engine import ops
+from tracer.figures.forward import sampling_figure, top_tokens, vocab_distribution_figure
+from tracer.text.tokentext import TokenText
 
 header("nav_sampling")
 trace = require_trace()

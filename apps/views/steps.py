@@ -7,9 +7,9 @@ import streamlit as st
 import guard
 from common import header, lang, matrix_table, require_trace, show_notes, t, vocab_view, zoomable_heatmap
 from tracer import TracerError
-from tracer.figures import labels_for
-from tracer.show import explanation, formula_text
-from tracer.worked import WORKERS, Params, parameters, work_cell
+from tracer.figures.forward import labels_for
+from tracer.teaching.worked import WORKERS, Params, parameters, work_cell
+from tracer.traces.show import explanation, formula_text
 
 header("nav_steps")
 trace = require_trace()

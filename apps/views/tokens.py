@@ -7,7 +7,7 @@ import re
 import streamlit as st
 
 from common import header, require_trace, show_notes, t
-from tracer.tokentext import TokenText
+from tracer.text.tokentext import TokenText
 
 SPECIAL = r"<\|[a-z_]+\|>|</?think>|</?tool_call>|</?tool_response>"
 

@@ -7,12 +7,12 @@ import streamlit as st
 import guard
 from common import current_trace, header, lang
 from tracer import TracerError
+from tracer.commands.run import encode_prompt, load_model
+from tracer.engine.train import DEFAULT_UPDATE_PARAMS, Optimizer
 from tracer.i18n import t as tr
-from tracer.run import encode_prompt, load_model
-from tracer.train import DEFAULT_UPDATE_PARAMS, Optimizer
-from tracer.train_figures import (dpo_figure, dpo_rows, errata_rows, grad_flow_figure, layer_grad_figure,
+from tracer.figures.train import (dpo_figure, dpo_rows, errata_rows, grad_flow_figure, layer_grad_figure,
                                   losses_figure, token_loss_figure, token_loss_rows, weight_update_figures)
-from tracer.train_run import dpo_step, train_step
+from tracer.commands.train_run import dpo_step, train_step
 
 header(tr("train.page_title", "en"), tr("train.page_title", "zh"))
 L = lang()

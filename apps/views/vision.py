@@ -7,8 +7,8 @@ import streamlit as st
 import guard
 from common import header, lang, open_trace, require_trace
 from tracer import TracerError
+from tracer.commands.run import encode_prompt, load_model, run_trace
 from tracer.i18n import t
-from tracer.run import encode_prompt, load_model, run_trace
 from tracer.vision.figures import (deepstack_figure, image_info, mrope_figure, mrope_grid_figure,
                                    patch_attention_figure, patch_grid_figure, token_map_figure)
 from tracer.vision.placement import PLACEHOLDER

@@ -7,12 +7,12 @@ import streamlit as st
 import guard
 from common import header, lang, open_trace, require_trace
 from tracer import TracerError
-from tracer.compare import compare_traces, first_divergence
+from tracer.commands.run import encode_prompt, run_trace
+from tracer.engine.interventions import Interventions, model_of, parse_pair
+from tracer.engine.model import Sampling
+from tracer.figures.interp import has_lens, lens_grid, token_text
 from tracer.i18n import t
-from tracer.interp_figures import has_lens, lens_grid, token_text
-from tracer.interventions import Interventions, model_of, parse_pair
-from tracer.model import Sampling
-from tracer.run import encode_prompt, run_trace
+from tracer.traces.compare import compare_traces, first_divergence
 
 header("What if", "如果……會怎樣")
 clean = require_trace()

@@ -25,10 +25,10 @@ import numpy as np
 
 from tracer import Message, TracerError
 from tracer.backends.torch_interp import check_patchable, interp
-from tracer.config import Qwen3Config
-from tracer.interventions import Interventions
-from tracer.model import Generation, Sampling, decode_loop
-from tracer.recorder import Recorder
+from tracer.engine.interventions import Interventions
+from tracer.engine.model import Generation, Sampling, decode_loop
+from tracer.engine.recorder import Recorder
+from tracer.sources.config import Qwen3Config
 
 ATTENTION_NAME = "qwen3_tracer"
 TORCH_DTYPES = ("float32", "float64", "bfloat16", "float16")

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
-from tracer.config import Qwen3Config
-from tracer.interventions import Interventions, bare_name
-from tracer.model import LENS_TOP, Taps, attribute, keeps, wants_attribution
-from tracer.weights import lm_head_name
+from tracer.engine.interventions import Interventions, bare_name
+from tracer.engine.model import LENS_TOP, Taps, attribute, keeps, wants_attribution
+from tracer.sources.config import Qwen3Config
+from tracer.sources.weights import lm_head_name
 
 # Records the torch backend can patch: module outputs (or o_proj's / down_proj's input) the hooks can replace.
 PATCHABLE = ("embed.out", "layers.{i}.attn_norm", "layers.{i}.attn.context", "layers.{i}.attn.o_proj",

@@ -22,9 +22,9 @@ import numpy as np
 
 from tracer import TracerError
 from tracer.backends import torch_backend as tb
-from tracer.config import Qwen3Config
-from tracer.recorder import Recorder
-from tracer.weights import lm_head_name
+from tracer.engine.recorder import Recorder
+from tracer.sources.config import Qwen3Config
+from tracer.sources.weights import lm_head_name
 
 ATTENTION_NAME = "qwen3_tracer_train"
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from tracer import TracerError
 from tracer.backends import torch_backend as tb
-from tracer.model import Generation, Sampling, decode_loop
-from tracer.recorder import Recorder
+from tracer.engine.model import Generation, Sampling, decode_loop
+from tracer.engine.recorder import Recorder
 from tracer.vision.config import to_hf_dict
 from tracer.vision.preprocess import Patches
 from tracer.vision.weights import vl_weight_shapes
@@ -174,7 +174,7 @@ class _VisionSession:
         self.values[name] = self.rec(name, value, *inputs, **kw)
 
     def install(self) -> None:
-        vis, vc = self.hf.model.visual, self.model.vision
+        vis = self.hf.model.visual
         p = "model.visual"
         self.out(vis.patch_embed, lambda o: self.keep("vision.patch_embed", self.np(o), "vision.pixel_values",
                                                       f"{p}.patch_embed.proj.weight"))

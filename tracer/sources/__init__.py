@@ -1,4 +1,5 @@
-"""Where weights come from: checkpoint folders, GGUF files, the Hugging Face hub cache and Ollama's store.
+"""Where a model comes from: its config, the presets, its weights, and the places people keep them (checkpoint
+folders, GGUF files, the Hugging Face hub cache and Ollama's store).
 
 ``resolve(name)`` turns a MODEL argument into a place on disk (one resolver, used by ``run.load_model`` and
 so by every command that takes a model):

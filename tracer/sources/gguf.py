@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
-from tracer.config import Qwen3Config
 from tracer.sources import error
-from tracer.weights import weight_shapes
+from tracer.sources.config import Qwen3Config
+from tracer.sources.weights import weight_shapes
 
 ARCHITECTURES = ("qwen3", "qwen3moe")
 MAGIC = b"GGUF"
@@ -214,7 +214,7 @@ class GGUFFile:
 
     def _rope_scaling(self) -> Any:
         """``{arch}.rope.scaling.*`` (llama.cpp's keys) as the config's rope_scaling, or None."""
-        from tracer.longctx import RopeScaling
+        from tracer.engine.longctx import RopeScaling
 
         kind = self.value(f"{self.arch}.rope.scaling.type")
         if kind in (None, "none"):

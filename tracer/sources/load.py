@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tracer.run import Model
+from tracer.commands.run import Model
 from tracer.sources import Location, resolve
 
 
@@ -12,7 +12,7 @@ def open_source(name: str, overrides: list[str], dtype: np.dtype, stream: bool =
     """Resolve MODEL and open it; every check runs before a weight is read (nothing half-loaded)."""
     location = resolve(name)
     if location.kind == "dir":
-        from tracer.checkpoint import CheckpointWeights, read_config
+        from tracer.sources.checkpoint import CheckpointWeights, read_config
 
         cfg = read_config(location.path).with_overrides(overrides)
         weights = CheckpointWeights(location.path, cfg, dtype, stream=stream)

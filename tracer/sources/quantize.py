@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from tracer.config import Qwen3Config
 from tracer.sources import error
+from tracer.sources.config import Qwen3Config
 from tracer.sources.gguf import gguf_name, require_gguf
 from tracer.sources.kquants import QUANTIZERS
-from tracer.weights import weight_shapes
+from tracer.sources.weights import weight_shapes
 
 # ggml type -> general.file_type (llama.cpp's LlamaFileType) for the types written here; a file of one
 # K-quant type is llama.cpp's "_S" (small) variant of it
@@ -126,7 +126,7 @@ def write_gguf(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], path: Path, 
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if tokenizer:
         from tracer.sources.vocab import qwen_gguf_vocab
-        from tracer.tokenizer import SPECIAL_IDS
+        from tracer.text.tokenizer import SPECIAL_IDS
 
         tokens, types, merges = qwen_gguf_vocab(cfg.vocab_size)
         writer.add_tokenizer_model("gpt2")
@@ -207,8 +207,8 @@ def quant_errors(model: Any, reference: Any, capture: list[str] | None = None) -
 
 def with_quant_errors(trace: Any, model: Any, reference: Any, capture: list[str] | None = None) -> Any:
     """The trace plus ``quant.{w}.error`` records of ``model``'s weights against ``reference``."""
-    from tracer.recorder import Recorder
-    from tracer.tracefile import Trace, record_meta
+    from tracer.engine.recorder import Recorder
+    from tracer.traces.tracefile import Trace, record_meta
 
     rec = Recorder()
     for record, stats in quant_errors(model, reference, capture).items():

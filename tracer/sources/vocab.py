@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from tracer.sources import error
-from tracer.tokenizer import (FIRST_SPECIAL_ID, HF_SPECIAL, SPECIAL_IDS, STOP_TOKENS, HFTokenizer,
+from tracer.text.tokenizer import (FIRST_SPECIAL_ID, HF_SPECIAL, SPECIAL_IDS, STOP_TOKENS, HFTokenizer,
                               bpe_tokenizer_json, bytes_to_unicode, gpt2_text, load_ranks, qwen_merges)
 
 NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5

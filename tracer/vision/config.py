@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tracer import TracerError
-from tracer.config import Qwen3Config, _coerce
+from tracer.sources.config import Qwen3Config, _coerce
 
 IMAGE_TOKEN_ID = 151655  # <|image_pad|>
 VIDEO_TOKEN_ID = 151656  # <|video_pad|>

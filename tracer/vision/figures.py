@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from tracer.figures import _go
+from tracer.figures.forward import _go
 from tracer.i18n import t
-from tracer.tracefile import Trace
+from tracer.traces.tracefile import Trace
 from tracer.vision import ops as vops
 
 

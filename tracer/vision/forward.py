@@ -1,7 +1,7 @@
 """Qwen3-VL's vision tower, step by step: patches -> patch embedding + interpolated position table ->
 blocks with 2-D rotary attention confined to each image -> DeepStack taps -> 2×2 merger.
 
-Like ``tracer.model.forward`` this is the only place that names the vision trace points, through the
+Like ``tracer.engine.model.forward`` this is the only place that names the vision trace points, through the
 recorder identity ``x = rec("name", value, *inputs)``. Weights are read by their Hugging Face names
 (``model.visual.…``).
 """
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tracer import ops
-from tracer.model import Params
-from tracer.recorder import Recorder
+from tracer.engine import ops
+from tracer.engine.model import Params
+from tracer.engine.recorder import Recorder
 from tracer.vision import ops as vops
 from tracer.vision.config import VisionConfig
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
-from tracer.checkpoint import CheckpointWeights, export_checkpoint
+from tracer.sources.checkpoint import CheckpointWeights, export_checkpoint
 from tracer.vision.config import VisionConfig, from_hf_dict, split_overrides, to_hf_dict
 from tracer.vision.presets import VISION_PRESETS
 from tracer.vision.weights import VLRandomWeights, vl_weight_shapes
@@ -47,8 +47,8 @@ def check_pair(cfg: Any, vc: VisionConfig) -> None:
 
 
 def load_vision_model(name: str, overrides: list[str], seed: int, dtype: np.dtype) -> Any:
-    """A Qwen3-VL preset (seeded random weights) or checkpoint directory, as a ``tracer.run.Model``."""
-    from tracer.run import Model
+    """A Qwen3-VL preset (seeded random weights) or checkpoint directory, as a ``tracer.commands.run.Model``."""
+    from tracer.commands.run import Model
 
     if name in VISION_PRESETS:
         preset = VISION_PRESETS[name]
@@ -88,7 +88,7 @@ def export_vision_checkpoint(model: Any, directory: Path, dtype: str = "float32"
 
 def vision_card(model: Any) -> str:
     """Parameter counts of the vision tower, its mergers and the whole vision-language model."""
-    from tracer.info import count_params
+    from tracer.sources.info import count_params
     from tracer.vision.forward import vision_weight_shapes
 
     vc = model.vision

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from tracer import TracerError
-from tracer.recorder import Recorder
+from tracer.engine.recorder import Recorder
 from tracer.vision import ops as vops
 from tracer.vision.config import VisionConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracer.config import Qwen3Config
+from tracer.sources.config import Qwen3Config
 from tracer.vision.config import VisionConfig
 
 QWEN3_VL_TINY_TEXT = Qwen3Config(

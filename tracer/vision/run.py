@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from tracer import TracerError
-from tracer.model import Generation, KVCache, Sampling, decode_loop, forward
-from tracer.recorder import Recorder
+from tracer.engine.model import Generation, KVCache, Sampling, decode_loop, forward
+from tracer.engine.recorder import Recorder
 from tracer.vision.forward import vision_forward
 from tracer.vision.placement import Visual, expand_image_tokens, position_ids
 from tracer.vision.preprocess import Patches, decode_images, preprocess

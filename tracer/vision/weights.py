@@ -8,10 +8,10 @@ from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from tracer.config import Qwen3Config
+from tracer.sources.config import Qwen3Config
+from tracer.sources.weights import RandomWeights, weight_shapes
 from tracer.vision.config import VisionConfig
 from tracer.vision.forward import vision_weight_shapes
-from tracer.weights import RandomWeights, weight_shapes
 
 TEXT_PREFIX = "model.language_model."
 
@@ -52,7 +52,7 @@ class TextView(Mapping[str, np.ndarray]):
 class VLRandomWeights(Mapping[str, np.ndarray]):
     """Seeded random weights for a whole Qwen3-VL model, made on first use.
 
-    Text tensors as ``tracer.weights.RandomWeights`` (same values as the text-only model of the same config);
+    Text tensors as ``tracer.sources.weights.RandomWeights`` (same values as the text-only model of the same config);
     vision linear/conv/embedding weights ~ N(0, initializer_range²), LayerNorm weights ones, biases zeros.
     """
 

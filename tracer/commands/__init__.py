@@ -1,0 +1,1 @@
+"""What the commands run: argument types, trace runs and training-step runs."""

@@ -1,0 +1,155 @@
+"""``tracer train-step``: one traced training step (loss, every gradient, optional optimizer steps, DPO, GRPO)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from tracer import TracerError
+from tracer.commands.run import DTYPES, encode_prompt, load_model, parse_token_list, render_messages
+from tracer.engine.train import DEFAULT_UPDATE_PARAMS, ROUTER_AUX_LOSS_COEF, Optimizer
+from tracer.i18n import t
+from tracer.text.chat import load_json_file
+from tracer.traces.tracefile import Trace, check_writable, save_trace
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The ``train-step`` subcommand and its options."""
+    p = sub.add_parser("train-step", help="one traced training step: loss, every gradient, optimizer (and DPO / GRPO)")
+    p.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b) or checkpoint directory")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", help="text to train on (every next token counts)")
+    src.add_argument("--tokens", help="comma-separated token ids, e.g. 0,1,2,3")
+    src.add_argument("--messages", metavar="FILE.json", help="a conversation, rendered with the chat template")
+    src.add_argument("--dpo", metavar="PAIR.json", help='DPO on {"prompt", "chosen", "rejected"} (plain text)')
+    src.add_argument("--grpo", metavar="GROUP.json",
+                     help='GRPO on {"prompt", "completions": [{"text", "reward"}, ...]} (plain text)')
+    p.add_argument("--sft", action="store_true", help="with --messages: only the assistant's tokens count (TRL's "
+                   "assistant_only_loss: think block, answer, <|im_end|> and its newline; not the header)")
+    p.add_argument("--beta", type=float, default=0.1, help="DPO β (default 0.1, TRL's)")
+    p.add_argument("--aux-coef", type=float, default=ROUTER_AUX_LOSS_COEF,
+                   help=f"MoE: router_aux_loss_coef (default {ROUTER_AUX_LOSS_COEF}, transformers')")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="also update the weights (torch.optim semantics)")
+    p.add_argument("--lr", type=float, help="learning rate (needed with --optimizer)")
+    p.add_argument("--weight-decay", type=float, help="default: 0.01 for adamw (torch's), 0 for sgd")
+    p.add_argument("--steps", type=int, default=1, help="optimizer steps on the same batch (default 1)")
+    p.add_argument("--update-params", default=DEFAULT_UPDATE_PARAMS, metavar="GLOB",
+                   help=f"record update.param.<name> for these tensors (default {DEFAULT_UPDATE_PARAMS})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="float32 (default) or float64")
+    p.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
+                   help="numpy: hand-written backward (default); torch: transformers + autograd (one step, no optimizer)")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--out", required=True, metavar="FILE.npz")
+    p.add_argument("--lang", choices=("en", "zh", "zh-Hans", "zh-Hant"), default="en")
+
+
+def _optimizer(args: argparse.Namespace) -> Optimizer | None:
+    if args.optimizer is None:
+        if args.lr is not None or args.weight_decay is not None:
+            raise TracerError.of("train.err_lr_without_optimizer")
+        return None
+    if args.lr is None:
+        raise TracerError.of("train.err_optimizer_lr", kind=args.optimizer)
+    wd = args.weight_decay if args.weight_decay is not None else (0.01 if args.optimizer == "adamw" else 0.0)
+    return Optimizer(args.optimizer, args.lr, wd)
+
+
+def cmd_train_step(args: argparse.Namespace) -> None:
+    """``tracer train-step``. Floating-point overflow is not printed as NumPy warnings: a step whose numbers stop
+    being finite is refused in one line naming the first such record (``train_run``)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _train_step(args)
+
+
+def _train_step(args: argparse.Namespace) -> None:
+    from tracer.commands import train_run as tr
+
+    out = check_writable(args.out)
+    optimizer = _optimizer(args)
+    model = load_model(args.model, args.set, args.seed, args.dtype)
+    if model.vision is not None:
+        raise TracerError.of("vision.err_no_train", model=args.model)
+    if args.sft and args.messages is None:
+        raise TracerError.of("train.err_sft_messages")
+    if args.backend == "torch" and (optimizer is not None or args.dpo or args.grpo or args.steps != 1):
+        raise TracerError.of("train.err_torch_only_step")
+    if args.device and args.backend != "torch":
+        raise TracerError.of("train.err_device")
+    if args.dpo:
+        trace = tr.dpo_step(model, load_json_file(args.dpo, "--dpo pair"), beta=args.beta, optimizer=optimizer,
+                            steps=args.steps, update_params=args.update_params)
+    elif args.grpo:
+        trace = tr.grpo_step(model, load_json_file(args.grpo, "--grpo group"), optimizer=optimizer, steps=args.steps,
+                             update_params=args.update_params)
+    else:
+        counted, prompt = None, args.prompt
+        if args.messages is not None:
+            if model.toy_vocab:
+                raise TracerError.of("train.err_messages_toy", model=args.model, vocab=" ".join(model.toy_vocab))
+            messages = load_json_file(args.messages, "messages")
+            if args.sft:
+                segments = tr.sft_segments(messages)
+                ids, counted = tr.sft_tokens(model, segments)
+                prompt = "".join(s.text for s in segments)
+            else:
+                prompt = render_messages(model, messages, None, False, True)
+                ids = encode_prompt(model, prompt)
+        elif args.tokens is not None:
+            ids = parse_token_list(args.tokens, model)
+        elif prompt is not None:
+            ids = encode_prompt(model, prompt)
+        else:
+            raise TracerError.of("train.err_no_input")
+        if args.backend == "torch":
+            trace = tr.train_step_torch(model, ids, counted, aux_coef=args.aux_coef, prompt=prompt, sft=args.sft,
+                                        device=args.device, dtype=args.dtype)
+        else:
+            trace = tr.train_step(model, ids, counted, optimizer=optimizer, steps=args.steps,
+                                  update_params=args.update_params, aux_coef=args.aux_coef, prompt=prompt,
+                                  sft=args.sft)
+    trace.path = save_trace(out, trace)
+    print(summary(trace, args.lang))
+
+
+def trained_spans(trace: Trace) -> list[str]:
+    """The text of each run of counted target tokens (what --sft trains on)."""
+    labels, reasons = trace.meta["token_labels"], trace.meta["label_reasons"]
+    spans: list[str] = []
+    previous = False
+    for pos, reason in enumerate(reasons):
+        counted = reason == "counted"
+        if counted:
+            if not previous:
+                spans.append("")
+            spans[-1] += labels[pos + 1]
+        previous = counted
+    return spans
+
+
+def summary(trace: Trace, lang: str) -> str:
+    """What the step computed, in the user's language."""
+    m = trace.meta
+    lines = [t("train.summary_loss", lang, model=m["model"], objective=m["objective"], loss=m["losses"][0])]
+    if "counted_tokens" in m:
+        lines.append(t("train.summary_tokens", lang, counted=m["counted_tokens"], total=len(m["token_ids"])))
+    if m["objective"] == "sft":
+        lines.append(t("train.summary_sft", lang, spans=" · ".join(json.dumps(x, ensure_ascii=False)
+                                                                    for x in trained_spans(trace))))
+    if "aux_loss" in m:
+        lines.append(t("train.summary_aux", lang, aux=m["aux_loss"], coef=m["router_aux_loss_coef"]))
+    if "transformers_loss" in m:
+        lines.append(t("train.summary_transformers", lang, loss=m["transformers_loss"]))
+    if m["objective"] == "dpo":
+        lines.append(t("train.summary_dpo", lang, rc=float(trace["dpo.chosen.reward"]),
+                       rr=float(trace["dpo.rejected.reward"]), beta=m["beta"]))
+    if "optimizer" in m:
+        o = m["optimizer"]
+        lines.append(t("train.summary_steps", lang, kind=o["kind"], lr=o["lr"], steps=o["steps"],
+                       losses=json.dumps([round(x, 6) for x in m["losses"]])))
+    grads = sum(1 for n in trace.names if n.startswith("grad."))
+    lines.append(t("train.summary_wrote", lang, records=len(trace), grads=grads, path=trace.path))
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Classroom safety: resource budgets, config limits, hostile files, serving a class."""

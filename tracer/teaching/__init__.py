@@ -1,0 +1,1 @@
+"""Teaching aids: worked cells, notes and errata of the course documents, notebook exercises."""

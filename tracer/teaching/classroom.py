@@ -1,0 +1,130 @@
+"""Helpers for the classroom notebooks: offline plotly, graded exercises, and the engine next to the document.
+
+No model math here: the notebooks call ``tracer.engine.ops`` and read traces; this module only displays and checks.
+The notebooks' language is ``QWEN3_TRACER_LANG`` (set by ``tracer notebooks --lang``), read by ``language()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tracer.i18n import normalize, translator
+
+LANG_ENV = "QWEN3_TRACER_LANG"
+
+
+def language() -> str:
+    """The notebooks' language: ``tracer notebooks --lang`` (``en`` when unset)."""
+    import os
+
+    return normalize(os.environ.get(LANG_ENV) or "en")
+
+
+def prose(key: str, lang: str | None = None) -> Any:
+    """A passage of a notebook's text (the ``notebooks`` catalog's ``KEY``) in the notebooks' language."""
+    from IPython.display import Markdown
+
+    return Markdown(translator(lang or language())(f"notebooks.{key}"))
+
+
+def setup() -> None:
+    """Send plotly figures as their own MIME type: JupyterLab draws them with the ``jupyterlab-plotly`` extension
+    installed with plotly, offline (no CDN). (The "notebook" renderer also injects plotly.js into the page, which
+    blocks the kernel when it first happens inside a widget's output area.)"""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    message: str
+
+    def _repr_markdown_(self) -> str:
+        return self.message
+
+
+class Exercise:
+    """A graded exercise: the student computes one value; ``check`` says right or wrong, with a hint whose
+    numbers come from the trace. Question and hint are the ``notebooks`` catalog's ``KEY`` and ``KEY_hint``.
+
+    >>> ex = Exercise("nb06_t1", 0.936, lang="en", logits="5, 2, 1")
+    >>> ex.check(0.94).ok, ex.check(0.84).ok, ex.check(None).ok
+    (True, False, False)
+    """
+
+    def __init__(self, key: str, expected: float | int | str, tolerance: float = 5e-3, lang: str | None = None,
+                 **values: Any):
+        self.key = key
+        self.expected = expected
+        self.tolerance = tolerance
+        self.tr = translator(lang or language())
+        self.values = values
+
+    @property
+    def question(self) -> str:
+        return self.tr(f"notebooks.{self.key}", **self.values)
+
+    @property
+    def hint(self) -> str:
+        return self.tr(f"notebooks.{self.key}_hint", **self.values)
+
+    def check(self, answer: Any) -> Verdict:
+        """Right when equal (text, whole numbers) or within the tolerance (hand calculation)."""
+        if answer is None:
+            return Verdict(False, self.tr("notebooks.unanswered"))
+        if isinstance(self.expected, str):
+            ok = str(answer).strip() == self.expected
+        else:
+            try:
+                ok = abs(float(answer) - float(self.expected)) <= self.tolerance
+            except (TypeError, ValueError):
+                return Verdict(False, self.tr("notebooks.not_a_number", answer=repr(answer)))
+        if ok:
+            return Verdict(True, self.tr("notebooks.right", answer=answer))
+        return Verdict(False, self.tr("notebooks.wrong", answer=answer, hint=self.hint))
+
+    def widget(self) -> Any:
+        """An ipywidgets box: the question, a field for the answer, a Check button and the verdict."""
+        import ipywidgets as widgets
+
+        field = widgets.Text(description=self.tr("notebooks.answer"))
+        button = widgets.Button(description=self.tr("notebooks.check"))
+        out = widgets.Output()
+
+        def on_click(_: Any) -> None:
+            out.clear_output()
+            with out:
+                print(self.check(field.value.strip() or None).message)
+
+        button.on_click(on_click)
+        return widgets.VBox([widgets.HTML(f"<b>{self.tr('notebooks.exercise')}</b> {self.question}"),
+                             widgets.HBox([field, button]), out])
+
+    def _repr_markdown_(self) -> str:
+        return f"**{self.tr('notebooks.exercise')}** {self.question}"
+
+
+def side_by_side(ours: np.ndarray, printed: np.ndarray, rows: list[str] | None = None, decimals: int = 3) -> Any:
+    """The engine's matrix next to the document's, with the largest difference (a pandas Styler-free frame)."""
+    import pandas as pd
+
+    ours = np.atleast_2d(np.asarray(ours, dtype=np.float64))
+    printed = np.atleast_2d(np.asarray(printed, dtype=np.float64))
+    cols = [f"engine[{j}]" for j in range(ours.shape[1])] + [f"seed[{j}]" for j in range(printed.shape[1])]
+    frame = pd.DataFrame(np.round(np.hstack([ours, printed]), decimals), columns=cols,
+                         index=rows if rows and len(rows) == ours.shape[0] else None)
+    frame.attrs["max_difference"] = float(np.abs(ours - printed).max()) if ours.shape == printed.shape else np.inf
+    return frame
+
+
+def difference_note(ours: np.ndarray, printed: np.ndarray, tolerance: float = 1e-3) -> str:
+    """One line: does the engine agree with the document, and by how much."""
+    diff = float(np.abs(np.asarray(ours, dtype=np.float64) - np.asarray(printed, dtype=np.float64)).max())
+    if diff <= tolerance:
+        return f"agrees with the document (largest difference {diff:.1e})"
+    return f"differs from the document by up to {diff:.4f}: see the explanation below"

@@ -1,0 +1,1 @@
+"""Text in and out: tokenizers, tokens shown as text, the chat template."""
