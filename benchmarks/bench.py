@@ -42,10 +42,12 @@ from tracer.traces.tracefile import Trace, record_meta, save_trace
 
 CASES = ("prefill32", "prefill256", "decode")
 # "traced" keeps every record of the forward pass, as the torch backend's hooks do; the logit lens and direct
-# logit attribution (issue 12: an LM head per layer) are on by default in `tracer trace` and timed apart
-# (each decode step spelled out: in a glob, "decode.*.logits" would also match the lens' "decode.1.lens.0.logits")
-FORWARD = [f"{step}{name}" for step in ("", *(f"decode.{s}." for s in range(1, 64)))
-           for name in ("tokens", "embed.*", "rope.*", "layers.*", "final_norm", "logits")]
+# logit attribution (issue 12: an LM head per layer) are on by default in `tracer trace` and timed apart.
+# A decode step's logits are named by one- or two-digit steps: "decode.*.logits" would also match the lens'
+# "decode.1.lens.0.logits".
+FORWARD = ["tokens", "embed.*", "rope.*", "layers.*", "final_norm", "logits"] + [
+    f"decode.*.{name}" for name in ("tokens", "embed.*", "rope.*", "layers.*", "final_norm")] + [
+    "decode.?.logits", "decode.??.logits"]
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

@@ -16,16 +16,18 @@ from tracer.traces.tracefile import load_trace
 SMALL = QWEN3_0_6B.replace(num_hidden_layers=3, hidden_size=48, head_dim=16, intermediate_size=64, vocab_size=211,
                            initializer_range=0.2)
 SMALL_MOE = SMALL.replace(num_experts=8, num_experts_per_tok=2, moe_intermediate_size=24, mlp_only_layers=(1,))
+SLIDING = SMALL.replace(use_sliding_window=True, sliding_window=4, max_window_layers=1)
 
 
-@pytest.mark.parametrize("cfg", [SMALL, SMALL_MOE], ids=["dense", "moe"])
+@pytest.mark.parametrize("cfg", [SMALL, SMALL_MOE, SLIDING], ids=["dense", "moe", "sliding"])
 def test_decoding_with_the_cache_equals_recomputing_the_sequence(cfg: Qwen3Config):
+    """20 decode steps: the cache's buffers fill and are replaced (a sliding layer drops what it no longer sees)."""
     weights = RandomWeights(cfg, seed=11)
     rec = Recorder()
     prompt = [5, 17, 3, 99, 42]
-    gen = generate(cfg, weights, prompt, rec, Sampling(), max_new_tokens=6)
+    gen = generate(cfg, weights, prompt, rec, Sampling(), max_new_tokens=21)
     full = forward(cfg, weights, np.array(prompt + gen.new_tokens[:-1]), Recorder(capture=[]))
-    for step in range(1, 6):
+    for step in range(1, 21):
         position = len(prompt) + step - 1
         np.testing.assert_allclose(rec.records[f"decode.{step}.logits"][0], full[position], rtol=0, atol=1e-5)
         np.testing.assert_allclose(rec.records[f"sample.{step}.logits"], full[position], rtol=0, atol=1e-5)
@@ -46,6 +48,9 @@ def test_cache_grows_by_one_position_per_step_and_holds_post_rope_keys():
         assert (r[f"decode.{step}.layers.2.attn.mask"] == 0).all()  # one new query sees every cached key
         assert r[f"decode.{step}.rope.cos"].shape == (1, dh)
     np.testing.assert_array_equal(r["decode.3.layers.0.attn.k_cache"][:, :3], r["layers.0.attn.k_rope"])
+    assert rec.inputs["decode.1.layers.0.attn.v_cache"] == ["layers.0.attn.v_proj", "decode.1.layers.0.attn.v_proj"]
+    assert rec.inputs["decode.3.layers.0.attn.k_cache"] == ["decode.2.layers.0.attn.k_cache",
+                                                            "decode.3.layers.0.attn.k_rope"]
     assert r["decode.1.tokens"].tolist() == [int(r["sample.0.token_id"])]
 
 

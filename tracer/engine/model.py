@@ -31,10 +31,44 @@ Params = Callable[[str], np.ndarray]  # checkpoint tensor by Hugging Face name, 
 
 @dataclass
 class LayerCache:
-    """One layer's post-RoPE keys and values, [Hkv, S, Dh] each (None before the first forward pass)."""
+    """One layer's post-RoPE keys and values, [Hkv, S, Dh] each, in two buffers with room to grow.
 
-    keys: np.ndarray | None = None
-    values: np.ndarray | None = None
+    A step writes its keys and values after the held ones, in place; a full buffer is replaced by one twice
+    the size. So a decode step copies only its own row, not the whole cache (which made long generations
+    quadratic). ``names``: the records the held keys and values were last recorded as (their inputs' names).
+    """
+
+    buffers: tuple[np.ndarray, np.ndarray] | None = None
+    start: int = 0  # the held positions are buffers[:, start:end]
+    end: int = 0
+    names: tuple[str, str] | None = None
+
+    @property
+    def keys(self) -> np.ndarray | None:
+        return None if self.buffers is None else self.buffers[0][:, self.start:self.end]
+
+    @property
+    def values(self) -> np.ndarray | None:
+        return None if self.buffers is None else self.buffers[1][:, self.start:self.end]
+
+    def append(self, k: np.ndarray, v: np.ndarray, window: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Hold keys and values [Hkv, T, Dh] after the cached ones and return everything a query of this step
+        sees (views). A sliding layer keeps only the last W − 1 cached positions (transformers'
+        DynamicSlidingWindowLayer): with the next token, that is W keys.
+        """
+        t = k.shape[1]
+        start = self.start if window is None or self.end == 0 else max(self.start, self.end - window + 1)
+        if self.buffers is None or self.end + t > self.buffers[0].shape[1]:
+            held = self.end - start
+            grown = tuple(np.empty((k.shape[0], max(2 * (held + t), 16), k.shape[2]), dtype=k.dtype) for _ in "kv")
+            if self.buffers is not None:
+                for new, old in zip(grown, self.buffers):
+                    new[:, :held] = old[:, start:self.end]
+            self.buffers, start, self.end = (grown[0], grown[1]), 0, held
+        self.buffers[0][:, self.end:self.end + t] = k
+        self.buffers[1][:, self.end:self.end + t] = v
+        self.start, self.end = start, self.end + t
+        return self.buffers[0][:, start:self.end], self.buffers[1][:, start:self.end]
 
 
 @dataclass
@@ -262,17 +296,18 @@ def attention(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x: np.ndarray,
     q_rot = rec(f"{n}.attn.q_rope", ops.apply_rope(q_normed, cos, sin), q_normed, cos, sin)
     k_rot = rec(f"{n}.attn.k_rope", ops.apply_rope(k_normed, cos, sin), k_normed, cos, sin)
 
-    # KV cache: a decode step attends to the cached positions plus its own. A sliding layer keeps only the
-    # last W − 1 positions (transformers' DynamicSlidingWindowLayer): with the next token, that is W keys.
+    # KV cache: a decode step attends to the cached positions plus its own (a sliding layer: the last W).
     window = layer_window(cfg, i)
     keys, values = k_rot, v
     if layer_cache is not None:
-        if layer_cache.keys is not None and layer_cache.values is not None:
-            past_k, past_v = layer_cache.keys, layer_cache.values
-            held = slice(None) if window is None else slice(-window + 1, None)
-            keys = rec(f"{n}.attn.k_cache", np.concatenate([past_k[:, held], k_rot], axis=1), past_k, k_rot)
-            values = rec(f"{n}.attn.v_cache", np.concatenate([past_v[:, held], v], axis=1), past_v, v)
-        layer_cache.keys, layer_cache.values = keys, values
+        past = layer_cache.names
+        held_k, held_v = layer_cache.append(k_rot, v, window)
+        if past is not None:
+            keys = rec(f"{n}.attn.k_cache", held_k, past[0], k_rot)
+            values = rec(f"{n}.attn.v_cache", held_v, past[1], v)
+            layer_cache.names = (f"{rec.prefix}{n}.attn.k_cache", f"{rec.prefix}{n}.attn.v_cache")
+        else:
+            layer_cache.names = (f"{rec.prefix}{n}.attn.k_rope", f"{rec.prefix}{n}.attn.v_proj")
 
     # §3-5-6 scores, causal mask, softmax.
     scores = rec(f"{n}.attn.scores", ops.attention_scores(q_rot, keys, cfg.head_dim ** -0.5), q_rot, keys)
