@@ -162,6 +162,44 @@ def test_step_walker_shows_the_weights_as_the_seed_writes_them_and_a_worked_cell
     assert at.code[-1].value.splitlines()[-1] == "= 2" and "0·0 + 2·1 + 0·0 + 0·1" in at.code[-1].value
 
 
+def _new_kind_trace(kind):
+    """A training step, a Qwen3-VL prompt with an image, or a trace with its logit lens and attribution."""
+    if kind == "train":
+        from tracer.engine.train import Optimizer
+        from tracer.commands.train_run import train_step
+
+        return train_step(load_model("toy-moe"), [0, 1, 2, 3, 4], optimizer=Optimizer("sgd", 0.1))
+    if kind == "vision":
+        pytest.importorskip("PIL")
+        from tracer.vision.placement import PLACEHOLDER
+
+        model = load_model("qwen3-vl-tiny")
+        image = np.random.default_rng(0).integers(0, 256, (50, 40, 3)).astype(np.uint8)
+        return run_trace(model, encode_prompt(model, PLACEHOLDER + "What?"), images=[image])
+    return run_trace(load_model("qwen3-0.6b", ["num_hidden_layers=2", "hidden_size=32", "head_dim=8",
+                                               "intermediate_size=48", "vocab_size=120"]), [5, 6, 7], capture=["*"])
+
+
+@pytest.mark.parametrize("kind, records", [
+    ("train", ["train.token_loss", "train.loss", "grad.logits", "grad.layers.0.moe.router_probs",
+               "grad.param.model.layers.0.mlp.gate.weight", "update.param.model.layers.0.self_attn.q_proj.weight"]),
+    ("vision", ["vision.images.0.resized", "vision.patch_embed", "vision.blocks.0.attn_norm", "vision.merger.merge",
+                "embed.spliced", "rope.position_ids", "rope.cos", "layers.0.deepstack"]),
+    ("lens", ["lens.0.logits", "lens.0.top_probs", "attrib.target_ids", "attrib.0.heads", "attrib.1.mlp"]),
+])
+def test_step_walker_redoes_cells_of_training_vision_and_lens_records(monkeypatch, tmp_path, kind, records):
+    path = str(save_trace(tmp_path / f"{kind}.npz", _new_kind_trace(kind)))
+    names = [r["name"] for r in load_trace(path).meta["records"]]
+    at = goto(app(monkeypatch, path), "steps")
+    unavailable = catalog_text("app.no_worked", "en", op="").split("(")[0]
+    for name in records:
+        at.selectbox(key="steps_record").set_value(names.index(name)).run()
+        assert not at.exception and not at.error, (name, [e.value for e in at.error])
+        assert not any(unavailable in i.value for i in at.info), name
+        assert any(c.value.startswith("recorded value") and c.value.endswith("✓") for c in at.caption), name
+        assert at.code[-1].value.strip(), name
+
+
 def test_language_switch(monkeypatch, traces):
     at = app(monkeypatch, traces["toy-dense"])
     next(r for r in at.radio if r.key == "lang_choice").set_value("zh-Hant").run()

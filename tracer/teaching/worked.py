@@ -8,224 +8,66 @@ transpose, ``[out, in]``; row ``o`` of the stored tensor is column ``o`` of the 
 
 Parameters are read lazily, one row at a time (``Params``): from the toy presets' tables, regenerated from the
 preset's seed (only the prefix of the random stream up to that row), or memory-mapped from a checkpoint.
+
+This module holds the workers of the text forward pass and ``work_cell``; ``tracer.teaching.worked_core`` what they are
+built from; ``tracer.teaching.worked_vision``, ``tracer.teaching.worked_train`` and ``tracer.teaching.worked_interp`` the workers of the
+Qwen3-VL vision path, the training step, and the logit lens / attribution / quantization error. ``WORKERS``
+joins them: every op of the schema has one.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
 from tracer import TracerError
 from tracer.i18n import translator
-from tracer.sources.config import Qwen3Config
-from tracer.sources.weights import weight_shapes
+from tracer.teaching.worked_core import FOLD, Cell, Params, Worked, Worker, dot_terms, fold, linear_line, num, plus_bias
+from tracer.teaching.worked_interp import INTERP_WORKERS
+from tracer.teaching.worked_train import TRAIN_WORKERS
+from tracer.teaching.worked_vision import VISION_WORKERS
 from tracer.traces.tracefile import Trace
 
-FOLD = 6  # sums with more terms show the first three and the last two
-CHUNK = 1 << 22  # random values generated at a time when regenerating a row
+__all__ = ["FOLD", "WORKERS", "Params", "Worked", "fold", "num", "parameters", "work_cell"]
 
-
-# ---------------------------------------------------------------------------------------------------
-# Parameters, one row at a time
-# ---------------------------------------------------------------------------------------------------
-
-
-class Params:
-    """The checkpoint tensors a trace was computed with, by Hugging Face name, read one row at a time."""
-
-    def __init__(self, meta: dict[str, Any]):
-        self.cfg = Qwen3Config(**meta["config"])
-        self.shapes = weight_shapes(self.cfg)
-        self.dtype = np.dtype(meta.get("dtype") if meta.get("dtype") in ("float32", "float64") else "float32")
-        self.model = str(meta.get("model"))
-        self.seed = meta.get("seed")
-        source = str(meta.get("source") or "")
-        self.directory = Path(source[len("checkpoint "):]) if source.startswith("checkpoint ") else None
-        self._table: dict[str, np.ndarray] | None = None
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        """The tensor's shape as the checkpoint stores it ([out, in] for a linear weight)."""
-        return self.shapes[name]
-
-    def row(self, name: str, i: int) -> np.ndarray:
-        """Row ``i`` of a 2-D tensor (= column ``i`` of the seed's W), or the whole of a 1-D one (i ignored)."""
-        shape = self.shapes[name]
-        if self.directory is not None:
-            return self._checkpoint_row(name, i)
-        if self._fixed() is not None:
-            table = self._fixed()[name]
-            return np.asarray(table[i] if len(shape) == 2 else table, dtype=np.float64)
-        return self._random_row(name, shape, i)
-
-    def _fixed(self) -> dict[str, np.ndarray] | None:
-        from tracer.sources.presets import PRESETS
-
-        preset = PRESETS.get(self.model)
-        if preset is None or preset.weights is None:
-            return None
-        if self._table is None:
-            self._table = {n: np.asarray(v, dtype=self.dtype) for n, v in preset.weights().items()}
-        return self._table
-
-    def _random_row(self, name: str, shape: tuple[int, ...], i: int) -> np.ndarray:
-        """The row as ``RandomWeights`` makes it: the tensor's own stream, generated only up to that row."""
-        if name.endswith("norm.weight"):
-            return np.ones(shape[-1])
-        if name.endswith(".bias"):
-            return np.zeros(shape[-1])
-        cols = shape[-1]
-        start = i * cols if len(shape) == 2 else 0
-        stream = np.random.SeedSequence(entropy=self.seed or 0, spawn_key=(zlib.crc32(name.encode()),))
-        rng = np.random.default_rng(stream)
-        done = 0
-        while done + CHUNK <= start:
-            rng.standard_normal(CHUNK, dtype=np.float32)
-            done += CHUNK
-        values = rng.standard_normal(start - done + cols, dtype=np.float32)[start - done:]
-        values *= np.float32(self.cfg.initializer_range)
-        return values.astype(self.dtype).astype(np.float64)
-
-    def _checkpoint_row(self, name: str, i: int) -> np.ndarray:
-        from tracer.sources.checkpoint import SAFETENSORS_DTYPES, _header, weight_files
-
-        path = weight_files(self.directory)[name]
-        info = _header(path)[name]
-        shape = info["shape"]
-        kind = SAFETENSORS_DTYPES[info["dtype"]]
-        width = int(np.prod(shape[1:])) if len(shape) == 2 else int(shape[0])
-        offset = info["start"] + (i * width * np.dtype(kind).itemsize if len(shape) == 2 else 0)
-        raw = np.memmap(path, dtype=kind, mode="r", offset=offset, shape=(width,))
-        if info["dtype"] == "BF16":
-            raw = (np.asarray(raw).astype(np.uint32) << 16).view(np.float32)
-        return np.asarray(raw).astype(self.dtype).astype(np.float64)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Numbers as a student writes them
-# ---------------------------------------------------------------------------------------------------
-
-
-def num(x: float, paren: bool = False) -> str:
-    """``-0.41`` -> ``−0.41`` (``(−0.41)`` inside a product); 4 significant digits; −∞ stand-ins as −∞.
-
-    >>> num(-0.4102, paren=True), num(12.5), num(-3.4e38), num(151000.0)
-    ('(−0.4102)', '12.5', '−∞', '151000')
-    """
-    if x < -1e30:
-        return "−∞"
-    text = str(int(x)) if float(x).is_integer() and abs(x) < 1e9 else f"{x:.4g}"
-    if text.startswith("-"):
-        text = "−" + text[1:]
-        return f"({text})" if paren else text
-    return text
-
-
-def fold(terms: list[str], joiner: str = " + ") -> str:
-    """Terms of a long sum: the first three, …, the last two.
-
-    >>> fold([str(k) for k in range(10)])
-    '0 + 1 + 2 + … + 8 + 9'
-    """
-    if len(terms) <= FOLD:
-        return joiner.join(terms)
-    return joiner.join(terms[:3]) + f"{joiner}…{joiner}" + joiner.join(terms[-2:])
-
-
-def dot_terms(a: np.ndarray, b: np.ndarray) -> str:
-    return fold([f"{num(x, True)}·{num(y, True)}" for x, y in zip(a, b)])
-
-
-@dataclass(frozen=True)
-class Worked:
-    """One cell redone by hand: its label, the derivation lines, the value they give, the recorded value."""
-
-    cell: str
-    lines: list[str]
-    value: float
-    recorded: float
-    params: list[tuple[str, tuple[int, ...]]]
-
-
-# ---------------------------------------------------------------------------------------------------
-# The cell of each op
-# ---------------------------------------------------------------------------------------------------
-
-
-class _Cell:
-    """What one op's worker sees: the trace, the record, the index, its inputs and the parameters."""
-
-    def __init__(self, trace: Trace, name: str, index: tuple[int, ...], params: Params, tr: Callable[..., str]):
-        self.trace, self.name, self.index, self.params, self.tr = trace, name, index, params, tr
-        self.info = trace.info[name]
-        self.inputs: list[str] = list(self.info["inputs"])
-        self.cfg = params.cfg
-        self.short = name.split(".")[-1]
-        self.used: list[tuple[str, tuple[int, ...]]] = []
-
-    def rec(self, k: int) -> np.ndarray:
-        """The k-th input as a recorded array (float64)."""
-        name = self.inputs[k]
-        if name not in self.trace:
-            raise TracerError.of("worked.missing_input", name=name, record=self.name)
-        value = np.asarray(self.trace[name])
-        return value.astype(np.float64) if np.issubdtype(value.dtype, np.floating) else value
-
-    def param(self, k: int, row: int) -> np.ndarray:
-        name = self.inputs[k]
-        self.used.append((name, self.params.shape(name)))
-        return self.params.row(name, row)
-
-    def label(self) -> str:
-        return f"{self.short}[{','.join(str(i) for i in self.index)}]"
-
-
-def _linear_line(c: _Cell, x: np.ndarray, w_name: str, o: int, w: np.ndarray, x_label: str) -> tuple[list[str], float]:
-    value = float(x @ w)
-    lines = [c.tr("worked.linear", cell=c.label(), x=x_label, w=w_name, o=o, n=len(x)),
-             f"= {dot_terms(x, w)}", f"= {num(value)}"]
-    return lines, value
-
-
-def _op_linear(c: _Cell) -> tuple[list[str], float]:
+def _op_linear(c: Cell) -> tuple[list[str], float]:
     """Projections [T, out] (also the LM head and the router): y[t,o] = Σ_d x[t,d]·W[d,o] (+ b[o])."""
     *lead, o = c.index
     x_all = c.rec(0)
     t = lead[-1] if lead else 0
     x = x_all[t]
     w = c.param(1, o)
-    lines, value = _linear_line(c, x, c.inputs[1], o, w, f"{c.inputs[0].split('.')[-1]}[{t},d]")
-    if c.info["op"] == "router" and len(c.inputs) > 2:
-        b = c.param(2, 0)[o]
-        value += float(b)
-        lines += [f"+ b[{o}] = {num(value - b)} + {num(b, True)} = {num(value)}"]
+    lines, value = linear_line(c, x, c.inputs[1], o, w, f"{c.inputs[0].split('.')[-1]}[{t},d]")
+    if len(c.inputs) > 2:  # the router's bias, where the model has one
+        line, value = plus_bias(c, value, 2, o)
+        lines.append(line)
     return lines, value
 
 
-def _op_linear_heads(c: _Cell) -> tuple[list[str], float]:
+def _op_linear_heads(c: Cell) -> tuple[list[str], float]:
     h, t, j = c.index
     dh = c.trace[c.name].shape[-1]
     o = h * dh + j
     x = c.rec(0)[t]
     w = c.param(1, o)
-    lines, value = _linear_line(c, x, c.inputs[1], o, w, f"{c.inputs[0].split('.')[-1]}[{t},d]")
+    lines, value = linear_line(c, x, c.inputs[1], o, w, f"{c.inputs[0].split('.')[-1]}[{t},d]")
     return [c.tr("worked.heads", o=o, h=h, dh=dh, j=j)] + lines, value
 
 
-def _op_linear_merge(c: _Cell) -> tuple[list[str], float]:
+def _op_linear_merge(c: Cell) -> tuple[list[str], float]:
     t, o = c.index
     context = c.rec(0)
     x = context[:, t, :].reshape(-1)
     w = c.param(1, o)
-    lines, value = _linear_line(c, x, c.inputs[1], o, w, f"concat_h(context)[{t},d]")
+    lines, value = linear_line(c, x, c.inputs[1], o, w, f"concat_h(context)[{t},d]")
+    if len(c.inputs) > 2:  # the vision blocks' output projection has a bias
+        line, value = plus_bias(c, value, 2, o)
+        lines.append(line)
     return lines, value
 
 
-def _op_expert_linear(c: _Cell) -> tuple[list[str], float]:
+def _op_expert_linear(c: Cell) -> tuple[list[str], float]:
     r, o = c.index
     if len(c.inputs) == 3:  # gate / up: the normed stream's rows routed here
         rows = np.asarray(c.trace[c.inputs[1]])
@@ -238,10 +80,10 @@ def _op_expert_linear(c: _Cell) -> tuple[list[str], float]:
         label = f"act[{r},d]"
         w = c.param(1, o)
         w_name = c.inputs[1]
-    return _linear_line(c, x, w_name, o, w, label)
+    return linear_line(c, x, w_name, o, w, label)
 
 
-def _op_rms_norm(c: _Cell) -> tuple[list[str], float]:
+def _op_rms_norm(c: Cell) -> tuple[list[str], float]:
     *lead, j = c.index
     x = c.rec(0)[tuple(lead)]
     w = c.param(1, 0)
@@ -255,7 +97,7 @@ def _op_rms_norm(c: _Cell) -> tuple[list[str], float]:
             f"{c.label()} = x[{j}]·r·w[{j}] = {num(x[j], True)}·{num(r)}·{num(w[j], True)} = {num(value)}"], value
 
 
-def _op_l2_norm(c: _Cell) -> tuple[list[str], float]:
+def _op_l2_norm(c: Cell) -> tuple[list[str], float]:
     *lead, j = c.index
     x = c.rec(0)[tuple(lead)]
     w = c.param(1, 0)
@@ -266,7 +108,7 @@ def _op_l2_norm(c: _Cell) -> tuple[list[str], float]:
             ], value
 
 
-def _op_apply_rope(c: _Cell) -> tuple[list[str], float]:
+def _op_apply_rope(c: Cell) -> tuple[list[str], float]:
     h, t, j = c.index
     x = c.rec(0)[h, t]
     cos, sin = c.rec(1)[t], c.rec(2)[t]
@@ -283,19 +125,20 @@ def _op_apply_rope(c: _Cell) -> tuple[list[str], float]:
             f"{num(x[partner], True)}·{num(sin[j], True)} = {num(value)}"], value
 
 
-def _op_scores(c: _Cell) -> tuple[list[str], float]:
+def _op_scores(c: Cell) -> tuple[list[str], float]:
     h, t, s = c.index
     q, k = c.rec(0), c.rec(1)
     group = q.shape[0] // k.shape[0]
     g = h // group
-    scale = c.cfg.head_dim ** -0.5
+    dh = q.shape[-1]  # the text model's head_dim, or the vision tower's
+    scale = dh ** -0.5
     dot = float(q[h, t] @ k[g, s])
     value = dot * scale
-    return [c.tr("worked.scores", cell=c.label(), h=h, g=g, t=t, s=s, dh=c.cfg.head_dim),
+    return [c.tr("worked.scores", cell=c.label(), h=h, g=g, t=t, s=s, dh=dh),
             f"= ({dot_terms(q[h, t], k[g, s])}) × {num(scale)}", f"= {num(dot)} × {num(scale)} = {num(value)}"], value
 
 
-def _op_mask(c: _Cell) -> tuple[list[str], float]:
+def _op_mask(c: Cell) -> tuple[list[str], float]:
     t, s = c.index
     rows, cols = c.trace[c.name].shape
     position = cols - rows + t
@@ -304,7 +147,7 @@ def _op_mask(c: _Cell) -> tuple[list[str], float]:
     return [c.tr(key, cell=c.label(), s=s, p=position, v=num(value))], value
 
 
-def _op_add(c: _Cell) -> tuple[list[str], float]:
+def _op_add(c: Cell) -> tuple[list[str], float]:
     a, b = c.rec(0), c.rec(1)
     va = float(a[c.index[-a.ndim:]])
     vb = float(b[c.index[-b.ndim:]])
@@ -313,7 +156,7 @@ def _op_add(c: _Cell) -> tuple[list[str], float]:
     return [f"{c.label()} = {names[0]} + {names[1]} = {num(va)} + {num(vb, True)} = {num(value)}"], value
 
 
-def _op_softmax(c: _Cell) -> tuple[list[str], float]:
+def _op_softmax(c: Cell) -> tuple[list[str], float]:
     *lead, j = c.index
     x = c.rec(0)[tuple(lead)]
     m = float(np.max(x))
@@ -326,7 +169,7 @@ def _op_softmax(c: _Cell) -> tuple[list[str], float]:
             ], value
 
 
-def _op_context(c: _Cell) -> tuple[list[str], float]:
+def _op_context(c: Cell) -> tuple[list[str], float]:
     h, t, j = c.index
     p, v = c.rec(0), c.rec(1)
     g = h // (p.shape[0] // v.shape[0])
@@ -335,7 +178,7 @@ def _op_context(c: _Cell) -> tuple[list[str], float]:
             f"= {dot_terms(p[h, t], v[g, :, j])} = {num(value)}"], value
 
 
-def _op_swiglu(c: _Cell) -> tuple[list[str], float]:
+def _op_swiglu(c: Cell) -> tuple[list[str], float]:
     g, u = float(c.rec(0)[c.index]), float(c.rec(1)[c.index])
     sig = 1.0 / (1.0 + math.exp(-g))
     value = g * sig * u
@@ -343,13 +186,13 @@ def _op_swiglu(c: _Cell) -> tuple[list[str], float]:
             f"{c.label()} = silu(g)·u = g·σ(g)·u = {num(g, True)}·{num(sig)}·{num(u, True)} = {num(value)}"], value
 
 
-def _op_relu(c: _Cell) -> tuple[list[str], float]:
+def _op_relu(c: Cell) -> tuple[list[str], float]:
     u = float(c.rec(0)[c.index])
     value = max(u, 0.0)
     return [f"{c.label()} = max({num(u)}, 0) = {num(value)}"], value
 
 
-def _op_top_k(c: _Cell) -> tuple[list[str], float]:
+def _op_top_k(c: Cell) -> tuple[list[str], float]:
     t, j = c.index
     probs = c.rec(0)[t]
     order = np.argsort(-probs, kind="stable")
@@ -358,7 +201,7 @@ def _op_top_k(c: _Cell) -> tuple[list[str], float]:
             ], float(order[j])
 
 
-def _op_topk_weights(c: _Cell) -> tuple[list[str], float]:
+def _op_topk_weights(c: Cell) -> tuple[list[str], float]:
     t, j = c.index
     logits = c.rec(0)[t]
     ids = np.asarray(c.trace[c.inputs[1]])[t]
@@ -371,14 +214,14 @@ def _op_topk_weights(c: _Cell) -> tuple[list[str], float]:
             c.tr("worked.renorm_same")], value
 
 
-def _op_topk_raw(c: _Cell) -> tuple[list[str], float]:
+def _op_topk_raw(c: Cell) -> tuple[list[str], float]:
     t, j = c.index
     ids = np.asarray(c.trace[c.inputs[1]])[t]
     value = float(c.rec(0)[t, ids[j]])
     return [f"{c.label()} = P[{t}, E{int(ids[j])}] = {num(value)}"], value
 
 
-def _op_scatter_gates(c: _Cell) -> tuple[list[str], float]:
+def _op_scatter_gates(c: Cell) -> tuple[list[str], float]:
     t, e = c.index
     ids = np.asarray(c.rec(0))[t]
     w = c.rec(1)[t]
@@ -388,14 +231,14 @@ def _op_scatter_gates(c: _Cell) -> tuple[list[str], float]:
     return [c.tr(key, cell=c.label(), e=e, t=t, j=int(hit[0]) + 1 if hit.size else 0, v=num(value))], value
 
 
-def _op_route_rows(c: _Cell) -> tuple[list[str], float]:
+def _op_route_rows(c: Cell) -> tuple[list[str], float]:
     (r,) = c.index
     rows = np.asarray(c.trace[c.name])
     e = c.name.split(".")[-2]
     return [c.tr("worked.route", e=e, rows=", ".join(str(int(x)) for x in rows), r=r, t=int(rows[r]))], float(rows[r])
 
 
-def _op_expert_weighted(c: _Cell) -> tuple[list[str], float]:
+def _op_expert_weighted(c: Cell) -> tuple[list[str], float]:
     t, d = c.index
     e = int(c.name.split(".")[-2])
     gates = c.rec(0)
@@ -409,21 +252,21 @@ def _op_expert_weighted(c: _Cell) -> tuple[list[str], float]:
     return [f"{c.label()} = G[{t},{e}]·y[{r},{d}] = {num(gates[t, e])}·{num(y[r, d], True)} = {num(value)}"], value
 
 
-def _op_sum_experts(c: _Cell) -> tuple[list[str], float]:
+def _op_sum_experts(c: Cell) -> tuple[list[str], float]:
     parts = [(n.split(".")[-2], float(np.asarray(c.trace[n])[c.index])) for n in c.inputs]
     value = float(sum(v for _, v in parts))
     return [f"{c.label()} = Σ_e Z_e{list(c.index)} = {fold([f'{num(v, True)} (E{e})' for e, v in parts])} = {num(value)}"
             ], value
 
 
-def _op_last_row(c: _Cell) -> tuple[list[str], float]:
+def _op_last_row(c: Cell) -> tuple[list[str], float]:
     (v,) = c.index
     logits = c.rec(0)
     value = float(logits[-1, v])
     return [f"{c.label()} = logits[{logits.shape[0] - 1}, {v}] = {num(value)}"], value
 
 
-def _op_suppress(c: _Cell) -> tuple[list[str], float]:
+def _op_suppress(c: Cell) -> tuple[list[str], float]:
     (v,) = c.index
     suppressed = v in (c.trace.meta.get("sampling") or {}).get("suppress", [])
     value = float(c.trace[c.name][v]) if suppressed else float(c.rec(0)[v])
@@ -431,7 +274,7 @@ def _op_suppress(c: _Cell) -> tuple[list[str], float]:
     return [c.tr(key, cell=c.label(), v=v, value=num(value))], value
 
 
-def _op_greedy(c: _Cell) -> tuple[list[str], float]:
+def _op_greedy(c: Cell) -> tuple[list[str], float]:
     (v,) = c.index
     logits = c.rec(0)
     best = int(np.argmax(logits))
@@ -439,7 +282,7 @@ def _op_greedy(c: _Cell) -> tuple[list[str], float]:
     return [c.tr("worked.greedy", cell=c.label(), best=best, logit=num(float(logits[best])), value=num(value))], value
 
 
-def _op_sampling(c: _Cell) -> tuple[list[str], float]:
+def _op_sampling(c: Cell) -> tuple[list[str], float]:
     (v,) = c.index
     s = c.trace.meta.get("sampling") or {}
     temperature, top_k, top_p = float(s.get("temperature") or 1.0), s.get("top_k"), s.get("top_p")
@@ -467,7 +310,7 @@ def _op_sampling(c: _Cell) -> tuple[list[str], float]:
             f"{c.label()} = 0"], value
 
 
-def _op_choose(c: _Cell) -> tuple[list[str], float]:
+def _op_choose(c: Cell) -> tuple[list[str], float]:
     probs = c.rec(0)
     chosen = int(c.trace[c.name])
     greedy = float((c.trace.meta.get("sampling") or {}).get("temperature") or 0) == 0
@@ -475,22 +318,25 @@ def _op_choose(c: _Cell) -> tuple[list[str], float]:
     return [c.tr(key, id=chosen, p=num(float(probs[chosen])))], float(chosen)
 
 
-def _op_input(c: _Cell) -> tuple[list[str], float]:
+def _op_input(c: Cell) -> tuple[list[str], float]:
     (t,) = c.index
+    if c.name == "grpo.rewards":  # the other input of a training step: the group file's rewards
+        reward = float(c.trace[c.name][t])
+        return [c.tr("worked.reward", cell=c.label(), j=t, v=num(reward))], reward
     value = int(c.trace[c.name][t])
     from tracer.traces.show import step_tokens
 
     return [c.tr("worked.token", cell=c.label(), t=t, text=step_tokens(c.trace, c.name)[0][t], id=value)], float(value)
 
 
-def _op_one_hot(c: _Cell) -> tuple[list[str], float]:
+def _op_one_hot(c: Cell) -> tuple[list[str], float]:
     t, v = c.index
     ids = np.asarray(c.trace[c.inputs[0]])
     value = 1.0 if ids[t] == v else 0.0
     return [f"{c.label()} = [{v} = ids[{t}] = {int(ids[t])}] = {num(value)}"], value
 
 
-def _op_embedding(c: _Cell) -> tuple[list[str], float]:
+def _op_embedding(c: Cell) -> tuple[list[str], float]:
     t, d = c.index
     ids = np.asarray(c.trace[c.inputs[0]])
     row = c.param(1, int(ids[t]))
@@ -498,13 +344,13 @@ def _op_embedding(c: _Cell) -> tuple[list[str], float]:
     return [c.tr("worked.embedding", cell=c.label(), t=t, id=int(ids[t]), w=c.inputs[1], d=d, v=num(value))], value
 
 
-def _step_start(c: _Cell) -> int:
+def _step_start(c: Cell) -> int:
     """The position of a record's first query: 0 for the prompt, prompt length + s − 1 at decode step s."""
     step = int(c.name.split(".")[1]) if c.name.startswith("decode.") else 0
     return 0 if step == 0 else len(c.trace.meta["token_ids"]) + step - 1
 
 
-def _rope_frequencies(c: _Cell) -> tuple[np.ndarray, float]:
+def _rope_frequencies(c: Cell) -> tuple[np.ndarray, float]:
     """ω and the factor a of this forward step, as the model sets them (RoPE scaling included)."""
     from tracer.engine.longctx import rope_frequencies
 
@@ -512,7 +358,7 @@ def _rope_frequencies(c: _Cell) -> tuple[np.ndarray, float]:
     return rope_frequencies(c.cfg, _step_start(c) + len(c.trace[f"{prefix}tokens"]))
 
 
-def _op_rope_inv_freq(c: _Cell) -> tuple[list[str], float]:
+def _op_rope_inv_freq(c: Cell) -> tuple[list[str], float]:
     (j,) = c.index
     dh = c.cfg.head_dim
     if c.cfg.rope_degrees_per_position is not None or c.cfg.rope_scaling is None:
@@ -528,12 +374,12 @@ def _op_rope_inv_freq(c: _Cell) -> tuple[list[str], float]:
     return [f"θ^(−2·{j}/{dh}) = {num(base)}", c.tr("worked.rope_scaled", cell=c.label(), v=num(value))], value
 
 
-def _op_rope_attention_factor(c: _Cell) -> tuple[list[str], float]:
+def _op_rope_attention_factor(c: Cell) -> tuple[list[str], float]:
     _, factor = _rope_frequencies(c)
     return [c.tr("worked.rope_factor", cell=c.label(), v=num(float(factor)))], float(factor)
 
 
-def _op_rope_table(c: _Cell) -> tuple[list[str], float]:
+def _op_rope_table(c: Cell) -> tuple[list[str], float]:
     t, j = c.index
     position = _step_start(c) + t
     inv, factor = _rope_frequencies(c)
@@ -546,7 +392,7 @@ def _op_rope_table(c: _Cell) -> tuple[list[str], float]:
             f"{c.label()} = {scaled}{fn}({num(float(angle))}) = {num(value)}"], value
 
 
-def _op_sliding_mask(c: _Cell) -> tuple[list[str], float]:
+def _op_sliding_mask(c: Cell) -> tuple[list[str], float]:
     from tracer.engine.longctx import layer_window
 
     t, s = c.index
@@ -558,7 +404,7 @@ def _op_sliding_mask(c: _Cell) -> tuple[list[str], float]:
     return [c.tr(key, cell=c.label(), s=s, p=position, w=window, v=num(value))], value
 
 
-def _op_kv_append(c: _Cell) -> tuple[list[str], float]:
+def _op_kv_append(c: Cell) -> tuple[list[str], float]:
     """The cache after this step: the last positions kept from before (all of them, or the sliding window's
     last W − 1), then this step's new keys or values."""
     g, s, j = c.index
@@ -571,7 +417,7 @@ def _op_kv_append(c: _Cell) -> tuple[list[str], float]:
     return [c.tr("worked.cache_new", cell=c.label(), s=s, v=num(value))], value
 
 
-WORKERS: dict[str, Callable[[_Cell], tuple[list[str], float]]] = {
+TEXT_WORKERS: dict[str, Worker] = {
     "linear": _op_linear, "router": _op_linear, "linear_heads": _op_linear_heads, "linear_merge": _op_linear_merge,
     "expert_linear": _op_expert_linear, "rms_norm": _op_rms_norm, "l2_norm": _op_l2_norm, "apply_rope": _op_apply_rope,
     "attention_scores": _op_scores, "causal_mask": _op_mask, "add": _op_add, "softmax": _op_softmax,
@@ -584,6 +430,8 @@ WORKERS: dict[str, Callable[[_Cell], tuple[list[str], float]]] = {
     "rope_inv_freq": _op_rope_inv_freq, "rope_attention_factor": _op_rope_attention_factor,
     "sliding_window_mask": _op_sliding_mask,
 }
+WORKERS: dict[str, Worker] = {**TEXT_WORKERS, **VISION_WORKERS, **TRAIN_WORKERS, **INTERP_WORKERS}
+"""The worker of every op kind a trace can hold (its record's ``op``)."""
 
 
 def work_cell(trace: Trace, name: str, index: tuple[int, ...], params: Params | None = None,
@@ -594,7 +442,7 @@ def work_cell(trace: Trace, name: str, index: tuple[int, ...], params: Params | 
     index = tuple(int(i) for i in index)
     if len(index) != value.ndim or any(not 0 <= i < n for i, n in zip(index, value.shape)):
         raise TracerError.of("worked.bad_index", index=list(index), shape=list(value.shape))
-    cell = _Cell(trace, name, index, params or Params(trace.meta), tr)
+    cell = Cell(trace, name, index, params or Params(trace.meta), tr)
     worker = WORKERS.get(cell.info["op"])
     if worker is None:
         raise TracerError.of("worked.no_worker", op=cell.info["op"])
