@@ -35,7 +35,9 @@ class LayerCache:
 
     A step writes its keys and values after the held ones, in place; a full buffer is replaced by one twice
     the size. So a decode step copies only its own row, not the whole cache (which made long generations
-    quadratic). ``names``: the records the held keys and values were last recorded as (their inputs' names).
+    quadratic). A position once written is never written again, so a view of held positions never changes:
+    the recorder keeps the ``k_cache`` / ``v_cache`` records as such views (``appended``).
+    ``names``: the records the held keys and values were last recorded as (their inputs' names).
     """
 
     buffers: tuple[np.ndarray, np.ndarray] | None = None
@@ -303,8 +305,8 @@ def attention(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x: np.ndarray,
         past = layer_cache.names
         held_k, held_v = layer_cache.append(k_rot, v, window)
         if past is not None:
-            keys = rec(f"{n}.attn.k_cache", held_k, past[0], k_rot)
-            values = rec(f"{n}.attn.v_cache", held_v, past[1], v)
+            keys = rec(f"{n}.attn.k_cache", held_k, past[0], k_rot, appended=True)
+            values = rec(f"{n}.attn.v_cache", held_v, past[1], v, appended=True)
             layer_cache.names = (f"{rec.prefix}{n}.attn.k_cache", f"{rec.prefix}{n}.attn.v_cache")
         else:
             layer_cache.names = (f"{rec.prefix}{n}.attn.k_rope", f"{rec.prefix}{n}.attn.v_proj")

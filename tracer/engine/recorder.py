@@ -48,10 +48,13 @@ class Recorder:
         self._seen: set[str] = set()
 
     def __call__(self, name: str, value: np.ndarray, *inputs: np.ndarray | str, op: str | None = None,
-                 derived: bool = False) -> np.ndarray:
+                 derived: bool = False, appended: bool = False) -> np.ndarray:
         """Record ``value`` under ``prefix + name`` and return it (rounded in hand-calculation mode).
 
         ``derived``: the value was recomputed from captured tensors rather than captured (torch backend).
+        ``appended``: ``value`` is a view of a buffer that is only ever written past its end (the KV cache), so
+        it is kept as that view: its numbers never change, and a copy per step would cost what the step does.
+        Any other view is copied (it would keep a larger array alive, or could change with it).
         """
         if self.edit is not None:
             value = self.edit(self.prefix + name, value)
@@ -68,8 +71,8 @@ class Recorder:
             value = np.asarray(np.round(value, self.round_decimals) + value.dtype.type(0))  # + 0: −0.0 -> 0.0
         if self.wants(full):
             self.inputs[full] = [self._name_of(x) for x in inputs]
-            if value.base is not None:
-                value = value.copy()  # a view would keep its whole base alive and could change with it
+            if value.base is not None and not appended:
+                value = value.copy()
             value.flags.writeable = False
             self.records[full] = value
             self._kept[id(value)] = full
