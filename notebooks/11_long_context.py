@@ -1,8 +1,7 @@
-# %% [markdown]
-# # 11 · Long context / 长上下文 / 長上下文
-#
-# RoPE scaling (YaRN, linear, dynamic NTK), the KV cache and the sliding window. The prose of this notebook comes
-# from the language catalogs, in the language of `tracer notebooks --lang`.
+# %% jupyter={"source_hidden": true}
+from tracer.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb11_md1")
 
 # %%
 import json
@@ -11,7 +10,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from tracer.classroom import Exercise, language, setup
+from tracer.classroom import Exercise, full_table, language, setup
 from tracer.i18n import t
 from tracer.longctx import rope_frequencies
 from tracer.longctx_figures import distance_figure, errata, kv_table, mask_figure, pair_table, wavelength_figure
@@ -109,4 +108,4 @@ ex4.check(answer_4)
 
 # %%
 say("nb_errata")
-pd.DataFrame(errata(LANG))
+full_table(errata(LANG))
