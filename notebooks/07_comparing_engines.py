@@ -63,17 +63,8 @@ ex3.check(answer_3)
 # %%
 drift.sort_values("max_rel", ascending=False).head(10)
 
-# %% [markdown]
-# ## Block quantization: one Q4_K block · 區塊量化:一個 Q4_K 區塊
-# A GGUF file stores most weights in blocks. Q4_K cuts a row into super-blocks of 256 weights, each made of
-# 8 sub-blocks of 32. Every sub-block j has a 6-bit scale `sc_j` and a 6-bit minimum `m_j`; the super-block
-# has two fp16 numbers `d` and `dmin`; every weight keeps only a 4-bit code `q` (0–15):
-# **x ≈ d·sc_j·q − dmin·m_j**. That is 144 bytes for 256 weights: 4.5 bits per weight instead of 32.
-#
-# GGUF 檔把大多數權重按區塊存放。Q4_K 把一列權重切成 256 個一組的超區塊,每個超區塊再分成 8 個 32 個權重的
-# 子區塊。子區塊 j 有 6 位元的縮放 `sc_j` 與 6 位元的最小值 `m_j`;超區塊有兩個 fp16 數 `d`、`dmin`;每個權重
-# 只留 4 位元的代碼 `q`(0–15):**x ≈ d·sc_j·q − dmin·m_j**。256 個權重共 144 位元組,每個權重 4.5 位元,
-# 而不是 32 位元。
+# %% jupyter={"source_hidden": true}
+prose("nb07_md4")
 
 # %%
 import tempfile
@@ -94,24 +85,16 @@ fields = q4_k_fields(block)
 print(f"{block.size} bytes; d = {fields['d']:.3e}, dmin = {fields['dmin']:.3e}")
 pd.DataFrame({"sc_j (scale)": fields["scales"], "m_j (min)": fields["mins"]}).T
 
-# %% [markdown]
-# The first 8 weights of sub-block 0: the stored code and what it stands for. The `gguf` package (llama.cpp's
-# own reader) decodes the same bytes to the same numbers.
-#
-# 子區塊 0 的前 8 個權重:存下的代碼,以及它代表的值。`gguf` 套件(llama.cpp 自己的讀取程式)把同樣的位元組
-# 解回同樣的數字。
+# %% jupyter={"source_hidden": true}
+prose("nb07_md5")
 
 # %%
 print("gguf agrees:", np.array_equal(quants.dequantize(block, GGMLQuantizationType.Q4_K), fields["values"].ravel()))
 pd.DataFrame({"x": row[:8], "q": fields["codes"][0, :8], "d·sc₀·q − dmin·m₀": fields["values"][0, :8],
               "error": fields["values"][0, :8] - row[:8]})
 
-# %% [markdown]
-# ## Q8_0 and Q4_K runs drift from the reference, layer by layer · 逐層看 Q8_0 與 Q4_K 偏離參考多少
-# The same model written as GGUF files of two types, traced on the same tokens; the curve is the relative error
-# of the residual stream after each layer, then of the logits.
-#
-# 同一個模型寫成兩種型別的 GGUF 檔,用同樣的 token 追蹤;曲線是每一層之後殘差流的相對誤差,最後是 logits 的。
+# %% jupyter={"source_hidden": true}
+prose("nb07_md6")
 
 # %%
 tokens = [3, 14, 15, 92, 65]

@@ -1,8 +1,7 @@
-# %% [markdown]
-# # 11 · Long context / 长上下文 / 長上下文
-#
-# RoPE scaling (YaRN, linear, dynamic NTK), the KV cache and the sliding window. The prose of this notebook comes
-# from the language catalogs, in the language of `tracer notebooks --lang`.
+# %% jupyter={"source_hidden": true}
+from tracer.teaching.classroom import prose  # the text of this notebook, in its language (tracer notebooks --lang)
+
+prose("nb11_md1")
 
 # %%
 import json
@@ -17,7 +16,7 @@ from tracer.engine.memory import memory
 from tracer.figures.longctx import distance_figure, errata, kv_table, mask_figure, pair_table, wavelength_figure
 from tracer.i18n import t
 from tracer.sources.presets import PRESETS, QWEN3_0_6B
-from tracer.teaching.classroom import Exercise, language, setup
+from tracer.teaching.classroom import Exercise, full_table, language, setup
 
 LANG = language()
 
@@ -109,4 +108,4 @@ ex4.check(answer_4)
 
 # %%
 say("nb_errata")
-pd.DataFrame(errata(LANG))
+full_table(errata(LANG))

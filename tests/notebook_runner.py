@@ -1,10 +1,11 @@
 """Execute one jupytext notebook in a fresh Jupyter kernel (used by test_notebooks.py in a subprocess).
 
-    python tests/notebook_runner.py NOTEBOOK.py [NAME=EXPRESSION]... [EXTRA_CELL]...
+    python tests/notebook_runner.py NOTEBOOK.py [--save=OUT.ipynb] [NAME=EXPRESSION]... [EXTRA_CELL]...
 
 ``NAME=EXPRESSION`` fills an exercise's answer: the line ``NAME = None  # ← your answer`` becomes
-``NAME = EXPRESSION``. Each other argument is a cell run after the notebook. Exit 0 when every cell ran;
-otherwise the failing cell's error is printed and the exit code is 1.
+``NAME = EXPRESSION``. Each other argument is a cell run after the notebook. ``--save`` writes the executed
+notebook, outputs included. Exit 0 when every cell ran; otherwise the failing cell's error is printed and the
+exit code is 1.
 """
 
 import re
@@ -22,8 +23,11 @@ ANSWER = re.compile(r"^(answer_\d+)=(.+)$", re.S)
 def main() -> int:
     path = Path(sys.argv[1])
     nb = jupytext.read(path)
-    extra = []
+    extra, save = [], None
     for arg in sys.argv[2:]:
+        if arg.startswith("--save="):
+            save = Path(arg.removeprefix("--save="))
+            continue
         match = ANSWER.match(arg)
         if not match:
             extra.append(arg)
@@ -43,6 +47,8 @@ def main() -> int:
     except nbclient.exceptions.CellExecutionError as exc:
         print(str(exc)[-3000:])
         return 1
+    if save is not None:
+        nbformat.write(nb, str(save))
     print(f"{path.name}: {time.perf_counter() - start:.1f}s")
     return 0
 

@@ -6,8 +6,10 @@ The notebooks' language is ``QWEN3_TRACER_LANG`` (set by ``tracer notebooks --la
 
 from __future__ import annotations
 
+import html
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -30,6 +32,54 @@ def prose(key: str, lang: str | None = None) -> Any:
     return Markdown(translator(lang or language())(f"notebooks.{key}"))
 
 
+def _escape_tags(text: str) -> str:
+    """A tag's ``<`` outside code spans as ``&lt;``: Markdown would hide ``<think>`` as an unknown HTML tag.
+
+    >>> _escape_tags("<think> ends at `</think>`; <|im_end|> and 1 < 2 stay")
+    '&lt;think> ends at `</think>`; <|im_end|> and 1 < 2 stay'
+    """
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(part if k % 2 else re.sub(r"<(?=[A-Za-z/!?])", "&lt;", part) for k, part in enumerate(parts))
+
+
+def bullets(keys: Iterable[str], title: str | None = None, lang: str | None = None) -> Any:
+    """Catalog texts (whole keys such as ``vision.erratum_256``) as one Markdown list in the notebooks'
+    language, under the text of the key ``title`` in bold.
+
+    >>> keys = ["i18n.language_name", "i18n.language_name"]
+    >>> bullets(keys, "i18n.language_name", lang="zh-Hant").data.split("\\n")
+    ['**繁體中文**', '', '- 繁體中文', '- 繁體中文']
+    """
+    from IPython.display import Markdown
+
+    tr = translator(lang or language())
+    lines = [f"**{_escape_tags(tr(title))}**", ""] if title else []
+    return Markdown("\n".join(lines + [f"- {_escape_tags(tr(key))}" for key in keys]))
+
+
+def inline_html(text: str) -> str:
+    """A line of catalog Markdown as HTML for a widget: escaped, with its `code` spans and **bold**.
+
+    >>> inline_html("Token `<bos>` is **first** & <b>")
+    'Token <code>&lt;bos&gt;</code> is <b>first</b> &amp; &lt;b&gt;'
+    """
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", out).replace("\n", "<br>")
+
+
+def full_table(rows: list[dict[str, Any]]) -> Any:
+    """Rows of text as a table that shows every cell whole (pandas' own display cuts cells at 50 characters),
+    escaped as HTML.
+
+    >>> html_text = full_table([{"claim": "x" * 80 + " <|endoftext|>"}]).to_html()
+    >>> "x" * 80 + " &lt;|endoftext|&gt;" in html_text, "..." in html_text
+    (True, False)
+    """
+    import pandas as pd
+
+    return pd.DataFrame(rows).style.format(escape="html").hide(axis="index")
+
+
 def setup() -> None:
     """Send plotly figures as their own MIME type: JupyterLab draws them with the ``jupyterlab-plotly`` extension
     installed with plotly, offline (no CDN). (The "notebook" renderer also injects plotly.js into the page, which
@@ -45,7 +95,7 @@ class Verdict:
     message: str
 
     def _repr_markdown_(self) -> str:
-        return self.message
+        return _escape_tags(self.message)
 
 
 class Exercise:
@@ -89,24 +139,32 @@ class Exercise:
         return Verdict(False, self.tr("notebooks.wrong", answer=answer, hint=self.hint))
 
     def widget(self) -> Any:
-        """An ipywidgets box: the question, a field for the answer, a Check button and the verdict."""
+        """An ipywidgets box: the question, a field for the answer, a Check button and the verdict (an HTML
+        widget whose value each click replaces).
+
+        >>> box = Exercise("nb06_t1", 0.936, lang="en", logits="5, 2, 1").widget()
+        >>> question, (field, button), verdict = box.children[0], box.children[1].children, box.children[2]
+        >>> field.value = " 0.94 "; button.click(); verdict.value
+        '✓ 0.94 is right.'
+        >>> field.value = "<b>"; button.click(); verdict.value
+        "'&lt;b&gt;' is not a number."
+        """
         import ipywidgets as widgets
 
         field = widgets.Text(description=self.tr("notebooks.answer"))
         button = widgets.Button(description=self.tr("notebooks.check"))
-        out = widgets.Output()
+        verdict = widgets.HTML()
 
         def on_click(_: Any) -> None:
-            out.clear_output()
-            with out:
-                print(self.check(field.value.strip() or None).message)
+            verdict.value = inline_html(self.check(field.value.strip() or None).message)
 
         button.on_click(on_click)
-        return widgets.VBox([widgets.HTML(f"<b>{self.tr('notebooks.exercise')}</b> {self.question}"),
-                             widgets.HBox([field, button]), out])
+        return widgets.VBox([widgets.HTML(f"<b>{html.escape(self.tr('notebooks.exercise'))}</b> "
+                                          f"{inline_html(self.question)}"),
+                             widgets.HBox([field, button]), verdict])
 
     def _repr_markdown_(self) -> str:
-        return f"**{self.tr('notebooks.exercise')}** {self.question}"
+        return f"**{self.tr('notebooks.exercise')}** {_escape_tags(self.question)}"
 
 
 def side_by_side(ours: np.ndarray, printed: np.ndarray, rows: list[str] | None = None, decimals: int = 3) -> Any:
