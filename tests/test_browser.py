@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,14 @@ def start(trace: Path) -> tuple[subprocess.Popen, str]:
     pytest.fail("the explorer did not start within 90 s")
 
 
+def serving(trace: Path) -> Iterator[str]:
+    """The explorer's address while it serves ``trace`` (a fixture's body: stopped when the fixture ends)."""
+    proc, url = start(trace)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
 @pytest.fixture(scope="module")
 def traces(tmp_path_factory):
     if not Path(CHROMIUM).exists():
@@ -83,18 +92,12 @@ def traces(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(traces):
-    proc, url = start(traces / "toy-dense.npz")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    yield from serving(traces / "toy-dense.npz")
 
 
 @pytest.fixture(scope="module")
 def full_server(traces):
-    proc, url = start(traces / "full.npz")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    yield from serving(traces / "full.npz")
 
 
 @pytest.fixture(scope="module")
@@ -230,28 +233,15 @@ def test_full_vocabulary_trace_last_record_and_decode_attention(full_server, bro
 def quant_runs(traces):
     """A small checkpoint's reference run and its Q8_0 and Q4_K runs on the same tokens."""
     pytest.importorskip("gguf")
-    from tracer.cli import main
+    from tests.quant_runs import make_quant_runs
 
-    tmp = traces / "quant"
-    tmp.mkdir()
-    small = ["num_hidden_layers=3", "hidden_size=256", "head_dim=32", "intermediate_size=512", "vocab_size=512"]
-    sets = [x for s in small for x in ("--set", s)]
-    assert main(["export", "qwen3-0.6b", *sets, "--seed", "5", "--out", str(tmp / "ckpt")]) == 0
-    tokens = ["--tokens", "5,6,7,8,9,10"]
-    assert main(["trace", str(tmp / "ckpt"), *tokens, "--out", str(tmp / "ref.npz")]) == 0
-    for kind in ("Q8_0", "Q4_K"):
-        assert main(["quantize", str(tmp / "ckpt"), "--type", kind, "--out", str(tmp / f"{kind}.gguf")]) == 0
-        assert main(["trace", str(tmp / f"{kind}.gguf"), *tokens, "--reference", str(tmp / "ckpt"),
-                     "--out", str(tmp / f"{kind}.npz")]) == 0
-    return tmp
+    (traces / "quant").mkdir()
+    return make_quant_runs(traces / "quant")
 
 
 @pytest.fixture(scope="module")
 def quant_server(quant_runs):
-    proc, url = start(quant_runs / "ref.npz")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    yield from serving(quant_runs / "ref.npz")
 
 
 def english_leaks(text: str) -> list[str]:

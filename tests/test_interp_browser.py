@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("streamlit")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, start  # noqa: E402
+from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, serving  # noqa: E402
 
 NARROW = ["num_hidden_layers=3", "hidden_size=64", "head_dim=16", "intermediate_size=96", "num_attention_heads=4",
           "num_key_value_heads=2"]
@@ -25,10 +25,8 @@ def server(tmp_path_factory):
     subprocess.run([sys.executable, "-m", "tracer.cli", "trace", "qwen3-0.6b", "--prompt", "The capital of France is",
                     *sum((["--set", o] for o in NARROW), []), "--max-new-tokens", "2", "--out", str(trace)],
                    check=True, capture_output=True)
-    proc, url = start(trace)
-    yield url, trace
-    proc.terminate()
-    proc.wait(timeout=20)
+    for url in serving(trace):
+        yield url, trace
 
 
 @pytest.fixture(scope="module")

@@ -10,27 +10,18 @@ pytest.importorskip("plotly")
 pytest.importorskip("gguf")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tracer.cli import main  # noqa: E402
+from tests.quant_runs import KINDS, make_quant_runs  # noqa: E402
 from tracer.i18n import t  # noqa: E402
 from tracer.sources.drift import layer_drift, quant_rows  # noqa: E402
 from tracer.traces.tracefile import load_trace  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
-SMALL = ["num_hidden_layers=3", "hidden_size=256", "head_dim=32", "intermediate_size=512", "vocab_size=512"]
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("drift")
-    sets = [x for s in SMALL for x in ("--set", s)]
-    assert main(["export", "qwen3-0.6b", *sets, "--seed", "5", "--out", str(tmp / "ckpt")]) == 0
-    tokens = ["--tokens", "5,6,7,8,9,10"]
-    assert main(["trace", str(tmp / "ckpt"), *tokens, "--out", str(tmp / "ref.npz")]) == 0
-    for kind in ("Q8_0", "Q4_K"):
-        assert main(["quantize", str(tmp / "ckpt"), "--type", kind, "--out", str(tmp / f"{kind}.gguf")]) == 0
-        assert main(["trace", str(tmp / f"{kind}.gguf"), *tokens, "--reference", str(tmp / "ckpt"),
-                     "--out", str(tmp / f"{kind}.npz")]) == 0
-    return {k: str(tmp / f"{k}.npz") for k in ("ref", "Q8_0", "Q4_K")}
+    folder = make_quant_runs(tmp_path_factory.mktemp("drift"))
+    return {k: str(folder / f"{k}.npz") for k in ("ref", *KINDS)}
 
 
 def test_layer_drift_is_the_relative_error_of_each_layer_output(runs):

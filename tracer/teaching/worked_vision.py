@@ -194,9 +194,13 @@ def _op_grid_thw(c: Cell) -> tuple[list[str], float]:
 
 def _op_patch_embed(c: Cell) -> tuple[list[str], float]:
     """E[n,o] = Σ_k X[n,k]·W[o,k] + b[o]: the Conv3d kernel of output channel o, flattened (c, t, y, x)."""
+    return _linear_plus_bias(c, "pixel_values")
+
+
+def _linear_plus_bias(c: Cell, x_name: str) -> tuple[list[str], float]:
+    """y[n,o] = Σ_d x[n,d]·W[d,o] + b[o], the input row named ``x_name``."""
     n, o = c.index
-    x = c.rec(0)[n]
-    lines, value = linear_line(c, x, c.input(1), o, c.param(1, o), f"pixel_values[{n},d]")
+    lines, value = linear_line(c, c.rec(0)[n], c.input(1), o, c.param(1, o), f"{x_name}[{n},d]")
     line, value = plus_bias(c, value, 2, o)
     return lines + [line], value
 
@@ -320,11 +324,7 @@ def _op_layer_norm(c: Cell) -> tuple[list[str], float]:
 
 def _op_linear_bias(c: Cell) -> tuple[list[str], float]:
     """y[n,o] = Σ_d x[n,d]·W[d,o] + b[o] (fused QKV, the MLPs, the mergers)."""
-    n, o = c.index
-    x = c.rec(0)[n]
-    lines, value = linear_line(c, x, c.input(1), o, c.param(1, o), f"{short(c.input(0))}[{n},d]")
-    line, value = plus_bias(c, value, 2, o)
-    return lines + [line], value
+    return _linear_plus_bias(c, short(c.input(0)))
 
 
 def _op_split_qkv(c: Cell) -> tuple[list[str], float]:
