@@ -57,6 +57,14 @@ class LayerCache:
         """Hold keys and values [Hkv, T, Dh] after the cached ones and return everything a query of this step
         sees (views). A sliding layer keeps only the last W − 1 cached positions (transformers'
         DynamicSlidingWindowLayer): with the next token, that is W keys.
+
+        >>> cache, k = LayerCache(), np.array([[[0.], [1.]]])  # one KV head, two positions, Dh = 1
+        >>> cache.append(k, k, window=None)[0].ravel()
+        array([0., 1.])
+        >>> cache.append(k + 2, k + 2, window=3)[0].ravel()  # the 2 = W − 1 cached keys, then 2 new ones
+        array([0., 1., 2., 3.])
+        >>> cache.append(k[:, :1] + 7, k[:, :1] + 7, window=3)[0].ravel()  # 0 and 1 are no longer seen
+        array([2., 3., 7.])
         """
         t = k.shape[1]
         start = self.start if window is None or self.end == 0 else max(self.start, self.end - window + 1)
