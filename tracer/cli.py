@@ -5,19 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tracer import TracerError, __version__
 from tracer.commands.argtypes import finite_float, whole
 from tracer.engine.model import Sampling
-from tracer.i18n import LANG_CHOICES
+from tracer.i18n import LANG_CHOICES, catalog, normalize, pad, t, translator
+from tracer.i18n import width as display_width
 from tracer.text.chat import load_json_file, official_template, thinking_mode
 from tracer.commands.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
 from tracer.commands.train_cli import add_parser as add_train_step_parser
 from tracer.commands.train_cli import cmd_train_step
+from tracer.sources import source_text
 from tracer.sources.presets import PRESETS
 from tracer.text.tokenizer import VOCAB_SIZE as QWEN_VOCAB
 from tracer.text.tokenizer import QwenTokenizer, Tokenizer, token_bytes
@@ -26,162 +31,182 @@ from tracer.traces.storage import STORE_DTYPES
 from tracer.traces.tracefile import Trace, check_writable, load_trace, save_trace
 
 
-MODEL_HELP = ("preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b, qwen3-1.7b ... qwen3-235b-a22b, "
-              "qwen3-vl-tiny, qwen3-vl-2b), "
-              "checkpoint directory, FILE.gguf, "
-              "hf:ORG/NAME[@REVISION] (Hugging Face cache) or ollama:NAME[:TAG] (Ollama store)")
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout with the word before the usage line in the chosen language."""
+
+    def __init__(self, prog: str, lang: str = "en", **kwargs: Any) -> None:
+        super().__init__(prog, **kwargs)
+        self.lang = lang
+
+    def add_usage(self, usage: str | None, actions: Any, groups: Any, prefix: str | None = None) -> None:
+        super().add_usage(usage, actions, groups, t("cli.usage", self.lang) if prefix is None else prefix)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        """Help text wrapped by terminal columns, with a break allowed between two CJK characters (argparse's
+        wrapping counts characters and breaks only at spaces)."""
+        if self.lang == "en":
+            return super()._split_lines(text, width)
+        lines, line = [], ""
+        for unit in _WRAP_UNITS.findall(" ".join(text.split())):
+            if line and unit.strip() and display_width(line + unit) > width:
+                lines.append(line.rstrip())
+                line = ""
+            if line or unit.strip():
+                line += unit
+        return lines + [line.rstrip()] if line else lines
+
+
+# a CJK character (with an opening bracket before it and closing punctuation after it), a run of spaces, or a word
+_WRAP_UNITS = re.compile(r"[^\s\u2e80-\uffff]*[\u2e80-\uffff][,.;:)、。]*|\s+|[^\s\u2e80-\uffff]+")
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit code 2 in ``main``) and its own words in ``lang``: the usage prefix,
+    the section titles and ``--help``. argparse's error texts themselves stay English."""
+
+    def __init__(self, *args: Any, lang: str = "en", **kwargs: Any) -> None:
+        super().__init__(*args, add_help=False, formatter_class=partial(_Formatter, lang=lang), **kwargs)
+        self.lang = lang
+        self._positionals.title = t("cli.positionals", lang)
+        self._optionals.title = t("cli.options", lang)
+        self.add_argument("-h", "--help", action="help", default=argparse.SUPPRESS, help=t("cli.help_help", lang))
+
     def error(self, message: str) -> NoReturn:
         raise TracerError.of("errors.usage", prog=self.prog, message=message)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tracer", description="Trace every tensor of a Qwen3 forward pass.")
-    parser.add_argument("--version", action="version", version=f"qwen3-tracer {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def help_texts(lang: str) -> Callable[..., str]:
+    """``h(key, **values)``: the help text ``cli.KEY`` in ``lang``, escaped for argparse (``%`` -> ``%%``)."""
+    def h(key: str, /, **values: Any) -> str:
+        return t(f"cli.{key}", lang, **values).replace("%", "%%")
 
-    t = sub.add_parser("trace", help="run a model on a prompt and save every intermediate tensor")
-    t.add_argument("model", help=MODEL_HELP)
-    src = t.add_mutually_exclusive_group()
-    src.add_argument("--prompt", help="text to tokenize")
-    src.add_argument("--tokens", help="comma-separated token ids, e.g. 0,1,2,3")
-    t.add_argument("--chat", action="store_true", help="wrap --prompt as a user turn with the chat template")
-    t.add_argument("--image", action="append", default=[], metavar="FILE",
-                   help="an image for a Qwen3-VL model (repeatable); one per <|image_pad|> in the prompt, or all "
-                        "placed before the prompt when it has none")
-    t.add_argument("--system", help="system prompt for --chat")
-    t.add_argument("--no-thinking", action="store_true", help="with --chat: enable_thinking=False")
-    _model_args(t)
-    t.add_argument("--round", type=int, metavar="N", help="hand-calculation mode: round every record to N decimals")
-    t.add_argument("--capture", action="append", metavar="GLOB", help="record only matching names (repeatable)")
-    t.add_argument("--max-new-tokens", type=int, default=1, metavar="N", help="tokens to generate (default 1)")
-    t.add_argument("--temperature", type=float, help="0 = greedy (default, or the Ollama model's params)")
-    t.add_argument("--top-k", type=int, metavar="K")
-    t.add_argument("--top-p", type=float, metavar="P")
-    t.add_argument("--suppress", metavar="IDS", help="comma-separated token ids (or special tokens) never to generate")
-    t.add_argument("--reference", metavar="MODEL",
-                   help="the unquantized model MODEL was made from: record quant.{weight}.error for every weight")
-    t.add_argument("--stream", action="store_true",
-                   help="keep no converted weight in memory: read each layer from the mapped file when it runs")
-    t.add_argument("--out", required=True, metavar="FILE.npz")
-    t.add_argument("--store-dtype", choices=STORE_DTYPES,
-                   help="keep the numbers in half precision, for display (about half the file; compare refuses it)")
-    t.add_argument("--show", nargs="?", const="*", metavar="GLOB", help="also print the records (matching GLOB)")
-    t.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of --show (zh = zh-Hans)")
-    t.add_argument("--max-memory", metavar="SIZE", help="refuse a run estimated above SIZE (e.g. 4G; default 75%% of "
-                   "the available memory)")
-    t.add_argument("--zero-head", action="append", metavar="L.H",
-                   help="set head H's context to 0 before o_proj in layer L (repeatable)")
-    t.add_argument("--drop-expert", action="append", metavar="L.E",
-                   help="layer L's router may not choose expert E; top-k over the others (repeatable)")
-    t.add_argument("--patch", action="append", metavar="NAME=FILE.npy",
-                   help="replace record NAME by the array in FILE.npy and recompute what follows (repeatable)")
+    return h
 
-    s = sub.add_parser("show", help="print the records of a trace the way seed 004 does")
-    s.add_argument("file", metavar="FILE.npz")
-    s.add_argument("pattern", nargs="?", metavar="NAME-GLOB", help="e.g. 'layers.0.attn.*'")
-    s.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the explanations (zh = zh-Hans)")
-    s.add_argument("--decimals", type=whole("--decimals", 0, 12), default=3)
-    s.add_argument("--npy", metavar="OUT.npy", help="write the one record NAME to OUT.npy (for --patch)")
 
-    d = sub.add_parser("demo", help="trace the two worked examples of seed 004 and print every step")
-    d.add_argument("--out-dir", default="traces", help="where to save the traces (default: traces/)")
-    d.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language (zh = zh-Hans)")
-    d.add_argument("--round", type=whole("--round", 0, 12), metavar="N", help="hand-calculation mode")
+def build_parser(lang: str = "en") -> argparse.ArgumentParser:
+    """The ``tracer`` parser with its help texts in ``lang``; every subcommand takes ``--lang``."""
+    lang = normalize(lang)
+    h = help_texts(lang)
+    parser = _Parser(prog="tracer", description=t("cli.description", lang), lang=lang)
+    parser.add_argument("--version", action="version", version=f"qwen3-tracer {__version__}", help=h("help_version"))
+    parser.add_argument("--debug", action="store_true", help=h("help_debug"))
+    parser.add_argument("--lang", choices=LANG_CHOICES, default="en", help=h("help_lang"))
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=partial(_Parser, lang=lang))
 
-    k = sub.add_parser("tokenize", help="Qwen3 token ids of a text, with each token's bytes and text")
-    k.add_argument("text")
-    k.add_argument("--model", help="a model whose own tokenizer to use (checkpoint tokenizer.json, GGUF metadata; "
-                                   "default: Qwen3's BPE)")
-    k.add_argument("--json", action="store_true", help='print {"ids": [...], "tokens": [...]}')
+    tp = sub.add_parser("trace", help=h("cmd_trace"))
+    tp.add_argument("model", help=h("help_model"))
+    src = tp.add_mutually_exclusive_group()
+    src.add_argument("--prompt", help=h("help_prompt"))
+    src.add_argument("--tokens", help=h("help_tokens"))
+    tp.add_argument("--chat", action="store_true", help=h("help_chat"))
+    tp.add_argument("--image", action="append", default=[], metavar="FILE", help=h("help_image"))
+    tp.add_argument("--system", help=h("help_system"))
+    tp.add_argument("--no-thinking", action="store_true", help=h("help_no_thinking"))
+    _model_args(tp, h)
+    tp.add_argument("--round", type=int, metavar="N", help=h("help_round"))
+    tp.add_argument("--capture", action="append", metavar="GLOB", help=h("help_capture"))
+    tp.add_argument("--max-new-tokens", type=int, default=1, metavar="N", help=h("help_max_new_tokens"))
+    tp.add_argument("--temperature", type=float, help=h("help_temperature"))
+    tp.add_argument("--top-k", type=int, metavar="K", help=h("help_top_k"))
+    tp.add_argument("--top-p", type=float, metavar="P", help=h("help_top_p"))
+    tp.add_argument("--suppress", metavar="IDS", help=h("help_suppress"))
+    tp.add_argument("--reference", metavar="MODEL", help=h("help_reference"))
+    tp.add_argument("--stream", action="store_true", help=h("help_stream"))
+    tp.add_argument("--out", required=True, metavar="FILE.npz", help=h("help_out_trace"))
+    tp.add_argument("--store-dtype", choices=STORE_DTYPES, help=h("help_store_dtype"))
+    tp.add_argument("--show", nargs="?", const="*", metavar="GLOB", help=h("help_show"))
+    tp.add_argument("--max-memory", metavar="SIZE", help=h("help_max_memory"))
+    tp.add_argument("--zero-head", action="append", metavar="L.H", help=h("help_zero_head"))
+    tp.add_argument("--drop-expert", action="append", metavar="L.E", help=h("help_drop_expert"))
+    tp.add_argument("--patch", action="append", metavar="NAME=FILE.npy", help=h("help_patch"))
 
-    c = sub.add_parser("chat", help="render a conversation with Qwen3's chat template")
-    c.add_argument("--messages", required=True, metavar="FILE.json", help="list of {role, content, ...} objects")
-    c.add_argument("--tools", metavar="FILE.json", help="list of tool (function) schemas")
-    c.add_argument("--no-thinking", action="store_true", help="enable_thinking=False")
-    c.add_argument("--no-generation-prompt", action="store_true", help="do not open an assistant turn")
-    c.add_argument("--model", help="a model whose own chat template to use (checkpoint, GGUF, hf:, ollama:)")
-    c.add_argument("--json", action="store_true", help='print {"text": ..., "ids": [...]}')
+    s = sub.add_parser("show", help=h("cmd_show"))
+    s.add_argument("file", metavar="FILE.npz", help=h("help_file"))
+    s.add_argument("pattern", nargs="?", metavar="NAME-GLOB", help=h("help_pattern"))
+    s.add_argument("--decimals", type=whole("--decimals", 0, 12), default=3, help=h("help_decimals"))
+    s.add_argument("--npy", metavar="OUT.npy", help=h("help_npy"))
 
-    e = sub.add_parser("export", help="write a model as a Hugging Face checkpoint directory or a GGUF file")
-    e.add_argument("model", help=MODEL_HELP)
-    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    d = sub.add_parser("demo", help=h("cmd_demo"))
+    d.add_argument("--out-dir", default="traces", help=h("help_out_dir"))
+    d.add_argument("--round", type=whole("--round", 0, 12), metavar="N", help=h("help_round_demo"))
+
+    k = sub.add_parser("tokenize", help=h("cmd_tokenize"))
+    k.add_argument("text", help=h("help_text"))
+    k.add_argument("--model", help=h("help_model_tokenizer"))
+    k.add_argument("--json", action="store_true", help=h("help_json_tokenize"))
+
+    c = sub.add_parser("chat", help=h("cmd_chat"))
+    c.add_argument("--messages", required=True, metavar="FILE.json", help=h("help_messages"))
+    c.add_argument("--tools", metavar="FILE.json", help=h("help_tools"))
+    c.add_argument("--no-thinking", action="store_true", help=h("help_no_thinking_chat"))
+    c.add_argument("--no-generation-prompt", action="store_true", help=h("help_no_generation_prompt"))
+    c.add_argument("--model", help=h("help_model_template"))
+    c.add_argument("--json", action="store_true", help=h("help_json_chat"))
+
+    e = sub.add_parser("export", help=h("cmd_export"))
+    e.add_argument("model", help=h("help_model"))
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=h("help_set"))
+    e.add_argument("--seed", type=int, default=0, help=h("help_seed_weights"))
+    e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help=h("help_dtype_export"))
     e.add_argument("--max-shard-gb", type=finite_float("--max-shard-gb", 1e-9), default=2.0,
-                   help="largest safetensors file, in GiB (default 2)")
-    e.add_argument("--format", choices=("safetensors", "gguf"), default="safetensors",
-                   help="safetensors: a checkpoint folder (default); gguf: one GGUF file (F32, or BF16 with --dtype)")
-    e.add_argument("--out", required=True, metavar="DIR or FILE.gguf")
+                   help=h("help_max_shard_gb"))
+    e.add_argument("--format", choices=("safetensors", "gguf"), default="safetensors", help=h("help_format"))
+    e.add_argument("--out", required=True, metavar=t("cli.metavar_out_export", lang), help=h("help_out_export"))
 
-    q = sub.add_parser("quantize", help="write a model as a block-quantized GGUF file (Q8_0, Q4_K …)")
-    q.add_argument("model", help=MODEL_HELP)
-    q.add_argument("--type", required=True, metavar="TYPE",
-                   help="Q8_0, Q6_K, Q5_K, Q5_0, Q5_1, Q4_K, Q4_0, Q4_1, F16, BF16 or F32")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", required=True, metavar="FILE.gguf")
+    q = sub.add_parser("quantize", help=h("cmd_quantize"))
+    q.add_argument("model", help=h("help_model"))
+    q.add_argument("--type", required=True, metavar="TYPE", help=h("help_type"))
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=h("help_set"))
+    q.add_argument("--seed", type=int, default=0, help=h("help_seed_weights"))
+    q.add_argument("--out", required=True, metavar="FILE.gguf", help=h("help_out_gguf"))
 
-    r = sub.add_parser("compare", help="diff two traces record by record (exit 1 when any differ)")
-    r.add_argument("a", metavar="A.npz")
-    r.add_argument("b", metavar="B.npz")
-    r.add_argument("--json", action="store_true", help="one JSON object per record")
-    r.add_argument("--all", action="store_true", help="list every record, not only the ones that differ")
+    r = sub.add_parser("compare", help=h("cmd_compare"))
+    r.add_argument("a", metavar="A.npz", help=h("help_trace_a"))
+    r.add_argument("b", metavar="B.npz", help=h("help_trace_b"))
+    r.add_argument("--json", action="store_true", help=h("help_json_compare"))
+    r.add_argument("--all", action="store_true", help=h("help_all"))
 
-    a = sub.add_parser("app", help="start the Streamlit explorer (offline, headless server)")
-    a.add_argument("trace", nargs="?", metavar="TRACE.npz", help="open this trace (default: the toy dense example)")
-    a.add_argument("--port", type=int, default=8501)
-    a.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the interface (zh = zh-Hans)")
-    _server_args(a)
-    a.add_argument("--traces-dir", metavar="DIR", help="the only folder whose files the app opens (default: a "
-                   "per-user data folder)")
+    a = sub.add_parser("app", help=h("cmd_app"))
+    a.add_argument("trace", nargs="?", metavar="TRACE.npz", help=h("help_trace_app"))
+    a.add_argument("--port", type=int, default=8501, help=h("help_port", port=8501))
+    _server_args(a, h)
+    a.add_argument("--traces-dir", metavar="DIR", help=h("help_traces_dir"))
     a.add_argument("--max-upload-mb", type=whole("--max-upload-mb", 1, 10_000), default=200, metavar="MB",
-                   help="largest upload (default 200)")
-    a.add_argument("--max-memory", metavar="SIZE", help="per-session budget of a run or an opened trace (e.g. 2G; "
-                   "default 75%% of the available memory divided by --workers)")
-    a.add_argument("--workers", type=whole("--workers", 1, 64), default=2, metavar="N",
-                   help="runs at once; further runs wait in a queue (default 2)")
+                   help=h("help_max_upload_mb"))
+    a.add_argument("--max-memory", metavar="SIZE", help=h("help_max_memory_app"))
+    a.add_argument("--workers", type=whole("--workers", 1, 64), default=2, metavar="N", help=h("help_workers"))
 
-    nb = sub.add_parser("notebooks", help="open JupyterLab on the classroom notebooks")
-    nb.add_argument("--port", type=int, default=8888)
-    nb.add_argument("--lang", choices=LANG_CHOICES, default="en", help="language of the notebooks' text (zh = zh-Hans)")
-    _server_args(nb)
+    nb = sub.add_parser("notebooks", help=h("cmd_notebooks"))
+    nb.add_argument("--port", type=int, default=8888, help=h("help_port", port=8888))
+    _server_args(nb, h)
 
-    i = sub.add_parser("info", help="config and exact parameter counts of a model")
-    i.add_argument("model", help=MODEL_HELP)
-    i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    i.add_argument("--tokens", type=whole("--tokens", 1, 2**31), metavar="N",
-                   help="also estimate the memory and time of tracing N prompt tokens")
-    i.add_argument("--max-memory", metavar="SIZE", help="budget the estimate is checked against (default 75%% of the "
-                   "available memory)")
-    i.add_argument("--context", type=int, metavar="N", help="memory of N tokens: weights, KV cache, activations")
-    i.add_argument("--dtype", default=None, help="bytes per value for --context: bfloat16 (default), float16, float32, "
-                   "float64")
-    i.add_argument("--batch", type=int, default=None, metavar="B", help="sequences at once for --context (default 1)")
-    i.add_argument("--json", action="store_true", help="print the --context figures as JSON")
-    add_train_step_parser(sub)
+    i = sub.add_parser("info", help=h("cmd_info"))
+    i.add_argument("model", help=h("help_model"))
+    i.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=h("help_set"))
+    i.add_argument("--tokens", type=whole("--tokens", 1, 2**31), metavar="N", help=h("help_tokens_info"))
+    i.add_argument("--max-memory", metavar="SIZE", help=h("help_max_memory_info"))
+    i.add_argument("--context", type=int, metavar="N", help=h("help_context"))
+    i.add_argument("--dtype", default=None, help=h("help_dtype_info"))
+    i.add_argument("--batch", type=int, default=None, metavar="B", help=h("help_batch"))
+    i.add_argument("--json", action="store_true", help=h("help_json_info"))
+    add_train_step_parser(sub, h)
+    for command in sub.choices.values():  # one --lang for all (output, help, errors); the top level's is the default
+        command.add_argument("--lang", choices=LANG_CHOICES, default=argparse.SUPPRESS, help=h("help_lang"))
     return parser
 
 
-def _server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
-                   "only); a room address such as 0.0.0.0 needs --password")
-    p.add_argument("--password", help="class password asked before anything else (or env TRACER_APP_PASSWORD)")
+def _server_args(p: argparse.ArgumentParser, h: Callable[..., str]) -> None:
+    p.add_argument("--address", default="127.0.0.1", help=h("help_address"))
+    p.add_argument("--password", help=h("help_password"))
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field; VALUE is JSON (e.g. --set mlp_only_layers=[1])")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights and of sampling (default 0)")
+def _model_args(p: argparse.ArgumentParser, h: Callable[..., str]) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=h("help_set"))
+    p.add_argument("--seed", type=int, default=0, help=h("help_seed"))
     p.add_argument("--dtype", choices=("float32", "float64", "bfloat16", "float16"), default="float32",
-                   help="float32 (default) or float64; bfloat16 and float16 with --backend torch")
-    p.add_argument("--backend", choices=BACKENDS, default="numpy",
-                   help="numpy: the reference engine (default); torch: the real transformers model")
-    p.add_argument("--device", help="torch device: cpu, cuda, cuda:N, or auto (every GPU, then CPU memory, then "
-                                    "disk, for models larger than one GPU); default cuda when available, else cpu")
+                   help=h("help_dtype_trace"))
+    p.add_argument("--backend", choices=BACKENDS, default="numpy", help=h("help_backend"))
+    p.add_argument("--device", help=h("help_device"))
 
 
 def cmd_trace(args: argparse.Namespace) -> None:
@@ -200,7 +225,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
     top_k = args.top_k if args.top_k is not None else model.defaults.get("top_k")
     top_p = args.top_p if args.top_p is not None else model.defaults.get("top_p")
     for warning in getattr(model.weights, "warnings", []):
-        print(f"tracer: warning: {warning}", file=sys.stderr)
+        print(f"tracer: warning: {warning.text(args.lang)}", file=sys.stderr)
     prompt = args.prompt
     if args.image:
         from tracer.vision.placement import prompt_with_images
@@ -245,7 +270,7 @@ def cmd_trace(args: argparse.Namespace) -> None:
 
         for name in select(trace, args.show):
             print(escape_controls(format_record(trace, name, args.lang)), end="\n\n")
-    print(_summary(trace))
+    print(_summary(trace, args.lang))
 
 
 def _check_run_budget(model: Model, ids: list[int], args: argparse.Namespace) -> None:
@@ -258,16 +283,20 @@ def _check_run_budget(model: Model, ids: list[int], args: argparse.Namespace) ->
     check_budget(estimate(model.cfg, len(ids), args.max_new_tokens, args.capture, args.dtype, args.backend), budget)
 
 
-def _summary(trace: Trace) -> str:
+def _summary(trace: Trace, lang: str) -> str:
+    """What a trace run computed and where it went, in ``lang`` (token texts and names as they are)."""
     m = trace.meta
     labels = [json.dumps(label, ensure_ascii=False)[1:-1] for label in m["token_labels"]]
     prompt = " ".join(labels if len(labels) <= 24 else labels[:10] + ["…"] + labels[-10:])
     new = ", ".join(f"{i} {json.dumps(label, ensure_ascii=False)}" if label != str(i) else str(i)
                     for i, label in zip(m["generated_ids"], m["generated_labels"]))
     steps = sum(1 for n in trace.names if n.startswith("decode.") and n.endswith(".tokens"))
-    return (f"{m['model']}: {len(m['token_ids'])} tokens [{prompt}] -> next {new}\n"
-            f"{len(m['generated_ids'])} sampled, {steps} decode steps ({m['stop_reason']}); "
-            f"wrote {len(trace)} records to {trace.path}")
+    reason = str(m["stop_reason"])
+    if f"cli.stop_{reason}" in catalog("en"):
+        reason = t(f"cli.stop_{reason}", lang)
+    return (t("cli.summary_tokens", lang, model=m["model"], count=len(m["token_ids"]), prompt=prompt, new=new) + "\n"
+            + t("cli.summary_steps", lang, sampled=len(m["generated_ids"]), steps=steps, reason=reason,
+                records=len(trace), path=trace.path))
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -277,7 +306,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     if args.npy:
         from tracer.engine.interventions import export_record
 
-        print(export_record(trace, args.pattern, args.npy))
+        print(export_record(trace, args.pattern, args.npy, args.lang))
         return
     names = select(trace, args.pattern)
     if not names:
@@ -287,7 +316,6 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from tracer.i18n import t
     from tracer.teaching.notes import notes_for
 
     out_dir = Path(args.out_dir)
@@ -306,7 +334,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         print(t("show.demo_header", args.lang, name=name, section=section, prompt="明天交報告") + "\n")
         for record in trace.names:
             print(format_record(trace, record, args.lang), end="\n\n")
-        print(_summary(trace))
+        print(_summary(trace, args.lang))
         for kind, note in notes_for(trace.meta, "run", args.lang):
             print(f"{t('app.' + kind, args.lang)}: {note}")
         print()
@@ -325,7 +353,7 @@ def cmd_tokenize(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps({"ids": ids, "tokens": labels}, ensure_ascii=False))
         return
-    print(f"{len(ids)} tokens")
+    print(t("cli.token_count", args.lang, count=len(ids)))
     raws = token_bytes(tokenizer, ids) if isinstance(tokenizer, QwenTokenizer) else [""] * len(ids)
     for i, (tid, raw, label) in enumerate(zip(ids, raws, labels)):
         print(f"{i:5}  {tid:7}  {raw:24}  {json.dumps(label, ensure_ascii=False)}")
@@ -345,7 +373,8 @@ def cmd_chat(args: argparse.Namespace) -> None:
         print(json.dumps({"text": text, "ids": tokenizer.encode(text)}, ensure_ascii=False))
     else:
         print(text, end="" if text.endswith("\n") else "\n")
-        print(f"[thinking: {thinking_mode(messages, not args.no_thinking)}]", file=sys.stderr)
+        print(t("cli.thinking", args.lang, mode=thinking_mode(messages, not args.no_thinking, args.lang)),
+              file=sys.stderr)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -382,11 +411,11 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise TracerError.of("sources.cannot_write", path=out, detail=exc.strerror or exc) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {model.name} ({model.source}, {args.dtype}) to {out}: {len(files)} safetensors file(s)")
+    print(t("cli.wrote_checkpoint", args.lang, model=model.name, source=source_text(model.source, args.lang),
+            dtype=args.dtype, path=out, count=len(files)))
 
 
 def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
-    from tracer.i18n import t
     from tracer.sources.quantize import QUANT_TYPES, kept_unquantized, write_gguf
 
     out = Path(args.out)
@@ -405,13 +434,14 @@ def _write_gguf(args: argparse.Namespace, qtype: str) -> None:
     check_budget(estimate(model.cfg, 1, 1, [], "float32"), default_budget())  # every weight is made once
     kept, block = kept_unquantized(model.cfg, qtype)
     if kept:
-        print(t("sources.quant_kept_f32", "en", count=len(kept), type=qtype, block=block, tensors=", ".join(kept)),
+        print(t("sources.quant_kept_f32", args.lang, count=len(kept), type=qtype, block=block, tensors=", ".join(kept)),
               file=sys.stderr)
     real_vocab = model.cfg.vocab_size >= QWEN_VOCAB and not model.toy_vocab
     counts = write_gguf(model.cfg, model.weights, out, qtype, Path(model.name).name, tokenizer=real_vocab,
                         chat_template=(model.chat_template or official_template()) if real_vocab else None)
     types = ", ".join(f"{k} ×{v}" for k, v in sorted(counts.items()))
-    print(t("sources.wrote_gguf", "en", model=model.name, source=model.source, path=out, types=types,
+    print(t("sources.wrote_gguf", args.lang, model=model.name, source=source_text(model.source, args.lang), path=out,
+            types=types,
             size=out.stat().st_size / 2**20))
 
 
@@ -430,21 +460,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
             print(json.dumps(row.as_dict()))
         return 1 if failed else 0
     rtol, atol = tolerance(a, b)
-    print(f"A: {a.path} ({a.meta['backend']}, {a.meta['dtype']})\nB: {b.path} ({b.meta['backend']}, {b.meta['dtype']})")
-    print(f"tolerance: relative {rtol:g} of the record's largest value, or absolute {atol:g} "
-          f"(probabilities: absolute only)")
+    tr = translator(args.lang)
+    for side, trace in (("A", a), ("B", b)):
+        print(tr("compare.trace_line", side=side, path=trace.path, backend=trace.meta["backend"],
+                 dtype=trace.meta["dtype"]))
+    print(tr("compare.tolerance", rtol=rtol, atol=atol))
     for row in rows:
         if args.all or row.verdict != "OK":
-            err = "" if row.max_abs is None else f"max_abs {row.max_abs:.3e}  max_rel {row.max_rel:.3e}"
-            print(f"{row.verdict:8} {row.name:52} {err} {row.note}".rstrip())
+            err = "" if row.max_abs is None else tr("compare.errors", max_abs=row.max_abs, max_rel=row.max_rel)
+            print(f"{pad(row.verdict_text(args.lang), 8)} {row.name:52} {err} {row.note_text(args.lang)}".rstrip())
     counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING", "NONFINITE")}
-    print(", ".join(f"{n} {v}" for v, n in counts.items()))
+    print(", ".join(tr("compare.count", count=n, verdict=tr(f"compare.verdict_{v}")) for v, n in counts.items()))
     if counts["NONFINITE"]:
-        from tracer.i18n import t
-
-        print(t("safety.nonfinite_verdict", "en", count=counts["NONFINITE"]))
+        print(tr("safety.nonfinite_verdict", count=counts["NONFINITE"]))
     first = first_divergence(rows)
-    print(f"first divergence: {first.name}" if first else "the traces agree on every common record")
+    print(tr("compare.first_divergence", name=first.name) if first else tr("compare.agree"))
     return 1 if failed else 0
 
 
@@ -471,8 +501,8 @@ def cmd_app(args: argparse.Namespace) -> int:
         env["QWEN3_TRACER_TRACE"] = str(Path(args.trace).resolve())
     budget = parse_size(args.max_memory) if args.max_memory else default_budget() // args.workers
     env.update(app_environment(args.traces_dir, password, budget, args.workers, args.max_upload_mb))
-    print(f"qwen3-tracer explorer on http://{address}:{args.port} (traces folder {env['QWEN3_TRACER_TRACES_DIR']}"
-          f"{', class password required' if password else ''})", flush=True)
+    print(t("cli.app_started_password" if password else "cli.app_started", args.lang, address=address,
+            port=args.port, folder=env["QWEN3_TRACER_TRACES_DIR"]), flush=True)
     return _become([sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
                     "--server.address", address, "--server.port", str(args.port),
                     "--server.maxUploadSize", str(args.max_upload_mb),
@@ -503,7 +533,7 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
             notebook.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
             jupytext.write(notebook, paired)
     os.environ["QWEN3_TRACER_LANG"] = args.lang  # the notebooks' kernels read it (tracer.teaching.classroom.language)
-    print(f"JupyterLab on http://{address}:{args.port}/lab (notebooks in {folder})", flush=True)
+    print(t("cli.notebooks_started", args.lang, address=address, port=args.port, folder=folder), flush=True)
     # local only (127.0.0.1) needs no token; a room address uses the class password as the token (from the
     # environment, not the command line); root (containers, CI) must be allowed explicitly
     command = [sys.executable, "-m", "jupyterlab", f"--notebook-dir={folder}", f"--port={args.port}", "--no-browser",
@@ -531,23 +561,38 @@ def cmd_info(args: argparse.Namespace) -> None:
         from tracer.engine.memory import memory_command
 
         print(memory_command(model.cfg, model.name, args.context, args.dtype, args.batch, args.json,
-                                   model.vision))
+                             model.vision, args.lang))
         return
-    print(model_card(model.cfg, model.name))
+    print(model_card(model.cfg, model.name, args.lang))
     if model.vision is not None:
         from tracer.vision.models import vision_card
 
-        print(vision_card(model))
-    for note in model.notes:
-        print(f"note: {note}")
+        print(vision_card(model, args.lang))
+    for line in _note_lines(model, args.lang):
+        print(line)
     if args.model not in PRESETS:
         from tracer.sources.load import source_lines
 
-        print("\n".join(source_lines(model)))
+        print("\n".join(source_lines(model, args.lang)))
     if args.tokens is not None or args.max_memory:
         from tracer.safety.budget import estimate_report
 
-        print(estimate_report(model.cfg, args.tokens or 16, args.max_memory))
+        print(estimate_report(model.cfg, args.tokens or 16, args.max_memory, args.lang))
+
+
+def _note_lines(model: Model, lang: str) -> list[str]:
+    """The model's notes in ``lang``: a preset's from the notes catalog, a checkpoint's warnings from theirs."""
+    from tracer.teaching.notes import preset_note
+
+    warnings = {str(w): w for w in getattr(model.weights, "warnings", [])}
+    lines = []
+    for note in model.notes:
+        if note in warnings:
+            lines.append(t("cli.info_note", lang, text=warnings[note].text(lang)))
+        else:
+            kind, text, _ = preset_note(model.name, note, lang)
+            lines.append(t("cli.info_erratum" if kind == "erratum" else "cli.info_note", lang, text=text))
+    return lines
 
 
 COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": cmd_tokenize, "chat": cmd_chat,
@@ -556,14 +601,13 @@ COMMANDS = {"trace": cmd_trace, "show": cmd_show, "demo": cmd_demo, "tokenize": 
 
 
 def error_lang(argv: list[str], args: argparse.Namespace | None = None) -> str:
-    """The language of an error line: the command's ``--lang`` as parsed, or as typed when parsing itself
-    failed (``--lang X`` or ``--lang=X`` before ``--``); English without one, or for a tag that is not a language.
+    """The language of the help texts and of an error line: the command's ``--lang`` as parsed, or as typed
+    (``--lang X`` or ``--lang=X`` before ``--``) before parsing or when parsing itself failed; English without one,
+    or for a tag that is not a language.
 
     >>> error_lang(["show", "t.npz", "--lang", "zh", "--decimals", "x"]), error_lang(["info", "--lang=fr"])
     ('zh-Hans', 'en')
     """
-    from tracer.i18n import normalize
-
     lang = getattr(args, "lang", None)
     if lang is None:
         words = argv[:argv.index("--")] if "--" in argv else argv
@@ -579,7 +623,6 @@ def error_lang(argv: list[str], args: argparse.Namespace | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tracer.i18n import t
     from tracer.safety.serve import interrupt_on_sigterm, one_line
 
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -587,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         with interrupt_on_sigterm():
-            args = build_parser().parse_args(argv)
+            args = build_parser(error_lang(argv)).parse_args(argv)
             code = COMMANDS[args.command](args)
     except TracerError as exc:
         if debug:

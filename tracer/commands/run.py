@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.engine.interventions import Editor, Interventions
 from tracer.engine.longctx import context_limit
 from tracer.engine.model import Sampling, generate
@@ -100,15 +100,16 @@ def load_model(name: str, overrides: list[str] | None = None, seed: int = 0, dty
     preset = get_preset(name)
     cfg = preset.config.with_overrides(overrides or [])
     if preset.weights is None:
-        return Model(name, cfg, RandomWeights(cfg, seed, DTYPES[dtype]), f"seeded random weights (seed {seed})",
-                     seed, None, preset.suppress_tokens, preset.notes)
+        source = str(Message("sources.source_random", seed=seed))
+        return Model(name, cfg, RandomWeights(cfg, seed, DTYPES[dtype]), source, seed, None, preset.suppress_tokens,
+                     preset.notes)
     try:
         weights = ArrayWeights(cfg, preset.weights(), DTYPES[dtype])
     except (KeyError, ValueError) as exc:
         changed = ", ".join(o.partition("=")[0] for o in overrides or [])
         raise TracerError.of("errors.seed004_shapes", model=name, changed=changed, detail=exc) from None
-    return Model(name, cfg, weights, "seed 004 worked-example weights", None, preset.vocab, preset.suppress_tokens,
-                 preset.notes)
+    return Model(name, cfg, weights, str(Message("sources.source_seed004")), None, preset.vocab,
+                 preset.suppress_tokens, preset.notes)
 
 
 def parse_token_list(text: str, model: Model | None = None) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 
 import numpy as np
 
@@ -15,36 +16,33 @@ from tracer.text.chat import load_json_file
 from tracer.traces.tracefile import Trace, check_writable, save_trace
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """The ``train-step`` subcommand and its options."""
-    p = sub.add_parser("train-step", help="one traced training step: loss, every gradient, optimizer (and DPO / GRPO)")
-    p.add_argument("model", help="preset (toy-dense, toy-moe, qwen3-0.6b, qwen3-30b-a3b) or checkpoint directory")
+def add_parser(sub: argparse._SubParsersAction, h: Callable[..., str]) -> None:
+    """The ``train-step`` subcommand and its options, with the help texts ``h(key)`` (``tracer.cli.help_texts``);
+    ``--lang`` is added to every subcommand by ``tracer.cli.build_parser``."""
+    p = sub.add_parser("train-step", help=h("cmd_train_step"))
+    p.add_argument("model", help=h("help_model_train"))
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--prompt", help="text to train on (every next token counts)")
-    src.add_argument("--tokens", help="comma-separated token ids, e.g. 0,1,2,3")
-    src.add_argument("--messages", metavar="FILE.json", help="a conversation, rendered with the chat template")
-    src.add_argument("--dpo", metavar="PAIR.json", help='DPO on {"prompt", "chosen", "rejected"} (plain text)')
-    src.add_argument("--grpo", metavar="GROUP.json",
-                     help='GRPO on {"prompt", "completions": [{"text", "reward"}, ...]} (plain text)')
-    p.add_argument("--sft", action="store_true", help="with --messages: only the assistant's tokens count (TRL's "
-                   "assistant_only_loss: think block, answer, <|im_end|> and its newline; not the header)")
-    p.add_argument("--beta", type=float, default=0.1, help="DPO β (default 0.1, TRL's)")
+    src.add_argument("--prompt", help=h("help_prompt_train"))
+    src.add_argument("--tokens", help=h("help_tokens"))
+    src.add_argument("--messages", metavar="FILE.json", help=h("help_messages_train"))
+    src.add_argument("--dpo", metavar="PAIR.json", help=h("help_dpo"))
+    src.add_argument("--grpo", metavar="GROUP.json", help=h("help_grpo"))
+    p.add_argument("--sft", action="store_true", help=h("help_sft"))
+    p.add_argument("--beta", type=float, default=0.1, help=h("help_beta"))
     p.add_argument("--aux-coef", type=float, default=ROUTER_AUX_LOSS_COEF,
-                   help=f"MoE: router_aux_loss_coef (default {ROUTER_AUX_LOSS_COEF}, transformers')")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="also update the weights (torch.optim semantics)")
-    p.add_argument("--lr", type=float, help="learning rate (needed with --optimizer)")
-    p.add_argument("--weight-decay", type=float, help="default: 0.01 for adamw (torch's), 0 for sgd")
-    p.add_argument("--steps", type=int, default=1, help="optimizer steps on the same batch (default 1)")
+                   help=h("help_aux_coef", coef=ROUTER_AUX_LOSS_COEF))
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), help=h("help_optimizer"))
+    p.add_argument("--lr", type=float, help=h("help_lr"))
+    p.add_argument("--weight-decay", type=float, help=h("help_weight_decay"))
+    p.add_argument("--steps", type=int, default=1, help=h("help_steps"))
     p.add_argument("--update-params", default=DEFAULT_UPDATE_PARAMS, metavar="GLOB",
-                   help=f"record update.param.<name> for these tensors (default {DEFAULT_UPDATE_PARAMS})")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="float32 (default) or float64")
-    p.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
-                   help="numpy: hand-written backward (default); torch: transformers + autograd (one step, no optimizer)")
-    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--out", required=True, metavar="FILE.npz")
-    p.add_argument("--lang", choices=("en", "zh", "zh-Hans", "zh-Hant"), default="en")
+                   help=h("help_update_params", default=DEFAULT_UPDATE_PARAMS))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=h("help_set_short"))
+    p.add_argument("--seed", type=int, default=0, help=h("help_seed_weights"))
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help=h("help_dtype_train"))
+    p.add_argument("--backend", choices=("numpy", "torch"), default="numpy", help=h("help_backend_train"))
+    p.add_argument("--device", help=h("help_device_train"))
+    p.add_argument("--out", required=True, metavar="FILE.npz", help=h("help_out_trace"))
 
 
 def _optimizer(args: argparse.Namespace) -> Optimizer | None:

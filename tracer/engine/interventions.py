@@ -168,8 +168,9 @@ def from_flags(zero_heads: list[str] | None, drop_experts: list[str] | None, pat
                          tuple((name, array) for name, array, _ in loaded), tuple(file for _, _, file in loaded))
 
 
-def export_record(trace: Any, name: str | None, out: str) -> str:
-    """``tracer show FILE.npz NAME --npy OUT.npy``: one record as a .npy file, for ``--patch``."""
+def export_record(trace: Any, name: str | None, out: str, lang: str = "en") -> str:
+    """``tracer show FILE.npz NAME --npy OUT.npy``: one record as a .npy file, for ``--patch``; says what it wrote,
+    in ``lang``."""
     if not name or name not in trace:
         raise TracerError.of("interp.npy_name", name=name or "", file=trace.label)
     path = Path(out)
@@ -179,7 +180,7 @@ def export_record(trace: Any, name: str | None, out: str) -> str:
         raise TracerError.of("interp.npy_folder", file=out)
     array = np.asarray(trace[name])
     np.save(path, array)
-    return t("interp.npy_wrote", "en", name=name, shape=list(array.shape), dtype=array.dtype, file=out)
+    return t("interp.npy_wrote", lang, name=name, shape=list(array.shape), dtype=array.dtype, file=out)
 
 
 def model_of(meta: dict[str, Any]) -> Any:

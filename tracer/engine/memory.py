@@ -12,7 +12,7 @@ from typing import Any
 
 from tracer import TracerError
 from tracer.engine.longctx import context_limit, layer_window
-from tracer.i18n import t
+from tracer.i18n import pad, t
 from tracer.sources.config import Qwen3Config
 from tracer.sources.info import count_params
 
@@ -133,7 +133,7 @@ def human(n: int) -> str:
 def memory_report(cfg: Qwen3Config, name: str, m: Memory, lang: str = "en") -> str:
     """The figures as text (``tracer info --context``)."""
     def line(key: str, value: int, **fmt: Any) -> str:
-        return f"  {t('longctx.' + key, lang, **fmt):50} {value:>24,} B  {human(value):>11}"
+        return f"  {pad(t('longctx.' + key, lang, **fmt), 50)} {value:>24,} B  {human(value):>11}"
 
     full = [i for i, held in enumerate(m.kv_tokens_per_layer) if held == m.context]
     lines = [t("longctx.mem_title", lang, model=name, context=f"{m.context:,}", batch=m.batch, dtype=m.dtype,
@@ -165,12 +165,13 @@ def _span(layers: list[int]) -> str:
 
 
 def memory_command(cfg: Qwen3Config, name: str, context: int | None, dtype: str | None, batch: int | None,
-                   as_json: bool, vision: Any = None) -> str:
-    """What ``tracer info MODEL --context N [--dtype D] [--batch B] [--json]`` prints."""
+                   as_json: bool, vision: Any = None, lang: str = "en") -> str:
+    """What ``tracer info MODEL --context N [--dtype D] [--batch B] [--json]`` prints (the report in ``lang``; the
+    JSON the same in every language)."""
     if context is None:
         flag = "--json" if as_json else "--dtype" if dtype is not None else "--batch"
         raise TracerError.of("longctx.err_needs_context", flag=flag)
     m = memory(cfg, context, dtype or "bfloat16", 1 if batch is None else batch, vision)
     if as_json:
         return json.dumps(dict(m.as_dict(), model=name), indent=2)
-    return memory_report(cfg, name, m)
+    return memory_report(cfg, name, m, lang)

@@ -1,8 +1,8 @@
 """Language catalogs: every string a user sees, in English, Simplified and Traditional Chinese.
 
 A catalog is one folder per language (``en``, ``zh-Hans``, ``zh-Hant``) holding one JSON file per area of
-the product (``cli.json``, ``app.json``, ``schema.json`` …). A key is ``AREA.KEY``: ``cli.prompt_empty`` is
-the key ``prompt_empty`` of ``cli.json``. Values are ``str.format`` templates.
+the product (``cli.json``, ``app.json``, ``schema.json`` …). A key is ``AREA.KEY``: ``cli.token_count`` is
+the key ``token_count`` of ``cli.json``. Values are ``str.format`` templates.
 
 >>> t("i18n.language_name", "zh")
 '简体中文'
@@ -13,12 +13,16 @@ the key ``prompt_empty`` of ``cli.json``. Values are ``str.format`` templates.
 from __future__ import annotations
 
 import json
+import re
+import string
+import unicodedata
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from tracer import TracerError
+from tracer import Message, TracerError
 
 LANGS = ("en", "zh-Hans", "zh-Hant")
 ALIASES = {"zh": "zh-Hans", "zh-cn": "zh-Hans", "zh-sg": "zh-Hans", "zh-hans": "zh-Hans",
@@ -72,3 +76,49 @@ def translator(lang: str | None) -> Any:
         return t(key, code, **values)
 
     return tr
+
+
+def from_english(text: str, keys: Iterable[str]) -> Message | None:
+    """The message, among ``keys``, whose English text is ``text`` (its values read back as strings); None when
+    none is. For texts a file keeps in English (a trace's ``source``), shown in the reader's language.
+
+    >>> from_english("checkpoint /m", ["sources.source_gguf", "sources.source_checkpoint"]).text("zh-Hant")
+    '檢查點 /m'
+    >>> from_english("somewhere else", ["sources.source_checkpoint"]) is None
+    True
+    """
+    for key in keys:
+        pattern, names = "", set()
+        for literal, name, _, _ in string.Formatter().parse(catalog("en")[key]):
+            pattern += re.escape(literal)
+            if name is not None:
+                pattern += f"(?P={name})" if name in names else f"(?P<{name}>.*?)"
+                names.add(name)
+        found = re.fullmatch(pattern, text, re.DOTALL)
+        if found is None:
+            continue
+        message = Message(key, **found.groupdict())
+        try:
+            if str(message) == text:  # a value with a format spec (``{n:,}``) cannot be read back: skipped
+                return message
+        except (ValueError, TypeError):
+            continue
+    return None
+
+
+def width(text: str) -> int:
+    """Columns a text takes in a terminal: CJK characters take two.
+
+    >>> width("layer"), width("第 3 层")
+    (5, 7)
+    """
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, columns: int) -> str:
+    """``text`` followed by spaces up to ``columns`` terminal columns (``str.ljust`` for CJK text too).
+
+    >>> pad("总计", 6) + "|"
+    '总计  |'
+    """
+    return text + " " * max(0, columns - width(text))

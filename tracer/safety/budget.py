@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from tracer import Message, TracerError
-from tracer.i18n import t
+from tracer.i18n import pad, t
 from tracer.sources.config import Qwen3Config
 from tracer.traces.schema import SCHEMA
 
@@ -235,6 +235,6 @@ def estimate_report(cfg: Qwen3Config, tokens: int, max_memory: str | None = None
             ("estimate_trace", human(est.trace)), ("estimate_total", human(est.total)),
             ("estimate_time", _duration(est.seconds)), ("estimate_budget", human(budget))]
     lines = [t("safety.estimate_header", lang, tokens=tokens, new=1, dtype="float32")]
-    lines += [f"  {t('safety.' + key, lang):26} {value:>12}" for key, value in rows]
+    lines += [f"  {pad(t('safety.' + key, lang), 26)} {value:>12}" for key, value in rows]
     lines.append("  " + t("safety.estimate_fits" if est.total <= budget else "safety.estimate_over", lang))
     return "\n".join(lines)

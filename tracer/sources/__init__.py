@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tracer import TracerError
+from tracer import Message, TracerError
 
 
 def error(key: str, /, **values: Any) -> TracerError:
@@ -40,6 +40,25 @@ class Location:
     """How the source is described in traces and ``tracer info``."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Ollama: ``params`` (dict), ``system``, ``template`` (Go text), ``license`` (list of texts)."""
+
+
+def source_label(kind: str, path: Path) -> str:
+    """How a checkpoint folder (``kind`` ``checkpoint``) or a GGUF file (``gguf``) is described in a trace's
+    ``source``: English, as files keep it (``source_text`` shows it in another language)."""
+    return str(Message(f"sources.source_{kind}", path=path))
+
+
+def source_text(source: str, lang: str) -> str:
+    """A model's ``source`` (English, as traces keep it) in ``lang``; a source of another form as written.
+
+    >>> source_text("seeded random weights (seed 3)", "zh-Hans"), source_text("hf:Qwen/Qwen3-0.6B", "zh-Hant")
+    ('固定种子的随机权重(种子 3)', 'hf:Qwen/Qwen3-0.6B')
+    """
+    from tracer.i18n import from_english
+
+    keys = ("sources.source_random", "sources.source_seed004", "sources.source_checkpoint", "sources.source_gguf")
+    message = from_english(source, keys)
+    return message.text(lang) if message is not None else source
 
 
 def looks_like_source(name: str) -> bool:
@@ -63,8 +82,8 @@ def resolve(name: str) -> Location:
         from tracer.sources.gguf import is_gguf
 
         if is_gguf(path):
-            return Location("gguf", path, f"GGUF {path}")
+            return Location("gguf", path, source_label("gguf", path))
         raise error("not_a_model_file", path=path)
     if name.endswith(".gguf"):
         raise error("gguf_missing", path=path)
-    return Location("dir", path, f"checkpoint {path}")
+    return Location("dir", path, source_label("checkpoint", path))

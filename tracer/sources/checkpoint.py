@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.sources.config import Qwen3Config
 from tracer.sources.weights import weight_shapes
 from tracer.text.tokenizer import VOCAB_SIZE, write_tokenizer_files
@@ -40,14 +40,14 @@ def read_config(directory: Path) -> Qwen3Config:
     return Qwen3Config.from_hf_dict(raw)
 
 
-def weight_files(directory: Path, warnings: list[str] | None = None) -> dict[str, Path]:
+def weight_files(directory: Path, warnings: list[Message] | None = None) -> dict[str, Path]:
     """Tensor name -> safetensors file, from ``model.safetensors.index.json`` or the single file.
 
     The one file-selection rule of both backends: the index wins over a ``model.safetensors`` beside it (the
-    ignored file is named in ``warnings``). Shard names must be plain file names inside the folder, and every
-    file a regular file there (no ``..``, absolute path, link out, FIFO or device).
+    ignored file is named in ``warnings``, a message shown in the reader's language). Shard names must be plain
+    file names inside the folder, and every file a regular file there (no ``..``, absolute path, link out, FIFO or
+    device).
     """
-    from tracer.i18n import t
     from tracer.safety.safefiles import escape_controls, read_json_text, regular_file
 
     index = directory / "model.safetensors.index.json"
@@ -57,7 +57,7 @@ def weight_files(directory: Path, warnings: list[str] | None = None) -> dict[str
         if not regular_file(index, root):
             raise TracerError.of("safety.not_regular", path=escape_controls(str(index)))
         if single.exists() and warnings is not None:
-            warnings.append(t("safety.index_wins", "en", directory=directory, ignored=single.name))
+            warnings.append(Message("safety.index_wins", directory=directory, ignored=single.name))
         try:
             data = read_json_text(index.read_text(encoding="utf-8"), str(index))
         except (OSError, UnicodeDecodeError) as exc:
@@ -127,7 +127,7 @@ class CheckpointWeights(Mapping[str, np.ndarray]):
         self.directory = directory
         self.dtype = np.dtype(dtype)
         self.stream = stream
-        self.warnings: list[str] = []
+        self.warnings: list[Message] = []
         files = weight_files(directory, self.warnings)
         self._headers = {path: _header(path) for path in sorted(set(files.values()))}
         self._files = files

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tracer.i18n import pad, translator
 from tracer.sources.config import Qwen3Config
 from tracer.sources.weights import weight_shapes
 
@@ -56,29 +57,36 @@ def count_params(cfg: Qwen3Config) -> ParamCounts:
     )
 
 
-def model_card(cfg: Qwen3Config, name: str) -> str:
-    """The config and parameter counts as text."""
+def model_card(cfg: Qwen3Config, name: str, lang: str = "en") -> str:
+    """The config and parameter counts as text, labelled in ``lang`` (the config keys stay as config.json has them).
+
+    >>> from tracer.sources.presets import PRESETS
+    >>> print(model_card(PRESETS["toy-dense"].config, "toy-dense").splitlines()[-1])
+      total                                  116
+    """
+    tr = translator(lang)
     c = count_params(cfg)
-    lines = [f"{name}: {cfg.model_type}, {cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, "
-             f"{cfg.num_attention_heads} query / {cfg.num_key_value_heads} key-value heads of {cfg.head_dim}, "
-             f"vocabulary {cfg.vocab_size}"]
+    lines = [tr("sources.card_head", name=name, model_type=cfg.model_type, layers=cfg.num_hidden_layers,
+                hidden=cfg.hidden_size, heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads,
+                head_dim=cfg.head_dim, vocab=cfg.vocab_size)]
     for key, value in cfg.to_hf_dict().items():
         lines.append(f"  {key:26} {value}")
-    lines.append("parameters:")
-    lines.append(f"  {'embedding':26} {c.embedding:>15,}  ({cfg.vocab_size} × {cfg.hidden_size})")
+    lines.append(tr("sources.card_parameters"))
+    shape = f"({cfg.vocab_size} × {cfg.hidden_size})"
+    lines.append(f"  {pad(tr('sources.card_embedding'), 26)} {c.embedding:>15,}  {shape}")
     distinct = sorted({(a, m, n) for a, m, n in zip(c.attention, c.mlp, c.norms)}, reverse=True)
     for a, m, n in distinct:
         which = [i for i in range(cfg.num_hidden_layers) if (c.attention[i], c.mlp[i], c.norms[i]) == (a, m, n)]
-        label = _ranges(which)
-        kind = "experts + router" if cfg.is_sparse_layer(which[0]) else "MLP"
-        lines.append(f"  layer {label:20} {a + m + n:>15,}  = attention {a:,} + {kind} {m:,} + norms {n:,}")
-    lines.append(f"  {'final norm':26} {c.final_norm:>15,}")
-    lm = f"{c.lm_head:>15,}" if c.lm_head else f"{'0':>15}  (tied: reuses the embedding table)"
-    lines.append(f"  {'LM head':26} {lm}")
-    lines.append(f"  {'total':26} {c.total:>15,}")
+        kind = tr("sources.card_experts" if cfg.is_sparse_layer(which[0]) else "sources.card_mlp")
+        parts = tr("sources.card_layer_parts", attention=a, kind=kind, mlp=m, norms=n)
+        lines.append(f"  {pad(tr('sources.card_layer', layers=_ranges(which)), 26)} {a + m + n:>15,}  {parts}")
+    lines.append(f"  {pad(tr('sources.card_final_norm'), 26)} {c.final_norm:>15,}")
+    lm = f"{c.lm_head:>15,}" if c.lm_head else f"{'0':>15}  {tr('sources.card_tied')}"
+    lines.append(f"  {pad(tr('sources.card_lm_head'), 26)} {lm}")
+    lines.append(f"  {pad(tr('sources.card_total'), 26)} {c.total:>15,}")
     if cfg.is_moe:
-        lines.append(f"  {'active per token':26} {c.active:>15,}  ({cfg.num_experts_per_tok} of {cfg.num_experts} "
-                     f"experts per sparse layer)")
+        experts = tr("sources.card_active_experts", k=cfg.num_experts_per_tok, n=cfg.num_experts)
+        lines.append(f"  {pad(tr('sources.card_active'), 26)} {c.active:>15,}  {experts}")
     return "\n".join(lines)
 
 

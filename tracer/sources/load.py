@@ -17,7 +17,7 @@ def open_source(name: str, overrides: list[str], dtype: np.dtype, stream: bool =
         cfg = read_config(location.path).with_overrides(overrides)
         weights = CheckpointWeights(location.path, cfg, dtype, stream=stream)
         shown = str(location.path) if not name.startswith("hf:") else name
-        return Model(shown, cfg, weights, location.label, None, notes=tuple(weights.warnings),
+        return Model(shown, cfg, weights, location.label, None, notes=tuple(map(str, weights.warnings)),
                      directory=location.path)
     return open_gguf(name, location, overrides, dtype, stream)
 
@@ -44,8 +44,9 @@ def source_lines(model: Model, lang: str = "en") -> list[str]:
     """What ``tracer info`` prints about where the weights came from: GGUF types, Ollama defaults, licenses,
     and the Go template as text."""
     from tracer.i18n import t
+    from tracer.sources import source_text
 
-    lines = [t("sources.info_source", lang, source=model.source)]
+    lines = [t("sources.info_source", lang, source=source_text(model.source, lang))]
     gguf = model.extras.get("gguf")
     if gguf:
         types = ", ".join(f"{k} ×{v}" for k, v in sorted(gguf["types"].items()))

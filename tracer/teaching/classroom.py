@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from tracer import TracerError
 from tracer.i18n import normalize, translator
 
 LANG_ENV = "QWEN3_TRACER_LANG"
@@ -83,10 +84,37 @@ def full_table(rows: list[dict[str, Any]]) -> Any:
 def setup() -> None:
     """Send plotly figures as their own MIME type: JupyterLab draws them with the ``jupyterlab-plotly`` extension
     installed with plotly, offline (no CDN). (The "notebook" renderer also injects plotly.js into the page, which
-    blocks the kernel when it first happens inside a widget's output area.)"""
+    blocks the kernel when it first happens inside a widget's output area.) In IPython, an input error
+    (``TracerError``) raised in a cell is shown as one line in the notebooks' language (``show_errors``)."""
     import plotly.io as pio
 
     pio.renderers.default = "plotly_mimetype"
+    show_errors()
+
+
+def show_errors() -> bool:
+    """Show a ``TracerError`` raised in a cell as ``TracerError: <message>`` in the notebooks' language (read when
+    it is raised), like the command line, instead of an English traceback. False outside IPython (nothing to do)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    shell.set_custom_exc((TracerError,), _tracer_error_lines)
+    return True
+
+
+def _tracer_error_lines(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None
+                        ) -> list[str]:
+    """IPython's custom exception handler: show the error's one line, in the notebooks' language. IPython ignores
+    what such a handler returns, so it shows the lines itself, through the hook its kernels override to send an
+    error to the page (``_showtraceback``: the same call IPython's own ``showtraceback`` ends with)."""
+    text = value.text(language()) if isinstance(value, TracerError) else str(value)
+    lines = [f"{etype.__name__}: {text}"]
+    shell._showtraceback(etype, value, lines)
+    return lines
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer import Message, TracerError
+from tracer.i18n import t
 
 ROLES = ("system", "user", "assistant", "tool")
 TOOLS_HEADER = ("# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -185,17 +186,16 @@ def load_json_file(path: str | Path, what: str) -> Any:
         raise TracerError.of("errors.json_file_invalid", what=what, path=p, kind=type(exc).__name__) from None
 
 
-def thinking_mode(messages: list[dict[str, Any]], enable_thinking: bool) -> str:
-    """How the reply will start: the hard switch wins; else the last /think or /no_think soft switch."""
+def thinking_mode(messages: list[dict[str, Any]], enable_thinking: bool, lang: str = "en") -> str:
+    """How the reply will start, in ``lang``: the hard switch wins; else the last /think or /no_think soft switch."""
     if not enable_thinking:
-        return "off (enable_thinking=False pre-fills an empty <think></think>)"
+        return t("cli.thinking_off_hard", lang)
     for m in reversed(messages):
         if m.get("role") in ("user", "system") and isinstance(m.get("content"), str):
             found = re.findall(r"/(no_think|think)\b", m["content"])
             if found:
-                return ("off (soft switch /no_think: the model writes an empty think block)" if found[-1] == "no_think"
-                        else "on (soft switch /think)")
-    return "on (default)"
+                return t("cli.thinking_off_soft" if found[-1] == "no_think" else "cli.thinking_on_soft", lang)
+    return t("cli.thinking_on_default", lang)
 
 
 @dataclass

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.safety.safefiles import nonfinite_problem
 from tracer.traces.tracefile import Trace
 
@@ -24,7 +24,21 @@ class Row:
     verdict: str  # OK, DIFF, SHAPE, MISSING, NONFINITE (NaN/Inf where the schema allows none: never "equal")
     max_abs: float | None = None
     max_rel: float | None = None
-    note: str = ""
+    message: Message | None = field(default=None, compare=False)
+    """Why, when the verdict needs a word (a catalog message: ``note`` in English, ``note_text`` in any language)."""
+
+    @property
+    def note(self) -> str:
+        """The note in English, as ``--json`` prints it."""
+        return str(self.message) if self.message is not None else ""
+
+    def note_text(self, lang: str = "en") -> str:
+        """The note in ``lang``."""
+        return self.message.text(lang) if self.message is not None else ""
+
+    def verdict_text(self, lang: str = "en") -> str:
+        """The verdict in ``lang`` (``OK``, ``DIFF`` … in English)."""
+        return Message(f"compare.verdict_{self.verdict}").text(lang)
 
     def as_dict(self) -> dict[str, object]:
         return {"name": self.name, "verdict": self.verdict, "max_abs": self.max_abs, "max_rel": self.max_rel,
@@ -43,7 +57,7 @@ def compare_arrays(name: str, x: np.ndarray, y: np.ndarray, rtol: float, atol: f
     ``max_rel`` is normwise: max |x − y| / max |y|. Integer records (token ids, experts) must be equal.
     """
     if x.shape != y.shape:
-        return Row(name, "SHAPE", note=f"{list(x.shape)} vs {list(y.shape)}")
+        return Row(name, "SHAPE", message=Message("compare.note_shape", a=list(x.shape), b=list(y.shape)))
     if x.size == 0:
         return Row(name, "OK", 0.0, 0.0)
     if not (np.issubdtype(x.dtype, np.floating) and np.issubdtype(y.dtype, np.floating)):
@@ -52,11 +66,11 @@ def compare_arrays(name: str, x: np.ndarray, y: np.ndarray, rtol: float, atol: f
         return Row(name, "OK" if equal else "DIFF", diff, diff)
     bad = nonfinite_problem(name, x) or nonfinite_problem(name, y)
     if bad:
-        return Row(name, "NONFINITE", None, None, f"{bad} in A or B: no verdict on equality")
+        return Row(name, "NONFINITE", None, None, Message("compare.note_nonfinite", bad=bad))
     x64 = np.where(x < NEG_INF_BELOW, -np.inf, x.astype(np.float64))
     y64 = np.where(y < NEG_INF_BELOW, -np.inf, y.astype(np.float64))
     if not np.array_equal(np.isneginf(x64), np.isneginf(y64)):
-        return Row(name, "DIFF", float("inf"), float("inf"), "masked positions differ")
+        return Row(name, "DIFF", float("inf"), float("inf"), Message("compare.note_masked"))
     finite = np.isfinite(x64) & np.isfinite(y64)
     if not finite.any():
         return Row(name, "OK", 0.0, 0.0)
@@ -82,10 +96,11 @@ def compare_traces(a: Trace, b: Trace) -> list[Row]:
     rows = []
     for name in a.names:
         if name not in b:
-            rows.append(Row(name, "MISSING", note=f"only in {a.label}"))
+            rows.append(Row(name, "MISSING", message=Message("compare.note_only_in", label=a.label)))
         else:
             rows.append(compare_arrays(name, np.asarray(a[name]), np.asarray(b[name]), rtol, atol))
-    rows += [Row(name, "MISSING", note=f"only in {b.label}") for name in b.names if name not in a]
+    rows += [Row(name, "MISSING", message=Message("compare.note_only_in", label=b.label))
+             for name in b.names if name not in a]
     return rows
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from tracer import TracerError
+from tracer import Message, TracerError
+from tracer.sources import source_label
 from tracer.sources.checkpoint import CheckpointWeights, export_checkpoint
 from tracer.vision.config import VisionConfig, from_hf_dict, split_overrides, to_hf_dict
 from tracer.vision.presets import VISION_PRESETS
@@ -54,7 +55,8 @@ def load_vision_model(name: str, overrides: list[str], seed: int, dtype: np.dtyp
         preset = VISION_PRESETS[name]
         cfg, vc = split_overrides(preset.text, preset.vision, overrides)
         check_pair(cfg, vc)
-        return Model(name, cfg, VLRandomWeights(cfg, vc, seed, dtype), f"seeded random weights (seed {seed})", seed,
+        source = str(Message("sources.source_random", seed=seed))
+        return Model(name, cfg, VLRandomWeights(cfg, vc, seed, dtype), source, seed,
                      notes=preset.notes, vision=vc)
     directory = Path(name)
     raw = _checkpoint_config(directory)
@@ -69,7 +71,8 @@ def load_vision_model(name: str, overrides: list[str], seed: int, dtype: np.dtyp
     cfg, vc = split_overrides(cfg, vc, overrides)
     check_pair(cfg, vc)
     weights = CheckpointWeights(directory, cfg, dtype, shapes=vl_weight_shapes(cfg, vc))
-    return Model(str(directory), cfg, weights, f"checkpoint {directory}", None, directory=directory, vision=vc)
+    return Model(str(directory), cfg, weights, source_label("checkpoint", directory), None, directory=directory,
+                 vision=vc)
 
 
 def export_vision_checkpoint(model: Any, directory: Path, dtype: str = "float32",
@@ -86,11 +89,13 @@ def export_vision_checkpoint(model: Any, directory: Path, dtype: str = "float32"
     return files
 
 
-def vision_card(model: Any) -> str:
-    """Parameter counts of the vision tower, its mergers and the whole vision-language model."""
+def vision_card(model: Any, lang: str = "en") -> str:
+    """Parameter counts of the vision tower, its mergers and the whole vision-language model, in ``lang``."""
+    from tracer.i18n import translator
     from tracer.sources.info import count_params
     from tracer.vision.forward import vision_weight_shapes
 
+    tr = translator(lang)
     vc = model.vision
     shapes = vision_weight_shapes(vc)
     size = {n: int(np.prod(s)) for n, s in shapes.items()}
@@ -98,8 +103,8 @@ def vision_card(model: Any) -> str:
     deepstack = sum(v for n, v in size.items() if ".deepstack_merger_list." in n)
     vision = sum(size.values())
     text = count_params(model.cfg).total
-    return (f"vision tower: {vc.depth} blocks of width {vc.hidden_size} ({vc.num_heads} heads), patch {vc.patch_size}, "
-            f"{vc.spatial_merge_size}×{vc.spatial_merge_size} merge, DeepStack taps "
-            f"{list(vc.deepstack_visual_indexes)}, M-RoPE sections {list(vc.mrope_section)}\n"
-            f"vision parameters: {vision:,} (merger {merger:,}, DeepStack mergers {deepstack:,})\n"
-            f"total with the text model: {vision + text:,}")
+    return "\n".join([
+        tr("vision.card_tower", depth=vc.depth, width=vc.hidden_size, heads=vc.num_heads, patch=vc.patch_size,
+           merge=vc.spatial_merge_size, taps=list(vc.deepstack_visual_indexes), sections=list(vc.mrope_section)),
+        tr("vision.card_params", vision=vision, merger=merger, deepstack=deepstack),
+        tr("vision.card_total", total=vision + text)])
