@@ -318,6 +318,23 @@ def test_compare_page_difference_growth_and_first_divergence(monkeypatch, traces
     assert np.nanmax(np.abs(np.array(diff.data[0].z, dtype=float))) > 0
 
 
+def test_compare_page_verdicts_and_notes_in_chinese(monkeypatch, traces, tmp_path):
+    rounded = str(save_trace(tmp_path / "rounded.npz", run_trace(load_model("toy-moe"), [0, 1, 2, 3],
+                                                                  round_decimals=3)))
+    monkeypatch.setenv("QWEN3_TRACER_TRACE", traces["toy-moe"])
+    monkeypatch.setenv("QWEN3_TRACER_LANG", "zh-Hans")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at = goto(at, "compare")
+    next(x for x in at.text_input if x.key == "compare_path").set_value(rounded).run()
+    assert not at.exception and not at.error
+    zh = json.loads((Path(APP).parents[1] / "tracer/i18n/zh-Hans/compare.json").read_text(encoding="utf-8"))
+    table = at.dataframe[0].value
+    verdicts = set(table[table.columns[1]])
+    assert verdicts and verdicts <= {zh[f"verdict_{v}"] for v in ("OK", "DIFF", "SHAPE", "NONFINITE", "MISSING")}
+    assert zh["verdict_DIFF"] in verdicts
+
+
 def test_opening_a_trace_file(monkeypatch, traces):
     at = app(monkeypatch, traces["toy-dense"])
     next(x for x in at.text_input if x.key == "open_path").set_value(traces["toy-moe"])

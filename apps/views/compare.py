@@ -6,7 +6,7 @@ import streamlit as st
 
 import guard
 from common import header, lang, read_trace, read_upload, require_trace, show_notes, t
-from tracer import TracerError
+from tracer import Message, TracerError
 from tracer.figures.forward import compare_figure, difference_heatmap, error_growth_figure, labels_for
 from tracer.traces.compare import compare_traces, first_divergence
 
@@ -27,15 +27,15 @@ except TracerError as exc:
 rows = compare_traces(a, b)
 first = first_divergence(rows)
 counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "NONFINITE", "MISSING")}
-st.write(", ".join(f"{v} {n}" for v, n in counts.items()))
+st.write(", ".join(f"{Message(f'compare.verdict_{v}').text(lang())} {n}" for v, n in counts.items()))
 if first:
     st.markdown(t("first_divergence", name=first.name))
 else:
     st.success(t("agree"))
 st.plotly_chart(compare_figure(rows, lang()), key="errors")
 st.plotly_chart(error_growth_figure(rows, lang()), key="growth")
-st.dataframe([{t("col_record"): r.name, t("col_verdict"): r.verdict, t("col_max_abs"): r.max_abs,
-               t("col_max_rel"): r.max_rel, t("col_note"): r.note} for r in rows], hide_index=True)
+st.dataframe([{t("col_record"): r.name, t("col_verdict"): r.verdict_text(lang()), t("col_max_abs"): r.max_abs,
+               t("col_max_rel"): r.max_rel, t("col_note"): r.note_text(lang())} for r in rows], hide_index=True)
 common = [r.name for r in rows if r.verdict not in ("MISSING", "SHAPE")]
 name = st.selectbox(t("record"), common, index=common.index(first.name) if first and first.name in common else 0)
 x, y = np.asarray(a[name]), np.asarray(b[name])
