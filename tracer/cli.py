@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -484,10 +485,8 @@ def cmd_app(args: argparse.Namespace) -> int:
     script = Path(__file__).resolve().parents[1] / "apps" / "explorer.py"
     if not script.is_file():
         raise TracerError.of("errors.explorer_missing", path=script)
-    try:
-        import streamlit  # noqa: F401
-    except ImportError:
-        raise TracerError.of("errors.needs_streamlit") from None
+    if importlib.util.find_spec("streamlit") is None:
+        raise TracerError.of("errors.needs_streamlit")
     if not 0 < args.port < 65536:
         raise TracerError.of("errors.port_range", port=args.port)
     from tracer.safety.budget import default_budget, parse_size
