@@ -146,12 +146,13 @@ def plain(text: Any) -> str:
     return _MARKDOWN.sub(r"\\\1", escape_controls(str(text)))
 
 
-def formula(info: dict[str, Any]) -> str:
-    """The LaTeX of a record's op from this version's schema (a file's own formula text is never rendered)."""
-    from tracer.traces.schema import OPS
+def formula(info: dict[str, Any], lang: str = "en") -> str:
+    """The LaTeX of a record's op from this version's schema, its words in ``lang`` (a file's own formula text
+    is never rendered)."""
+    from tracer.traces.schema import OPS, latex
 
-    op = OPS.get(str(info.get("op")))
-    return op.latex if op is not None else r"\text{?}"
+    op = str(info.get("op"))
+    return latex(op, lang) if op in OPS else r"\text{?}"
 
 
 def trace_path(typed: str, what: str = "trace file") -> Path:

@@ -211,6 +211,25 @@ def test_language_switch(monkeypatch, traces):
     assert at.title[0].value == "逐步走查" and "输入的 token id,每个位置一个。" in [i.value for i in at.info]
 
 
+def test_steps_page_in_chinese_shows_the_formulas_words_in_chinese(monkeypatch, traces):
+    from tracer.traces.schema import OPS
+
+    words = json.loads((Path(APP).parents[1] / "tracer" / "i18n" / "zh-Hans" / "latex.json").read_text("utf-8"))
+    at = app(monkeypatch, traces["toy-dense"])
+    next(r for r in at.radio if r.key == "lang_choice").set_value("zh-Hans").run()
+    goto(at, "steps")
+    names = [r["name"] for r in load_trace(traces["toy-dense"]).meta["records"]]
+    at.selectbox(key="steps_record").set_value(names.index("layers.0.attn.mask")).run()
+    assert not at.exception and at.subheader[0].value == "layers.0.attn.mask"
+    [formula] = [x.value for x in at.latex]
+    assert rf"\text{{{words['otherwise']}}}" in formula and "otherwise" not in formula, formula
+    at.selectbox(key="steps_record").set_value(names.index("decode.1.layers.0.attn.k_cache")).run()
+    [formula] = [x.value for x in at.latex]
+    assert all(rf"\text{{{words[w]}}}" in formula for w in ("cache", "past", "new")), formula
+    next(r for r in at.radio if r.key == "lang_choice").set_value("en").run()
+    assert [x.value.strip("$\n") for x in at.latex] == [OPS["kv_append"].latex]  # English: the schema's own
+
+
 def test_decode_steps_show_the_new_query_against_every_cached_key(monkeypatch, traces):
     at = goto(app(monkeypatch, traces["full"]), "attention")
     at.number_input(key="attn_layer").set_value(1).run()

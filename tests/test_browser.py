@@ -30,7 +30,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]
 PAGES = ["", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare", "long_context",
          "training", "quant", "vision"]
-AREAS = ("app.", "figures.", "notes.", "schema.", "worked.", "sources.", "vision.")
+AREAS = ("app.", "figures.", "notes.", "schema.", "worked.", "sources.", "vision.", "latex.")
 # words that stay as they are in the Chinese interface: the course's technical terms and names
 TERMS = {"token", "tokens", "query", "key", "value", "head", "heads", "softmax", "logit", "logits", "top", "moe",
          "rope", "qk", "norm", "rmsnorm", "lm", "kv", "cache", "gqa", "swiglu", "mlp", "gate", "up", "down", "router",
@@ -133,9 +133,29 @@ def load_all(browser, urls: list[str]):
 
 
 def visible_text(page) -> str:
-    """What a reader sees: the page's text and the text inside its figures (SVG)."""
+    """What a reader sees: the page's text, the text inside its figures (SVG) and its formulas as KaTeX draws
+    them."""
     return page.evaluate("""() => document.body.innerText + '\\n' +
-        Array.from(document.querySelectorAll('svg text')).map(t => t.textContent).join('\\n')""")
+        Array.from(document.querySelectorAll('svg text')).map(t => t.textContent).join('\\n') + '\\n' +
+        Array.from(document.querySelectorAll('.katex-html')).map(k => k.textContent).join('\\n')""")
+
+
+def formula_text(page) -> str:
+    """The text of the page's formulas as KaTeX draws them (not the TeX source)."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('.katex-html'))
+        .map(k => k.textContent).join('\\n')""")
+
+
+def english_formula_words() -> set[str]:
+    """The English words of the formulas' ``\\text{…}`` groups that both Chinese catalogs replace (``latex``)."""
+    en, zh, zh_hant = catalog("en"), catalog("zh-Hans"), catalog("zh-Hant")
+    return {w for key, text in en.items() if key.startswith("latex.") for w in re.findall(r"[A-Za-z]+", text)
+            if w not in zh[key] and w not in zh_hant[key]}
+
+
+def formula_leaks(text: str) -> list[str]:
+    """English formula words (whole words) in a formula's drawn text."""
+    return sorted(w for w in english_formula_words() if re.search(rf"(?<![A-Za-z]){w}(?![A-Za-z])", text))
 
 
 def english_catalog_phrases() -> list[str]:
@@ -186,13 +206,41 @@ def test_every_page_in_every_language(server, browser, lang):
         text = visible_text(page)
         if lang != "en":
             leaks = [p for p in phrases + STREAMLIT_WORDS if p in text] + english_runs(text) + \
-                re.findall(r"View \d+ more", text)
+                re.findall(r"View \d+ more", text) + formula_leaks(formula_text(page))
             if leaks:
                 found[path or "run"] = leaks[:5]
         else:
             assert catalog("en")[f"app.nav_{path or 'run'}"] in text
         page.close()
     assert not found, f"English interface text in {lang}: {found}"
+
+
+FORMULA_RECORDS = ["tokens", "rope.inv_freq", "rope.attention_factor", "layers.0.attn.mask", "sample.0.masked_logits",
+                   "sample.0.token_id", "decode.1.layers.0.attn.k_cache"]
+
+
+@pytest.mark.parametrize("lang", ["zh-Hans", "zh-Hant"])
+def test_step_walker_draws_the_formulas_words_in_chinese(server, browser, traces, lang):
+    from tracer.i18n import t
+    from tracer.traces.schema import latex_key, latex_words
+
+    info = load_trace(traces / "toy-dense.npz").info
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    urls = [f"{server}/steps?record={name}&lang={lang}" for name in FORMULA_RECORDS]
+    for name, page in zip(FORMULA_RECORDS, load_all(browser, urls)):
+        page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+        assert page.locator("[data-testid='stException']").count() == 0, name
+        assert page.locator(".katex-error").count() == 0, name  # KaTeX drew the formula, CJK in \text{} included
+        drawn, seen = formula_text(page), visible_text(page)  # seen: what the Chinese-mode checks read
+        words = latex_words(info[name]["op"])
+        assert words, name
+        for word in words:
+            chinese = t(latex_key(word), lang)
+            assert re.sub(r"\s", "", chinese) in re.sub(r"\s", "", drawn), (name, chinese, drawn)
+            assert chinese.split()[-1] in seen, name
+        assert not formula_leaks(drawn), (name, drawn)
+        page.screenshot(path=str(ARTIFACTS / f"{lang}-formula-{name}.png"))
+        page.close()
 
 
 DRAWN = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(g =>

@@ -1,6 +1,7 @@
 """The language catalogs: every language has every key, with the same placeholders."""
 
 import json
+import re
 import string
 from pathlib import Path
 
@@ -146,8 +147,6 @@ def test_cli_errors_are_printed_in_the_language_of_lang(tmp_path, capsys):
 
 
 def test_every_formula_with_words_is_translated_and_shown_in_the_readers_language():
-    import re
-
     from tracer.traces.schema import OPS
     from tracer.traces.show import formula_text
 
@@ -190,3 +189,63 @@ def test_the_explorer_shows_an_error_in_the_pages_language(monkeypatch, tmp_path
     want = _catalog_file("zh-Hant", "errors")["trace_missing"].format(label="missing.npz")
     assert [e.value for e in at.error] == [want]  # in the page's language, without the server's folder
     assert not at.exception
+
+
+# ---- LaTeX formulas: the words inside \text{…} in the reader's language ----
+
+TEXT_GROUP = re.compile(r"\\text\{([^{}]*)\}")
+CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def test_every_word_of_a_latex_formula_is_a_name_or_translated_in_every_language():
+    """A new English word in a formula's ``\\text{…}`` fails here until ``latex.json`` translates it (or it is a
+    name of the short ``LATEX_NAMES`` list)."""
+    from tracer.traces.schema import LATEX_NAMES, OPS, latex_key
+
+    english = _catalog_file("en", "latex")
+    used_names, used_keys, missing = set(), set(), []
+    for op, o in OPS.items():
+        groups = TEXT_GROUP.findall(o.latex)
+        assert len(groups) == o.latex.count(r"\text{"), f"{op}: a \\text{{…}} group with braces inside"
+        for group in groups:
+            core = group.strip()
+            if not re.search(r"[A-Za-z]", core):
+                continue  # punctuation such as top\text{-}k
+            if core in LATEX_NAMES:
+                used_names.add(core)
+                continue
+            key = latex_key(group)
+            area, _, name = key.partition(".")
+            if area != "latex" or english.get(name) != core:
+                missing.append((op, core))
+            used_keys.add(name)
+    assert not missing, f"latex.json (en) lacks these formula words, each its own text: {missing}"
+    assert used_names == set(LATEX_NAMES) and len(LATEX_NAMES) <= 16, "LATEX_NAMES: a short list, every name used"
+    assert set(english) == used_keys, f"latex.json has words no formula uses: {sorted(set(english) - used_keys)}"
+    for lang in ("zh-Hans", "zh-Hant"):
+        for name in english:
+            word = t(f"latex.{name}", lang)
+            assert CJK.search(word), f"{lang}: latex.{name} = {word!r} is not translated"
+            assert not re.search(r"[\\{}$%#&_^~]", word), f"{lang}: latex.{name} has a LaTeX special character"
+
+
+def test_a_formula_in_chinese_has_the_catalogs_words_and_the_same_mathematics():
+    from tracer.traces.schema import OPS, latex
+
+    otherwise = [op for op, o in OPS.items() if r"\text{otherwise}" in o.latex]
+    assert {"causal_mask", "sliding_window_mask"} <= set(otherwise)
+    for lang in ("zh-Hans", "zh-Hant"):
+        word = _catalog_file(lang, "latex")["otherwise"]
+        for op in otherwise:
+            shown = latex(op, lang)
+            assert rf"\text{{{word}}}" in shown and "otherwise" not in shown, (lang, op, shown)
+        for op, o in OPS.items():
+            shown = latex(op, lang)
+            assert TEXT_GROUP.sub("", shown) == TEXT_GROUP.sub("", o.latex), f"{op}: only the words may change"
+            assert latex(op, "en") == o.latex
+    hans = _catalog_file("zh-Hans", "latex")
+    assert latex("kv_append", "zh") == rf"K_{{\text{{{hans['cache']}}}}} = [K_{{\text{{{hans['past']}}}}};\ " \
+                                       rf"K_{{\text{{{hans['new']}}}}}]"
+    # spaces around the words stay; names stay
+    assert rf"\text{{ {hans['in']} }}" in latex("patchify", "zh") and r"\text{patch }" in latex("patchify", "zh")
+    assert latex("top_k", "zh-Hant") == OPS["top_k"].latex

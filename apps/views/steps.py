@@ -42,7 +42,7 @@ info = trace.info[name]
 value = np.asarray(trace[name])
 vocab_size = int(trace.meta["config"]["vocab_size"])
 st.subheader(name)
-st.latex(guard.formula(info))  # the schema's own LaTeX for the record's op, never the file's text
+st.latex(guard.formula(info, lang()))  # the schema's LaTeX of the op, words in the page's language; never the file's
 if lang() != "en" and formula_text(info, lang()) != info["formula_text"]:
     st.caption(guard.plain(formula_text(info, lang())))  # the formula's words in the page's language
 st.caption(guard.plain(f"{t('shape')}: {list(value.shape)} = {info['schema_shape']} · {info['dtype']}")

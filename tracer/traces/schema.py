@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tracer.i18n import catalog, normalize, t
+
 SCHEMA_VERSION = 2
 
 
@@ -136,6 +138,62 @@ OPS: dict[str, Op] = {
     "mrope_sin": Op(r"\sin\varphi_{l,i},\ \varphi_{l,i} = p_{a(i),l}\,\omega_i", "sin(pos[axis(i), l] · ω_i)"),
     "deepstack_add": Op(r"X[\text{image rows}] \mathrel{+}= F_j", "X[image rows] += DeepStack feature j"),
 }
+
+LATEX_NAMES = frozenset({"ids", "onehot", "moe-out", "logits", "norm", "aux", "ref", "old", "conv", "idx", "cu",
+                         "top-", "next", "patch"})
+r"""The ``\text{…}`` groups of the LaTeX formulas that are names (record and variable names, the usual
+subscripts of papers, the course's kept terms): the same in every language. Every other group with a letter
+is words, translated by the ``latex`` catalog."""
+
+_TEXT_GROUP = re.compile(r"\\text\{([^{}]*)\}")
+
+
+def latex_key(words: str) -> str | None:
+    r"""The ``latex`` catalog key of the words of one ``\text{…}`` group (its letters and digits, lowercase,
+    joined by ``_``); None for a name of ``LATEX_NAMES`` or a group without a letter (``\text{-}``).
+
+    >>> latex_key("(linear: "), latex_key(" if same image, else "), latex_key("ids"), latex_key("-")
+    ('latex.linear', 'latex.if_same_image_else', None, None)
+    """
+    core = words.strip()
+    if core in LATEX_NAMES or not re.search(r"[A-Za-z]", core):
+        return None
+    return "latex." + re.sub(r"[^a-z0-9]+", "_", core.lower()).strip("_")
+
+
+def latex_words(op: str) -> list[str]:
+    r"""The word groups of an op's LaTeX that a translation replaces, stripped, in order.
+
+    >>> latex_words("kv_append"), latex_words("top_k")
+    (['cache', 'past', 'new'], [])
+    """
+    return [g.strip() for g in _TEXT_GROUP.findall(OPS[op].latex) if latex_key(g) is not None]
+
+
+def latex(op: str, lang: str = "en") -> str:
+    r"""The LaTeX formula of ``op`` in ``lang``: the words of its ``\text{…}`` groups from the ``latex``
+    catalog, names and mathematics as they are; in English exactly ``OPS[op].latex``. KeyError for an unknown op.
+
+    >>> latex("causal_mask", "zh-Hant").endswith(r"-\infty & \text{其他情況}\end{cases}")
+    True
+    >>> latex("causal_mask") == OPS["causal_mask"].latex
+    True
+    """
+    formula = OPS[op].latex
+    code = normalize(lang)
+    if code == "en":
+        return formula
+
+    def words(match: re.Match[str]) -> str:
+        group = match.group(1)
+        key = latex_key(group)
+        if key is None or key not in catalog("en"):
+            return match.group(0)  # a name; or new words without their catalog entry yet (the catalog test fails)
+        core = group.strip()
+        start = group.index(core)
+        return r"\text{" + group[:start] + t(key, code) + group[start + len(core):] + "}"
+
+    return _TEXT_GROUP.sub(words, formula)
 
 
 @dataclass(frozen=True)
