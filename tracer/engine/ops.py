@@ -455,7 +455,8 @@ def sampling_probs(logits: np.ndarray, temperature: float, top_k: int | None, to
     >>> sampling_probs(np.array([0.0, np.log(3.0), -50.0]), 1.0, None, 0.7)
     array([0., 1., 0.])
     """
-    probs = softmax(logits.astype(np.promote_types(logits.dtype, np.float32)) / temperature)
+    with np.errstate(over="ignore"):  # a suppressed logit (the −∞ stand-in) over T < 1 becomes −∞: probability 0
+        probs = softmax(logits.astype(np.promote_types(logits.dtype, np.float32)) / temperature)
     keep = np.ones(probs.shape, dtype=bool)
     order = np.argsort(-probs, kind="stable")
     if top_k is not None and top_k < probs.size:
