@@ -10,7 +10,7 @@ from tracer.commands.run import encode_prompt, load_model, run_trace
 from tracer.engine import ops
 from tracer.engine.model import rope_inv_freq
 from tracer.sources import seed004
-from tracer.teaching.classroom import Exercise, difference_note, language, setup, side_by_side
+from tracer.teaching.classroom import Exercise, difference_note, label, language, setup, side_by_side
 
 setup()
 LANG = language()
@@ -120,7 +120,7 @@ prose("nb01_md8")
 # %%
 logits = ops.linear(X1[-1:], W["model.embed_tokens.weight"])[0]
 print(difference_note(logits, seed004.DENSE["sample.0.logits"]))
-print("greedy choice:", int(np.argmax(logits)), model.tokenizer.decode([int(np.argmax(logits))]))
+print(label("nb01_lbl_greedy", id=int(np.argmax(logits)), token=model.tokenizer.decode([int(np.argmax(logits))])))
 
 # %% jupyter={"source_hidden": true}
 prose("nb01_md9")

@@ -10,7 +10,7 @@ import pandas as pd
 from tracer.commands.run import encode_prompt, load_model, run_trace
 from tracer.figures.forward import expert_load_figure, record_heatmap, topk_equivalence
 from tracer.sources import seed004
-from tracer.teaching.classroom import Exercise, difference_note, language, setup, side_by_side
+from tracer.teaching.classroom import Exercise, difference_note, label, language, setup, side_by_side
 
 setup()
 LANG = language()
@@ -52,8 +52,8 @@ prose("nb02_md4")
 # %%
 for e, rows in seed004.EXPERT_ROWS.items():
     n = f"layers.0.moe.experts.{e}"
-    print(f"expert {e} serves {[tokens[r] for r in full[n + '.token_ids']]}; Y_e",
-          difference_note(paper[n + ".down_proj"], seed004.EXPERTS[e]["down_proj"][rows], 2.5e-3))
+    print(label("nb02_lbl_expert", expert=e, tokens=[tokens[r] for r in full[n + ".token_ids"]],
+                note=difference_note(paper[n + ".down_proj"], seed004.EXPERTS[e]["down_proj"][rows], 2.5e-3)))
 record_heatmap(full, "layers.0.moe.gates", lang=LANG).show()
 expert_load_figure(full, 3, lang=LANG).show()
 
@@ -93,13 +93,14 @@ rows = []
 for name in ["layers.0.attn.context", "layers.0.resid_mid", "layers.0.mlp_norm", "layers.0.moe.gates",
              "layers.0.moe.out", "layers.0.resid_post", "sample.0.logits"]:
     printed = seed004.MOE[name]
-    rows.append({"record": name,
-                 "paper vs round-3 engine": float(np.abs(np.squeeze(paper[name]) - printed).max()),
-                 "paper vs full precision": float(np.abs(np.squeeze(full[name]) - printed).max())})
+    rows.append({label("app.col_record"): name,
+                 label("nb02_lbl_vs_round3"): float(np.abs(np.squeeze(paper[name]) - printed).max()),
+                 label("nb02_lbl_vs_full"): float(np.abs(np.squeeze(full[name]) - printed).max())})
 pd.DataFrame(rows)
 
 # %%
-logit = {"paper": seed004.MOE["sample.0.logits"][4], "round 3": float(paper["sample.0.logits"][4]),
+logit = {"paper": seed004.MOE["sample.0.logits"][4], "round3": float(paper["sample.0.logits"][4]),
          "exact": float(full["sample.0.logits"][4])}
-print("logit of 請:", {k: round(v, 3) for k, v in logit.items()})
-print("both choose", int(full["sample.0.token_id"]), "=", model.tokenizer.decode([int(full["sample.0.token_id"])]))
+print(label("nb02_lbl_logit", **logit))
+chosen = int(full["sample.0.token_id"])
+print(label("nb02_lbl_both_choose", id=chosen, token=model.tokenizer.decode([chosen])))

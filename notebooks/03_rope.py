@@ -11,13 +11,13 @@ from tracer.commands.run import load_model, run_trace
 from tracer.engine import ops
 from tracer.figures.forward import heatmap, rope_angle_figure, rope_distance_figure, rope_rotation_figure
 from tracer.sources.presets import QWEN3_0_6B
-from tracer.teaching.classroom import Exercise, language, setup
+from tracer.teaching.classroom import Exercise, label, language, setup
 
 setup()
 LANG = language()
 inv_freq = ops.rope_inv_freq(QWEN3_0_6B.head_dim, QWEN3_0_6B.rope_theta)
-pd.DataFrame({"pair j": range(0, 64, 8), "ω_j (rad / position)": inv_freq[::8],
-              "positions per full turn": 2 * np.pi / inv_freq[::8]})
+pd.DataFrame({label("nb03_lbl_pair_j"): range(0, 64, 8), label("nb03_lbl_omega"): inv_freq[::8],
+              label("nb03_lbl_turn"): 2 * np.pi / inv_freq[::8]})
 
 # %% jupyter={"source_hidden": true}
 prose("nb03_md2")
@@ -33,8 +33,9 @@ ex1.check(answer_1)
 
 # %%
 cos, sin = ops.rope_tables(np.arange(64), inv_freq, np.float64)
-heatmap(np.arctan2(sin, cos)[:, :64:4], [str(t) for t in range(64)], [f"pair {j}" for j in range(0, 64, 4)],
-        "angle φ[t, j] wrapped to (−π, π]", decimals=1, colorscale="Twilight").show()
+heatmap(np.arctan2(sin, cos)[:, :64:4], [str(t) for t in range(64)],
+        [label("nb03_lbl_pair_n", j=j) for j in range(0, 64, 4)], label("nb03_lbl_angle"), decimals=1,
+        colorscale="Twilight", lang=LANG).show()
 
 # %%
 ex2 = Exercise("nb03_cos", cos[5, 0], lang=LANG, w0=f"{inv_freq[0]:g}", phi=f"{5 * inv_freq[0]:g}")
@@ -54,10 +55,11 @@ def rotated(x, pos):
     c, s = ops.rope_tables(np.array([pos]), inv_freq, np.float64)
     return ops.apply_rope(x, c, s)
 assert np.isclose(np.linalg.norm(rotated(q, 1234)), np.linalg.norm(q), rtol=1e-12)  # a rotation keeps the length
-print("|q| before / after:", np.linalg.norm(q), np.linalg.norm(rotated(q, 1234)))
+print(label("nb03_lbl_norms", before=np.linalg.norm(q), after=np.linalg.norm(rotated(q, 1234))))
 pairs = [(5, 2), (105, 102), (3005, 3002)]
-table = pd.DataFrame([{"q position": m, "k position": n, "distance": m - n,
-                       "q·k": float(np.sum(rotated(q, m) * rotated(k, n)))} for m, n in pairs])
+table = pd.DataFrame([{label("nb03_lbl_q_position"): m, label("nb03_lbl_k_position"): n,
+                       label("nb03_lbl_distance"): m - n, "q·k": float(np.sum(rotated(q, m) * rotated(k, n)))}
+                      for m, n in pairs])
 assert np.allclose(table["q·k"], table["q·k"][0], rtol=1e-9)  # the same distance, the same score
 table
 
@@ -92,6 +94,7 @@ half = 64
 interleaved = ops.apply_rope_interleaved(x, c[:, :half], s[:, :half])
 perm = np.concatenate([np.arange(0, 128, 2), np.arange(1, 128, 2)])   # evens first, then odds
 via_rotate_half = ops.apply_rope(x[..., perm], c, s)
-assert np.allclose(interleaved[..., perm], via_rotate_half, atol=1e-12)  # the same rotation, dimensions reordered
-assert not np.allclose(interleaved, ops.apply_rope(x, c, s), atol=1e-6)  # without the permutation: different
-print("interleaved == rotate_half after the permutation: True; without it: False")
+permuted = np.allclose(interleaved[..., perm], via_rotate_half, atol=1e-12)
+unpermuted = np.allclose(interleaved, ops.apply_rope(x, c, s), atol=1e-6)
+assert permuted and not unpermuted  # the same rotation, dimensions reordered; without the permutation: different
+print(label("nb03_lbl_interleaved", permuted=permuted, unpermuted=unpermuted))

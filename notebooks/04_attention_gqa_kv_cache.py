@@ -12,7 +12,7 @@ from tracer.engine import ops
 from tracer.engine.model import forward
 from tracer.engine.recorder import Recorder
 from tracer.figures.forward import attention_figure, decode_attention_figure, gqa_figure
-from tracer.teaching.classroom import Exercise, language, setup
+from tracer.teaching.classroom import Exercise, label, language, setup
 
 setup()
 LANG = language()
@@ -26,7 +26,7 @@ answer_1 = None  # ← your answer
 ex1.check(answer_1)
 
 # %%
-print(ops.softmax(np.array([1.0, 2.0, -np.inf])), "← a masked position gets exactly 0")
+print(label("nb04_lbl_masked", probs=ops.softmax(np.array([1.0, 2.0, -np.inf]))))
 
 # %%
 model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=2000", "initializer_range=0.2"])
@@ -48,16 +48,16 @@ prose("nb04_md2")
 # %%
 attention_figure(trace, 1, 0, lang=LANG).show()
 attention_figure(trace, 1, 1, lang=LANG).show()
-print("q_proj", trace["layers.1.attn.q_proj"].shape, " k_proj", trace["layers.1.attn.k_proj"].shape,
-      " scores", trace["layers.1.attn.scores"].shape)
+for name in ("layers.1.attn.q_proj", "layers.1.attn.k_proj", "layers.1.attn.scores"):
+    print(name, trace[name].shape)
 
 # %% jupyter={"source_hidden": true}
 prose("nb04_md3")
 
 # %%
-pd.DataFrame([{"decode step": s, "new token": int(trace[f"decode.{s}.tokens"][0]),
-               "k_cache shape": trace[f"decode.{s}.layers.0.attn.k_cache"].shape,
-               "scores shape": trace[f"decode.{s}.layers.0.attn.scores"].shape} for s in range(1, 5)])
+pd.DataFrame([{label("nb04_lbl_step"): s, label("nb04_lbl_new_token"): int(trace[f"decode.{s}.tokens"][0]),
+               label("nb04_lbl_k_cache"): trace[f"decode.{s}.layers.0.attn.k_cache"].shape,
+               label("nb04_lbl_scores"): trace[f"decode.{s}.layers.0.attn.scores"].shape} for s in range(1, 5)])
 
 # %%
 ex3 = Exercise("nb04_cache", trace["decode.4.layers.0.attn.k_cache"].shape[1], tolerance=0, lang=LANG, t=len(prompt))
@@ -77,5 +77,5 @@ prose("nb04_md4")
 full = forward(cfg, model.weights, np.array(prompt + trace.meta["generated_ids"][:-1]), Recorder(capture=[]))
 scale = float(np.abs(full).max())
 diffs = [float(np.abs(trace[f"decode.{s}.logits"][0] - full[len(prompt) + s - 1]).max()) / scale for s in range(1, 5)]
-print(f"largest logit {scale:.1f}; largest difference per decode step, relative to it:", diffs)
+print(label("nb04_lbl_cache_diffs", scale=scale, diffs=diffs))
 assert max(diffs) < 1e-5  # float32 rounding: the cache changes the order of additions, not the math

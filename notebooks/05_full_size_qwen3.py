@@ -11,7 +11,7 @@ import pandas as pd
 from tracer.commands.run import load_model, run_trace
 from tracer.figures.forward import attention_figure, residual_norms_figure, sampling_figure
 from tracer.sources.info import count_params
-from tracer.teaching.classroom import Exercise, language, setup
+from tracer.teaching.classroom import Exercise, label, language, setup
 from tracer.text.chat import parse_reply, render_chat
 from tracer.text.tokenizer import QwenTokenizer
 from tracer.text.tokentext import piece
@@ -21,7 +21,8 @@ LANG = language()
 tok = QwenTokenizer()
 ids = tok.encode("Hello, world! 明天交報告 😀")
 pieces = [piece(t.bytes) for t in tok.tokens(ids)]
-pd.DataFrame([{"id": t.id, "bytes": t.bytes.hex(" "), "text": text} for t, text in zip(tok.tokens(ids), pieces)])
+pd.DataFrame([{"id": t.id, label("nb05_lbl_bytes"): t.bytes.hex(" "), label("nb05_lbl_text"): text}
+              for t, text in zip(tok.tokens(ids), pieces)])
 
 # %%
 ex1 = Exercise("nb05_tokens", len(ids), tolerance=0, lang=LANG, first=pieces[0], last=pieces[-1])
@@ -55,7 +56,7 @@ prose("nb05_md3")
 
 # %%
 model = load_model("qwen3-0.6b", seed=0)
-print(f"{count_params(model.cfg).total:,} parameters")
+print(label("nb05_lbl_params", n=count_params(model.cfg).total))
 c = model.cfg
 counts = count_params(c)
 ex2 = Exercise("nb05_layer", counts.attention[0] + counts.mlp[0] + counts.norms[0], tolerance=0.5, lang=LANG,
@@ -75,7 +76,7 @@ ids = model.tokenizer.encode(prompt)
 trace = run_trace(model, ids, prompt=prompt,
                   capture=["tokens", "layers.*.resid_post", "layers.0.attn.*", "layers.27.attn.*",
                            "final_norm", "logits", "sample.*"])
-print(len(ids), "tokens,", len(trace), "records kept (--capture)")
+print(label("nb05_lbl_kept", tokens=len(ids), records=len(trace)))
 
 # %%
 residual_norms_figure(trace, LANG).show()
@@ -92,7 +93,7 @@ ex3.check(answer_3)
 labels = trace.meta["generated_labels"]
 fig, probs = sampling_figure(trace["sample.0.masked_logits"], 1.0, None, None, tok.token_strings, lang=LANG)
 fig.show()
-print("greedy next token:", trace.meta["generated_ids"], labels, "(random weights: the token means nothing yet)")
+print(label("nb05_lbl_greedy", ids=trace.meta["generated_ids"], labels=labels))
 
 # %% jupyter={"source_hidden": true}
 prose("nb05_md4")

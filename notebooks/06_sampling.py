@@ -11,14 +11,14 @@ from tracer.commands.run import load_model, run_trace
 from tracer.engine import ops
 from tracer.figures.forward import sampling_figure
 from tracer.sources import seed004
-from tracer.teaching.classroom import Exercise, language, setup
+from tracer.teaching.classroom import Exercise, label, language, setup
 
 setup()
 LANG = language()
 model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "vocab_size=500", "initializer_range=0.5"])
 trace = run_trace(model, [1, 2, 3, 4, 5])
 logits = trace["sample.0.masked_logits"]
-print("greedy picks", int(np.argmax(logits)))
+print(label("nb06_lbl_greedy", id=int(np.argmax(logits))))
 
 # %%
 import ipywidgets as widgets  # noqa: E402
@@ -27,9 +27,10 @@ from IPython.display import display  # noqa: E402
 def show(temperature=1.0, top_k=0, top_p=1.0):
     fig, probs = sampling_figure(logits, temperature, top_k or None, top_p if top_p < 1 else None, lang=LANG)
     fig.show()
-    print(f"{int((probs > 0).sum())} tokens can be drawn")
+    print(label("nb06_lbl_drawn", n=int((probs > 0).sum())))
 
-display(widgets.interactive(show, temperature=(0.0, 2.0, 0.05), top_k=(0, 50), top_p=(0.05, 1.0, 0.05)))
+temperature = widgets.FloatSlider(1.0, min=0.0, max=2.0, step=0.05, description=label("nb06_lbl_temperature"))
+display(widgets.interactive(show, temperature=temperature, top_k=(0, 50), top_p=(0.05, 1.0, 0.05)))
 show(0.7, 20, 0.9)
 
 # %% jupyter={"source_hidden": true}
@@ -67,8 +68,8 @@ ex3.check(answer_3)
 rows = []
 for T, printed in seed004.SEED001_TEMPERATURE["printed"].items():
     exact = ops.softmax(z / T)
-    rows.append({"T": T, "document": printed, "softmax(z / T)": np.round(exact, 4).tolist(),
-                 "largest error": round(float(np.abs(exact - printed).max()), 3)})
+    rows.append({"T": T, label("nb06_lbl_document"): printed, "softmax(z / T)": np.round(exact, 4).tolist(),
+                 label("nb06_lbl_error"): round(float(np.abs(exact - printed).max()), 3)})
 pd.DataFrame(rows)
 
 # %% jupyter={"source_hidden": true}

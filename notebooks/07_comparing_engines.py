@@ -8,7 +8,7 @@ import pandas as pd
 
 from tracer.commands.run import load_model, run_trace
 from tracer.figures.forward import compare_figure
-from tracer.teaching.classroom import Exercise, language, setup
+from tracer.teaching.classroom import Exercise, label, language, setup
 from tracer.traces.compare import compare_traces, first_divergence
 
 setup()
@@ -27,7 +27,7 @@ prose("nb07_md2")
 # %%
 rows = compare_traces(numpy_f32, torch_f32)
 counts = {v: sum(r.verdict == v for r in rows) for v in ("OK", "DIFF", "SHAPE", "MISSING")}
-print(counts, "first divergence:", first_divergence(rows))
+print(label("nb07_lbl_counts", counts=counts, first=first_divergence(rows)))
 compare_figure(rows, LANG).show()
 ex1 = Exercise("nb07_diff", counts["DIFF"], tolerance=0, lang=LANG, counts=counts)
 ex1
@@ -61,7 +61,7 @@ answer_3 = None  # ← your answer
 ex3.check(answer_3)
 
 # %%
-drift.sort_values("max_rel", ascending=False).head(10)
+drift.sort_values("max_rel", ascending=False).head(10).rename(columns={"record": label("app.col_record")})
 
 # %% jupyter={"source_hidden": true}
 prose("nb07_md4")
@@ -82,16 +82,17 @@ reference = load_model("qwen3-0.6b", shape256, seed=1)
 row = np.asarray(reference.weights["model.layers.0.mlp.up_proj.weight"][0, :256])
 block = quantize_q4_k(row)
 fields = q4_k_fields(block)
-print(f"{block.size} bytes; d = {fields['d']:.3e}, dmin = {fields['dmin']:.3e}")
-pd.DataFrame({"sc_j (scale)": fields["scales"], "m_j (min)": fields["mins"]}).T
+print(label("nb07_lbl_block", size=block.size, d=fields["d"], dmin=fields["dmin"]))
+pd.DataFrame({label("nb07_lbl_scale"): fields["scales"], label("nb07_lbl_min"): fields["mins"]}).T
 
 # %% jupyter={"source_hidden": true}
 prose("nb07_md5")
 
 # %%
-print("gguf agrees:", np.array_equal(quants.dequantize(block, GGMLQuantizationType.Q4_K), fields["values"].ravel()))
+same = np.array_equal(quants.dequantize(block, GGMLQuantizationType.Q4_K), fields["values"].ravel())
+print(label("nb07_lbl_gguf", same=same))
 pd.DataFrame({"x": row[:8], "q": fields["codes"][0, :8], "d·sc₀·q − dmin·m₀": fields["values"][0, :8],
-              "error": fields["values"][0, :8] - row[:8]})
+              label("nb07_lbl_error"): fields["values"][0, :8] - row[:8]})
 
 # %% jupyter={"source_hidden": true}
 prose("nb07_md6")

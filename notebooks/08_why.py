@@ -10,7 +10,7 @@ import pandas as pd
 from tracer.commands.run import load_model, run_trace
 from tracer.engine.interventions import Interventions
 from tracer.figures.interp import attribution_figure, attribution_terms, lens_grid, token_text
-from tracer.teaching.classroom import Exercise, language, setup
+from tracer.teaching.classroom import Exercise, label, language, setup
 
 setup()
 LANG = language()
@@ -19,14 +19,14 @@ ids = toy.tokenizer.encode("明天交報告")
 clean = run_trace(toy, ids, prompt="明天交報告")
 last = len(ids) - 1
 target = int(clean["attrib.target_ids"][last])
-print("tokens:", clean.meta["token_labels"], "→ next:", token_text(clean, target))
+print(label("nb08_lbl_tokens", tokens=clean.meta["token_labels"], next=token_text(clean, target)))
 
 # %% jupyter={"source_hidden": true}
 prose("nb08_md2")
 
 # %%
 terms = attribution_terms(clean, last)
-pd.DataFrame(terms, columns=["term", "contribution"]).round(4)
+pd.DataFrame(terms, columns=[label("nb08_lbl_term"), label("nb08_lbl_contribution")]).round(4)
 
 # %%
 chosen_text = token_text(clean, target)
@@ -58,9 +58,9 @@ prose("nb08_md3")
 experts = clean["attrib.0.experts"][:, last]
 top_expert = int(np.argmax(experts))
 dropped = run_trace(toy, ids, prompt="明天交報告", interventions=Interventions(drop_experts=((0, top_expert),)))
-print("expert", top_expert, "dropped; experts chosen now:", dropped["layers.0.moe.topk_ids"][last].tolist(),
-      "was", clean["layers.0.moe.topk_ids"][last].tolist())
-print("next token now:", token_text(dropped, dropped.meta["generated_ids"][0]))
+print(label("nb08_lbl_dropped", expert=top_expert, now=dropped["layers.0.moe.topk_ids"][last].tolist(),
+            was=clean["layers.0.moe.topk_ids"][last].tolist()))
+print(label("nb08_lbl_next_now", token=token_text(dropped, dropped.meta["generated_ids"][0])))
 
 # %%
 chosen_before, chosen_now = clean["layers.0.moe.topk_ids"][last], dropped["layers.0.moe.topk_ids"][last]
@@ -75,8 +75,8 @@ answer_3 = None  # ← your answer
 ex3.check(answer_3)
 
 # %%
-print("direct term of the dropped expert:", round(float(experts[top_expert]), 4),
-      " logit change:", round(float(dropped["logits"][last, target] - clean["logits"][last, target]), 4))
+print(label("nb08_lbl_change", term=float(experts[top_expert]),
+            change=float(dropped["logits"][last, target] - clean["logits"][last, target])))
 
 # %% jupyter={"source_hidden": true}
 prose("nb08_md4")
@@ -92,8 +92,9 @@ pos = len(big_ids) - 1
 chosen = int(full["attrib.target_ids"][pos])
 lens_grid(full, lang=LANG).show()
 heads_last = full["attrib.3.heads"][:, pos]
-pd.DataFrame({"head": range(len(heads_last)), "kv head": [h // 2 for h in range(len(heads_last))],
-              "direct term": heads_last.round(4)}).T
+pd.DataFrame({label("nb08_lbl_head"): range(len(heads_last)),
+              label("nb08_lbl_kv_head"): [h // 2 for h in range(len(heads_last))],
+              label("nb08_lbl_direct"): heads_last.round(4)}).T
 
 # %%
 ex4 = Exercise("nb08_head", int(np.argmax(heads_last)), tolerance=0, lang=LANG, value=f"{heads_last.max():.4f}")
@@ -107,9 +108,8 @@ ex4.check(answer_4)
 head = int(np.argmax(heads_last))
 zeroed = run_trace(big, big_ids, interventions=Interventions(zero_heads=((3, head),)))
 before, after = full["logits"][pos, chosen], zeroed["logits"][pos, chosen]
-print(f"zeroing layer 3 head {head}: logit {before:.4f} → {after:.4f} (direct term {heads_last[head]:.4f})")
-print("lens top-1 at the last position, layer by layer:",
-      [token_text(zeroed, int(zeroed[f"lens.{i}.top_ids"][pos, 0])) for i in range(4)])
+print(label("nb08_lbl_zeroed", head=head, before=before, after=after, term=heads_last[head]))
+print(label("nb08_lbl_lens", tokens=[token_text(zeroed, int(zeroed[f"lens.{i}.top_ids"][pos, 0])) for i in range(4)]))
 
 # %% jupyter={"source_hidden": true}
 prose("nb08_md6")

@@ -10,7 +10,7 @@ import pandas as pd
 from tracer.commands.run import encode_prompt, load_model, run_trace
 from tracer.figures.forward import heatmap
 from tracer.i18n import t
-from tracer.teaching.classroom import Exercise, bullets, language, setup
+from tracer.teaching.classroom import Exercise, bullets, label, language, setup
 from tracer.traces.compare import compare_traces
 from tracer.vision import ops as vops
 from tracer.vision.figures import (deepstack_figure, mrope_figure, mrope_grid_figure, patch_attention_figure,
@@ -30,8 +30,9 @@ prose("nb09_md2")
 rows = []
 for h, w in [(28, 28), (64, 96), (224, 224), (448, 448), (768, 768), (1080, 1920)]:
     rh, rw = vops.smart_resize(h, w, vc.factor, vc.min_pixels, vc.max_pixels)
-    rows.append({"image": f"{h}×{w}", "resized": f"{rh}×{rw}", "patch grid": f"{rh // 16}×{rw // 16}",
-                 "patches": rh * rw // 256, "tokens": rh * rw // 1024})
+    rows.append({label("nb09_lbl_image"): f"{h}×{w}", label("nb09_lbl_resized"): f"{rh}×{rw}",
+                 label("nb09_lbl_grid"): f"{rh // 16}×{rw // 16}", label("nb09_lbl_patches"): rh * rw // 256,
+                 label("nb09_lbl_tokens"): rh * rw // 1024})
 pd.DataFrame(rows)
 
 # %%
@@ -51,7 +52,7 @@ prose("nb09_md3")
 # %%
 tiny = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
 print(tiny[0].astype(int))
-print("row order of pixel_values:", vops.patchify(tiny, patch=1, temporal=1, merge=2)[:, 0].astype(int))
+print(label("nb09_lbl_order", order=vops.patchify(tiny, patch=1, temporal=1, merge=2)[:, 0].astype(int)))
 
 # %% jupyter={"source_hidden": true}
 prose("nb09_md4")
@@ -64,8 +65,8 @@ model = load_model("qwen3-vl-tiny")
 prompt = PLACEHOLDER + "What is in the picture?"
 trace = run_trace(model, encode_prompt(model, prompt), images=[picture], prompt=prompt)
 v = trace.meta["vision"]
-print(v["image_sizes"], "->", v["resized"], "grid", v["grid_thw"])
-print("tokens:", trace.meta["token_labels"])
+print(label("nb09_lbl_sizes", sizes=v["image_sizes"], resized=v["resized"], grid=v["grid_thw"]))
+print(label("nb09_lbl_token_list", tokens=trace.meta["token_labels"]))
 patch_grid_figure(trace, 0, LANG).show()
 token_map_figure(trace, 0, LANG).show()
 
@@ -86,7 +87,7 @@ mrope_figure(trace, LANG).show()
 mrope_grid_figure(trace, LANG).show()
 pos = trace["rope.position_ids"]
 first_text = int(np.flatnonzero(np.array(trace.meta["token_ids"]) == 151653)[0]) + 1
-print("rope delta (decoded tokens add it to their index):", int(pos.max()) + 1 - pos.shape[1])
+print(label("nb09_lbl_delta", delta=int(pos.max()) + 1 - pos.shape[1]))
 
 # %%
 image_rows = np.flatnonzero(np.array(trace.meta["token_ids"]) == 151655)  # the <|image_pad|> tokens
@@ -114,7 +115,8 @@ prose("nb09_md7")
 # %%
 axis = axis_of_frequency(QWEN3_VL_2B_TEXT.head_dim // 2, vc.mrope_section)
 print("".join("thw"[a] for a in axis))
-pd.DataFrame({"axis": ["t", "h", "w"], "pairs": [int((axis == a).sum()) for a in range(3)]})
+pd.DataFrame({label("nb09_lbl_axis"): ["t", "h", "w"],
+              label("nb09_lbl_pairs"): [int((axis == a).sum()) for a in range(3)]})
 
 # %% jupyter={"source_hidden": true}
 prose("nb09_md8")
@@ -123,7 +125,7 @@ prose("nb09_md8")
 deepstack_figure(trace, LANG).show()
 ids = np.array(trace.meta["token_ids"])
 added = trace["layers.0.deepstack"] - trace["layers.0.resid_post"]
-print("change at text rows:", float(np.abs(added[ids != 151655]).max()))
+print(label("nb09_lbl_text_change", change=float(np.abs(added[ids != 151655]).max())))
 
 # %%
 tapped = v["config"]["deepstack_visual_indexes"]  # the traced tiny model's tapped vision blocks
@@ -145,8 +147,9 @@ real = run_trace(model, encode_prompt(model, prompt), images=[picture], prompt=p
 rows = compare_traces(trace, real)
 verdicts = pd.Series([r.verdict for r in rows]).value_counts()
 print(verdicts.to_dict())
-pd.DataFrame([r.as_dict() for r in rows if r.name.startswith(("vision.merger.out", "vision.blocks.3.resid_post",
-                                                              "layers.0.deepstack", "logits"))])
+shown = pd.DataFrame([r.as_dict() for r in rows if r.name.startswith(("vision.merger.out", "vision.blocks.3.resid_post",
+                                                                      "layers.0.deepstack", "logits"))])
+shown.rename(columns=lambda c: label("app.col_record" if c == "name" else f"app.col_{c}"))
 
 # %% jupyter={"source_hidden": true}
 prose("nb09_md10")

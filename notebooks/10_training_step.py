@@ -13,7 +13,7 @@ from tracer.engine import backward_ops as bw
 from tracer.engine import ops
 from tracer.engine.train import Optimizer
 from tracer.figures.train import errata_rows, grad_flow_figure, token_loss_figure, token_loss_rows
-from tracer.teaching.classroom import Exercise, full_table, language, setup
+from tracer.teaching.classroom import Exercise, full_table, label, language, setup
 
 setup()
 LANG = language()
@@ -26,9 +26,9 @@ pd.DataFrame(token_loss_rows(trace, LANG))
 prose("nb10_md2")
 
 # %%
-print("ids   ", ids)
-print("labels", trace["train.labels"].tolist())
-print("loss  ", float(trace["train.loss"]), "=", trace["train.token_loss"][:3].mean())
+print("ids         ", ids)
+print("train.labels", trace["train.labels"].tolist())
+print("train.loss  ", float(trace["train.loss"]), "=", trace["train.token_loss"][:3].mean())
 token_loss_figure(trace, LANG).show()
 
 # %%
@@ -48,7 +48,7 @@ prose("nb10_md3")
 probs0 = ops.softmax(trace["logits"][0].astype(np.float64))
 n_counted = int((trace["train.labels"] != -100).sum())
 target0 = int(trace["train.labels"][0])
-print("softmax(logits[<bos>]) =", probs0.round(4), " target:", target0, " N =", n_counted)
+print("softmax(logits[<bos>]) =", probs0.round(4), "", label("nb10_lbl_target", target=target0, n=n_counted))
 
 # %%
 label0 = trace.meta["token_labels"][1]  # position 0 predicts the token at position 1
@@ -70,8 +70,8 @@ prose("nb10_md4")
 grad_flow_figure(trace, LANG).show()
 dp = trace["grad.layers.0.attn.probs"][0]
 p = trace["layers.0.attn.probs"][0]
-print("softmax backward by hand equals the recorded grad.layers.0.attn.masked_scores:",
-      np.allclose(p * (dp - (dp * p).sum(-1, keepdims=True)), trace["grad.layers.0.attn.masked_scores"][0]))
+print(label("nb10_lbl_backward",
+            same=np.allclose(p * (dp - (dp * p).sum(-1, keepdims=True)), trace["grad.layers.0.attn.masked_scores"][0])))
 
 # %% jupyter={"source_hidden": true}
 prose("nb10_md5")
@@ -83,8 +83,8 @@ stepped = train_step(model, ids, optimizer=Optimizer("adamw", lr, 0.0), steps=1,
 g = stepped["grad.param.model.layers.0.self_attn.o_proj.weight"]
 delta = stepped["update.param.model.layers.0.self_attn.o_proj.weight"]
 row, col = np.unravel_index(np.argmax(g), g.shape)
-print("largest gradient entry", (int(row), int(col)), "g =", float(g[row, col]))
-print("loss before / after:", stepped.meta["losses"])
+print(label("nb10_lbl_largest", entry=(int(row), int(col)), g=float(g[row, col])))
+print(label("nb10_lbl_before_after", losses=stepped.meta["losses"]))
 
 # %%
 ex3 = Exercise("nb10_adam", delta[row, col], lang=LANG, lr=lr, row=int(row), col=int(col), g=f"{g[row, col]:.4f}")
@@ -101,7 +101,8 @@ prose("nb10_md6")
 pair = {"prompt": "明天", "chosen": "交報告", "rejected": "請"}
 beta = 0.1
 dpo = dpo_step(model, pair, beta=beta, optimizer=Optimizer("sgd", 0.1), steps=3)
-print({a: (float(dpo[f"dpo.{a}.logp"]), float(dpo[f"dpo.{a}.ref_logp"])) for a in ("chosen", "rejected")})
+for a in ("chosen", "rejected"):
+    print(f"dpo.{a}.logp", float(dpo[f"dpo.{a}.logp"]), f"  dpo.{a}.ref_logp", float(dpo[f"dpo.{a}.ref_logp"]))
 
 # %%
 ex4 = Exercise("nb10_dpo", float(dpo["train.loss"]), lang=LANG, beta=beta, c=f"{float(dpo['dpo.chosen.logp']):.4f}",
@@ -113,7 +114,7 @@ answer_4 = None  # ← your answer
 ex4.check(answer_4)
 
 # %%
-print("loss per step", np.round(dpo.meta["losses"], 4))
+print(label("nb10_lbl_per_step", losses=np.round(dpo.meta["losses"], 4)))
 
 # %% jupyter={"source_hidden": true}
 prose("nb10_md7")
@@ -122,7 +123,7 @@ prose("nb10_md7")
 group = {"prompt": "明天", "completions": [{"text": "交報告", "reward": 1}, {"text": "請", "reward": 0},
                                           {"text": "交", "reward": 0}, {"text": "報告請", "reward": 1}]}
 grpo = grpo_step(model, group)
-print("advantages", grpo["grpo.advantages"].round(6), " loss", float(grpo["train.loss"]))
+print("grpo.advantages", grpo["grpo.advantages"].round(6), "  train.loss", float(grpo["train.loss"]))
 
 # %% jupyter={"source_hidden": true}
 prose("nb10_md8")

@@ -16,7 +16,7 @@ from tracer.engine.memory import memory
 from tracer.figures.longctx import distance_figure, errata, kv_table, mask_figure, pair_table, wavelength_figure
 from tracer.i18n import t
 from tracer.sources.presets import PRESETS, QWEN3_0_6B
-from tracer.teaching.classroom import Exercise, full_table, language, setup
+from tracer.teaching.classroom import Exercise, full_table, label, language, setup
 
 LANG = language()
 
@@ -34,7 +34,8 @@ yarn = QWEN3_0_6B.replace(max_position_embeddings=131072, rope_scaling={
     "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768})
 rows = pair_table(yarn)
 wavelength_figure(yarn, LANG).show()
-pd.DataFrame([r.__dict__ for r in rows]).iloc[[0, 8, 16, 23, 24, 32, 39, 40, 48, 63]]
+pairs = pd.DataFrame([{**r.__dict__, "region": label(f"longctx.region_{r.region}")} for r in rows])
+pairs.rename(columns=lambda c: label(f"nb11_lbl_{c}")).iloc[[0, 8, 16, 23, 24, 32, 39, 40, 48, 63]]
 
 # %%
 scaling, window = yarn.rope_scaling, yarn.rope_scaling.original_max_position_embeddings
@@ -66,7 +67,7 @@ trace = run_trace(load_model("qwen3-0.6b", tiny), list(range(1, 17)))
 cos, sin = trace["rope.cos"], trace["rope.sin"]
 print("rope.inv_freq       ", np.round(trace["rope.inv_freq"], 5))
 print("rope.attention_factor", float(trace["rope.attention_factor"]))
-print("cos² + sin² at t = 15:", float((cos[15] ** 2 + sin[15] ** 2)[0]))
+print(label("nb11_lbl_norm", value=float((cos[15] ** 2 + sin[15] ** 2)[0])))
 
 # %%
 say("nb_distance")
@@ -75,7 +76,8 @@ distance_figure(QWEN3_0_6B, yarn, 131072, lang=LANG).show()
 # %%
 say("nb_kv")
 family = [n for n in PRESETS if n.startswith("qwen3-")]
-pd.DataFrame([{"model": n, **kv_table(PRESETS[n].config, [32768])[0]} for n in family]).round(2)
+kv_rows = pd.DataFrame([{"model": n, **kv_table(PRESETS[n].config, [32768])[0]} for n in family]).round(2)
+kv_rows.rename(columns=lambda c: label(f"nb11_lbl_{c}"))
 
 # %%
 q8 = PRESETS["qwen3-8b"].config
@@ -108,4 +110,4 @@ ex4.check(answer_4)
 
 # %%
 say("nb_errata")
-full_table(errata(LANG))
+full_table([{label(f"longctx.col_{k}"): text for k, text in row.items()} for row in errata(LANG)])

@@ -2,9 +2,10 @@
 
     python scripts/zh_hans.py AREA [AREA...]
 
-OpenCC (tw2s) converts the characters, a short table the course's terms (歸一化, 信息, 调用 …); then the table
-terms are swapped, as the two conventions differ: a row is 列 in Taiwan and 行 on the mainland, a column 欄
-and 列. Words where 列 does not mean a row (排列, 序列, 列表, 列出) are kept. Review the result before committing.
+OpenCC (tw2s) converts the characters, a short table the course's terms (歸一化, 信息, 调用, 位元 → 位 …); then the
+table terms are swapped, as the two conventions differ: a row is 列 in Taiwan and 行 on the mainland, a column 欄
+and 列. Words where 列 does not mean a row (排列, 序列, 列表, 列出) are kept. Corner quotes 「」 become “”. Review the
+result before committing.
 """
 
 import json
@@ -21,7 +22,9 @@ TERMS = {"程式碼": "代码", "擷取": "捕获", "紀錄": "记录", "機率"
          "記憶體": "内存", "檔案": "文件", "預設": "默认", "介面": "界面", "執行": "运行", "軟體": "软件", "啟用函數": "激活函数", "呼叫": "调用",
          "搜尋": "搜索", "滑桿": "滑块", "視窗": "窗口", "上傳": "上传", "伺服器": "服务器", "物件": "对象", "字串": "字符串", "位元組": "字节",
          "解析度": "分辨率", "游標": "光标", "支援": "支持", "品質": "质量", "存取": "访问", "讀取": "读取", "選單": "菜单", "頁面": "页面",
-         "預覽": "预览", "數值": "数值", "向量": "向量"}
+         "預覽": "预览", "數值": "数值", "向量": "向量", "位元": "位", "字元": "字符", "磁碟": "磁盘", "影像": "图像",
+         "資料": "数据", "載入": "加载"}
+QUOTES = {"「": "“", "」": "”", "『": "‘", "』": "’"}  # Taiwan's corner quotes, the mainland's curly ones
 
 
 def convert(text: str, cc: "opencc.OpenCC") -> str:
@@ -33,6 +36,8 @@ def convert(text: str, cc: "opencc.OpenCC") -> str:
         text = text.replace(hant, hans)
     text = cc.convert(text.replace("列", "⟪").replace("欄", "⟫"))
     text = text.replace("⟪", "行").replace("⟫", "列")
+    for hant, hans in QUOTES.items():
+        text = text.replace(hant, hans)
     for k, word in enumerate(KEEP):
         text = text.replace(f"⟦{k}⟧", cc.convert(word))
     for k, word in enumerate(VERBATIM):

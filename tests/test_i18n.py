@@ -41,6 +41,25 @@ def test_aliases_and_unknown_languages():
         normalize("fr")
 
 
+# Taiwan's computing words that the zh-Hans catalogs write the mainland's way (scripts/zh_hans.py's table), the
+# mainland's that zh-Hant writes Taiwan's way, and characters that only Simplified Chinese writes
+TAIWAN_WORDS = ("位元", "字元", "磁碟", "记忆体", "程式", "档案", "软体", "资料", "快取", "视窗", "载入")
+MAINLAND_WORDS = ("字節", "數組", "網絡", "鏈接", "窗口", "內存")
+SIMPLIFIED_ONLY = "这们说为会时来对过还发经问间学实现开关数长机与个从让应该层头输词图录线选项识块态"
+
+
+def test_each_chinese_catalog_keeps_to_its_own_script_and_words():
+    """zh-Hans has no Taiwan term (8 位, not 8 位元) and zh-Hant no Simplified character nor mainland term; the
+    notebooks' texts quote with “” in zh-Hans and 「」 in zh-Hant."""
+    for key, text in catalog("zh-Hans").items():
+        assert not [w for w in TAIWAN_WORDS if w in text], (key, text)
+    for key, text in catalog("zh-Hant").items():
+        assert not [w for w in MAINLAND_WORDS if w in text] and not set(SIMPLIFIED_ONLY) & set(text), (key, text)
+    notebooks = {lang: "".join(v for k, v in catalog(lang).items() if k.startswith("notebooks.")) for lang in LANGS}
+    assert "“" in notebooks["zh-Hans"] and not set("「」『』") & set(notebooks["zh-Hans"])
+    assert "「" in notebooks["zh-Hant"] and not set("“”‘’") & set(notebooks["zh-Hant"])
+
+
 def test_every_schema_record_is_explained_in_every_language():
     from tracer.traces.schema import SCHEMA
 

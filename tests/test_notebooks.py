@@ -1,5 +1,6 @@
 """Every classroom notebook runs top to bottom in a real Jupyter kernel, and its graded exercises check answers."""
 
+import functools
 import math
 import os
 import re
@@ -180,6 +181,7 @@ def test_exercises_speak_the_notebooks_language(monkeypatch):
 
 PROSE_IMPORT = "from tracer.teaching.classroom import prose  # "
 PROSE_CALL = re.compile(r'^prose\("(nb(\d\d)_md(\d+))"\)$', re.M)
+LABEL_KEY = re.compile(r"notebooks\.nb(\d\d)_lbl_(\w+)$")
 
 
 def _english_runs(text: str) -> list[str]:
@@ -218,6 +220,24 @@ def test_the_text_of_every_notebook_comes_from_the_catalog():
         "notebooks.nb08_md4"])  # the detector used on Chinese runs below sees English prose
 
 
+def test_every_label_of_the_catalog_is_printed_by_its_notebook():
+    """The labels, column names and lines notebook NN prints are the catalog's ``nbNN_lbl_*`` keys: each is named
+    by notebook NN (whole, or by its prefix in an f-string over a table's columns), and every key a notebook names
+    exists."""
+    from tracer.i18n import catalog
+
+    sources = {path.name[:2]: path.read_text(encoding="utf-8") for path in NOTEBOOKS}
+    labels = [LABEL_KEY.match(k) for k in catalog("en") if LABEL_KEY.match(k)]
+    assert {m.group(1) for m in labels} == set(sources)  # every notebook prints its labels from the catalog
+    for m in labels:
+        number, name = m.groups()
+        assert f'"nb{number}_lbl_{name}"' in sources[number] or f'f"nb{number}_lbl_{{' in sources[number], m.string
+    for number, source in sources.items():
+        for key in re.findall(r'label\("([\w.]+)"', source):
+            assert (key if "." in key else f"notebooks.{key}") in catalog("en"), (number, key)
+            assert "." in key or key.startswith(f"nb{number}_lbl_") or key in ("side_engine", "side_seed"), key
+
+
 def test_notebook_texts_hide_no_token_as_a_tag():
     """Markdown and the exercise widget's HTML hide ``<bos>`` as an unknown tag: catalog texts of the notebooks
     put such tokens in backticks."""
@@ -237,6 +257,97 @@ def _run(path: Path, lang: str, *cells: str, save: Path | None = None) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
+def _browser_terms() -> set[str]:
+    """The ``TERMS`` of test_browser.py (read, not imported: that module skips without a browser)."""
+    import ast
+
+    tree = ast.parse(Path(__file__).with_name("test_browser.py").read_text(encoding="utf-8"))
+    return next(set(ast.literal_eval(node.value)) for node in tree.body if isinstance(node, ast.Assign)
+                and getattr(node.targets[0], "id", "") == "TERMS")
+
+
+# Latin words a Chinese notebook may print: the explorer's technical terms, the ones the Chinese notebook texts
+# keep too (lens, patch, the gguf package, the attribution term "embed"), Python's literals, and the words of
+# notebook 05's own prompt "Hello, world! 明天交報告 😀" in its token table
+LATIN_WORDS = _browser_terms() | {"lens", "patch", "patches", "gguf", "embed", "true", "false", "none", "inf", "nan",
+                                  "hello", "world"}
+# a chunk with one of these characters is code, a record name or a formula (``layers.0.attn.q_rope``, ``X(1)``,
+# ``q·k``, ``k_cache``, ``dmin = 8.4e-04``): kept as it is in every language
+CODE_CHARS = re.compile(r"[_0-9.|=(){}/\\^~*+−√²³₀-₉·]")
+CHUNKS = re.compile(r"[\s\u3000-\u303f\u4e00-\u9fff\uff00-\uffef“”‘’「」,:;!?]+")
+
+
+@functools.lru_cache(maxsize=None)
+def _catalog_pieces(lang: str) -> tuple[str, ...]:
+    """The literal parts of every catalog text in ``lang``, longest first: text the catalog gives is translated
+    (a Chinese text may quote an English source, as the errata do)."""
+    import string
+
+    from tracer.i18n import catalog
+
+    pieces = {literal.strip() for text in catalog(lang).values()
+              for literal, *_ in string.Formatter().parse(text) if len(literal.strip()) >= 6}
+    return tuple(sorted(pieces, key=len, reverse=True))
+
+
+def _english_words(text: str, lang: str) -> list[str]:
+    """English words in a code cell's output shown in ``lang``, outside catalog texts, ChatML messages (the
+    model's input), tokens written as tags, quoted strings of Python reprs (token texts), code, record names,
+    formulas and their names, numbers, acronyms and the course's technical terms.
+
+    >>> _english_words("greedy choice: 4 請", "zh-Hans"), _english_words("贪婪选择:4 請", "zh-Hans")
+    (['choice'], [])
+    """
+    text = re.sub(r"<\|im_start\|>(?:(?!<\|im_start\|>).)*?<\|im_end\|>|<\|im_start\|>\w+", " ", text, flags=re.S)
+    for piece in _catalog_pieces(lang):
+        text = text.replace(piece, " ")
+    text = re.sub(r"'[^'\n]*'", " ", re.sub(r"<[^<>\n]*>", " ", text))
+    text = re.sub(r"[A-Za-z_][\w.]*\(|[A-Za-z_]\w*\s*=", " ", text)  # a call, a name in an equation: dmin = 8.4e-04
+    words = []
+    for chunk in CHUNKS.split(text):
+        if chunk.lstrip("(").startswith("--"):  # a command-line option
+            continue
+        chunk = re.sub(r"(?<=[A-Za-z])\[\d+\]", "", chunk).strip("()[]-–—.…")  # a column "engine[0]": engine
+        if CODE_CHARS.search(chunk) or re.fullmatch(r"[0-9a-f]{2}|[thw]+", chunk):  # hex bytes, M-RoPE axes
+            continue
+        words += [w for w in re.findall(r"[A-Za-z]+", chunk)
+                  if len(w) > 1 and w.lower() not in LATIN_WORDS and not w.isupper() and not re.search(r".[A-Z]", w)]
+    return words
+
+
+def test_the_english_word_detector():
+    """What the Chinese runs below call English in a code cell's output, and what they leave alone."""
+    from tracer.i18n import t
+
+    assert _english_words("greedy choice: 4 請", "zh-Hans") == ["choice"]
+    assert _english_words("engine[0]\nsc_j (scale)\n 144 bytes;d = 9.8e-05", "zh-Hant") == ["engine", "scale", "bytes"]
+    assert _english_words(t("notebooks.difference_agrees", "en", diff=0.0), "zh-Hans") == ["agrees", "with",
+                                                                                          "document", "largest",
+                                                                                          "difference"]
+    kept = ("layers.0.attn.q_rope: 0.5 X(1): q·k dmin = 8.4e-04 k_cache top-1 token logits KV head -inf None "
+            "['<bos>', ' agreement'] OK MISSING RoPE (--capture) e4 ba a4 thwthwt Reply(thinking='', content='') "
+            "<|im_start|>user\nWeather in Taipei?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>")
+    assert _english_words(kept, "zh-Hans") == []
+    assert _english_words(t("longctx.errata_embedding_claim", "zh-Hans"), "zh-Hans") == []  # a quoted source
+    assert not _english_words(t("notebooks.nb01_lbl_greedy", "zh-Hant", id=4, token="請"), "zh-Hant")
+
+
+def _code_output_text(output: dict) -> str:
+    """The text a code cell's output shows: a stream's text, a displayed table's HTML as text (else its
+    text/plain); nothing for Markdown (checked apart), figures and widgets."""
+    import html
+
+    data = output.get("data", {})
+    if output.get("output_type") == "stream":
+        return output.get("text", "")
+    if {"text/markdown", "application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json"} & set(data):
+        return ""
+    if "text/html" in data:
+        table = re.sub(r"<style.*?</style>", " ", data["text/html"], flags=re.S)
+        return html.unescape(re.sub(r"<[^>]*>", "\n", table))
+    return data.get("text/plain", "")
+
+
 def _output_text(output: dict) -> str:
     import html
 
@@ -253,7 +364,8 @@ ERRATA_SHOWN = {"09_vision.py": ("vision.erratum_", "vision.errata_title", "visi
 
 def assert_text_in_one_language(executed: Path, name: str, lang: str) -> None:
     """Every passage of the executed notebook is its catalog text in ``lang``; every Markdown output (passages,
-    exercises, verdicts, lists) is Chinese with no English prose; errata appear in ``lang`` and in no other."""
+    exercises, verdicts, lists) is Chinese with no English prose; what code cells print and display (labels, table
+    columns, the engine's notes) has no English word; errata appear in ``lang`` and in no other."""
     import string
 
     import nbformat
@@ -271,6 +383,9 @@ def assert_text_in_one_language(executed: Path, name: str, lang: str) -> None:
             passages += 1
         for text in markdown:
             assert re.search(r"[\u4e00-\u9fff]", text) and not _english_runs(text), (name, text[:300])
+        for output in cell.get("outputs", []):
+            shown_text = _code_output_text(output)
+            assert not _english_words(shown_text, lang), (name, _english_words(shown_text, lang), shown_text[:300])
     assert passages == sum(1 for c in cells if PROSE_CALL.search(c.source)) > 0
     keys = [k for k in catalog(lang) if k.startswith(ERRATA_SHOWN.get(name, ("-",)))
             and not any(f for _, f, _, _ in string.Formatter().parse(catalog(lang)[k]))]
@@ -283,6 +398,11 @@ def assert_text_in_one_language(executed: Path, name: str, lang: str) -> None:
 
 # notebooks run in Chinese, with a cell run after each; 06 and 11 check their kernel's text and exercises too
 CHINESE = {
+    ("01_dense_block_by_hand.py", "zh-Hans"): "assert LANG == 'zh-Hans'",
+    ("02_moe_block_by_hand.py", "zh-Hant"): "assert LANG == 'zh-Hant'",
+    ("03_rope.py", "zh-Hans"): "assert LANG == 'zh-Hans'",
+    ("04_attention_gqa_kv_cache.py", "zh-Hant"): "assert LANG == 'zh-Hant'",
+    ("05_full_size_qwen3.py", "zh-Hans"): "assert LANG == 'zh-Hans'",
     ("06_sampling.py", "zh-Hant"): (
         "assert prose('nb06_md1').data.startswith('# 6 · 取樣')\n"
         "assert ex1.question.startswith('課程的例子中 logits 為 (5, 2, 1)')\n"

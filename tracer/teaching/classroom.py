@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from tracer import TracerError
-from tracer.i18n import normalize, translator
+from tracer.i18n import normalize, t, translator
 
 LANG_ENV = "QWEN3_TRACER_LANG"
 
@@ -31,6 +31,16 @@ def prose(key: str, lang: str | None = None) -> Any:
     from IPython.display import Markdown
 
     return Markdown(translator(lang or language())(f"notebooks.{key}"))
+
+
+def label(key: str, lang: str | None = None, /, **values: Any) -> str:
+    """A label, column name or line a notebook prints, in the notebooks' language: the ``notebooks`` catalog's
+    ``KEY``, or a whole key ``AREA.KEY`` (a column the explorer names too), with ``values`` filled in.
+
+    >>> label("nb01_lbl_greedy", "zh-Hant", id=4, token="請"), label("app.col_record", "zh-Hans")
+    ('貪婪選擇:4 請', '记录')
+    """
+    return t(key if "." in key else f"notebooks.{key}", lang or language(), **values)
 
 
 def _escape_tags(text: str) -> str:
@@ -195,22 +205,33 @@ class Exercise:
         return f"**{self.tr('notebooks.exercise')}** {_escape_tags(self.question)}"
 
 
-def side_by_side(ours: np.ndarray, printed: np.ndarray, rows: list[str] | None = None, decimals: int = 3) -> Any:
-    """The engine's matrix next to the document's, with the largest difference (a pandas Styler-free frame)."""
+def side_by_side(ours: np.ndarray, printed: np.ndarray, rows: list[str] | None = None, decimals: int = 3,
+                 lang: str | None = None) -> Any:
+    """The engine's matrix next to the document's, with the largest difference (a pandas Styler-free frame);
+    its column names in the notebooks' language.
+
+    >>> list(side_by_side([[1.0]], [[1.0004]], lang="zh-Hans").columns)
+    ['引擎[0]', '讲义[0]']
+    """
     import pandas as pd
 
     ours = np.atleast_2d(np.asarray(ours, dtype=np.float64))
     printed = np.atleast_2d(np.asarray(printed, dtype=np.float64))
-    cols = [f"engine[{j}]" for j in range(ours.shape[1])] + [f"seed[{j}]" for j in range(printed.shape[1])]
+    cols = [label("side_engine", lang, j=j) for j in range(ours.shape[1])] + \
+        [label("side_seed", lang, j=j) for j in range(printed.shape[1])]
     frame = pd.DataFrame(np.round(np.hstack([ours, printed]), decimals), columns=cols,
                          index=rows if rows and len(rows) == ours.shape[0] else None)
     frame.attrs["max_difference"] = float(np.abs(ours - printed).max()) if ours.shape == printed.shape else np.inf
     return frame
 
 
-def difference_note(ours: np.ndarray, printed: np.ndarray, tolerance: float = 1e-3) -> str:
-    """One line: does the engine agree with the document, and by how much."""
+def difference_note(ours: np.ndarray, printed: np.ndarray, tolerance: float = 1e-3, lang: str | None = None) -> str:
+    """One line in the notebooks' language: does the engine agree with the document, and by how much.
+
+    >>> difference_note([1.0, 2.0], [1.0, 2.0004], lang="en")
+    'agrees with the document (largest difference 4.0e-04)'
+    >>> difference_note([1.0], [1.25], lang="zh-Hans")
+    '与讲义相差最多 0.2500:见下方说明'
+    """
     diff = float(np.abs(np.asarray(ours, dtype=np.float64) - np.asarray(printed, dtype=np.float64)).max())
-    if diff <= tolerance:
-        return f"agrees with the document (largest difference {diff:.1e})"
-    return f"differs from the document by up to {diff:.4f}: see the explanation below"
+    return label("difference_agrees" if diff <= tolerance else "difference_differs", lang, diff=diff)
