@@ -66,6 +66,15 @@ def test_sampling_probabilities_respect_top_k_and_top_p():
         assert probs[int(rec.records[f"sample.{s}.token_id"])] > 0
 
 
+def test_a_tiny_temperature_samples_the_largest_logit():
+    rec = Recorder()
+    generate(SMALL, RandomWeights(SMALL, seed=3), [1, 2, 3], rec, Sampling(temperature=1e-40), max_new_tokens=3)
+    for step in range(3):
+        probs, logits = rec.records[f"sample.{step}.probs"], rec.records[f"sample.{step}.masked_logits"]
+        assert np.isfinite(probs).all() and probs.max() == 1.0
+        assert int(rec.records[f"sample.{step}.token_id"]) == int(np.argmax(logits))
+
+
 def test_sampling_is_seeded():
     weights = RandomWeights(SMALL, seed=5)
     runs = []

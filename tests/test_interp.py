@@ -167,6 +167,24 @@ def test_interventions_agree_between_backends(case, tmp_path):
         assert not any(n.startswith("attrib.") for n in a.names)  # the stream is no longer the sum of its writes
 
 
+def test_a_patched_kv_cache_is_what_later_decode_steps_attend_to():
+    clean = _trace(steps=4)
+    zeros = np.zeros_like(clean["decode.1.layers.0.attn.k_cache"])
+    ones = np.ones_like(clean["decode.1.layers.0.attn.v_cache"])
+    iv = Interventions(patches=(("decode.1.layers.0.attn.k_cache", zeros), ("decode.1.layers.0.attn.v_cache", ones)),
+                       patch_files=("k.npy", "v.npy"))
+    patched = _trace(steps=4, interventions=iv)
+    held = zeros.shape[1]
+    for step in (2, 3):
+        np.testing.assert_array_equal(patched[f"decode.{step}.layers.0.attn.k_cache"][:, :held], zeros)
+        np.testing.assert_array_equal(patched[f"decode.{step}.layers.0.attn.v_cache"][:, :held], ones)
+        np.testing.assert_array_equal(patched[f"decode.{step}.layers.0.attn.k_cache"][:, -1:],
+                                      patched[f"decode.{step}.layers.0.attn.k_rope"])
+    # with every cached value 1 and nothing else new at step 1, each head's context at that step is all ones
+    np.testing.assert_allclose(patched["decode.1.layers.0.attn.context"], 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(patched["layers.0.attn.k_rope"], clean["layers.0.attn.k_rope"])
+
+
 def test_zero_head_equals_a_checkpoint_with_zeroed_o_proj_columns(tmp_path):
     from safetensors.numpy import load_file, save_file
 

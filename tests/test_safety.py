@@ -127,6 +127,18 @@ def test_trace_estimate_is_close_to_the_records_a_run_keeps(preset, overrides, c
     assert 0.75 * actual <= predicted <= 1.25 * actual, (predicted, actual)
 
 
+def test_cache_records_of_a_long_generation_share_their_buffers_and_the_estimate_bounds_them():
+    model = load_model("qwen3-0.6b", ["num_hidden_layers=2", "hidden_size=32", "head_dim=8", "intermediate_size=48",
+                                      "vocab_size=300"])
+    capture = ["decode.*.layers.*.attn.k_cache", "decode.*.layers.*.attn.v_cache"]
+    trace = run_trace(model, list(range(1, 13)), max_new_tokens=60, capture=capture)
+    views = [trace[n] for n in trace.names]
+    held = {id(v.base if v.base is not None else v): (v.base if v.base is not None else v).nbytes for v in views}
+    actual, copies = sum(held.values()), sum(v.nbytes for v in views)
+    predicted = trace_bytes(model.cfg, 12, 60, capture, cache_views=True)
+    assert actual <= predicted <= 4 * actual and copies > 10 * actual, (actual, predicted, copies)
+
+
 def test_a_run_over_budget_is_refused_with_the_way_to_shrink_it():
     est = estimate(QWEN3_30B_A3B, 16)
     assert est.weights == parameter_count(QWEN3_30B_A3B) * 4

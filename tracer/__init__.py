@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+from types import MappingProxyType
 from typing import Any
 
 __version__ = "0.1.0"
@@ -76,3 +78,19 @@ class TracerError(Exception):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.message if self.message is not None else str(self),)
+
+
+_OS_REASONS = MappingProxyType({
+    errno.ENOENT: "os_no_such_path", errno.EACCES: "os_permission", errno.EPERM: "os_permission",
+    errno.EISDIR: "os_is_folder", errno.ENOTDIR: "os_not_folder", errno.ENOSPC: "os_disk_full",
+    errno.EROFS: "os_read_only", errno.EEXIST: "os_exists"})
+
+
+def os_reason(exc: OSError) -> Message | str:
+    """Why the system refused a file, as words every language can show (the system's own words for a rare case).
+
+    >>> os_reason(FileNotFoundError(errno.ENOENT, "No such file or directory")).text("zh-Hans")
+    '没有这个文件或文件夹'
+    """
+    key = _OS_REASONS.get(exc.errno) if exc.errno is not None else None
+    return Message(f"errors.{key}") if key else (exc.strerror or type(exc).__name__)

@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tracer import TracerError, __version__
+from tracer import Message, TracerError, __version__, os_reason
 from tracer.commands.argtypes import finite_float, whole
 from tracer.engine.model import Sampling
 from tracer.i18n import LANG_CHOICES, catalog, normalize, pad, t, translator
@@ -22,7 +22,7 @@ from tracer.text.chat import load_json_file, official_template, thinking_mode
 from tracer.commands.run import (BACKENDS, DTYPES, Model, chat_prompt, encode_prompt, load_model, parse_token_list, render_messages,
                         run_trace)
 from tracer.commands.train_cli import add_parser as add_train_step_parser
-from tracer.commands.train_cli import cmd_train_step
+from tracer.commands.train_cli import train_step_command
 from tracer.sources import source_text
 from tracer.sources.presets import PRESETS
 from tracer.text.tokenizer import VOCAB_SIZE as QWEN_VOCAB
@@ -61,9 +61,36 @@ class _Formatter(argparse.HelpFormatter):
 _WRAP_UNITS = re.compile(r"[^\s\u2e80-\uffff]*[\u2e80-\uffff][,.;:)、。]*|\s+|[^\s\u2e80-\uffff]+")
 
 
+# argparse's own error texts (Python 3.10+), each read into a catalog entry that says the same thing
+ARGPARSE_ERRORS = (
+    (re.compile(r"the following arguments are required: (?P<names>.+)"), "cli.argparse_required"),
+    (re.compile(r"unrecognized arguments: (?P<args>.+)"), "cli.argparse_unrecognized"),
+    (re.compile(r"argument (?P<arg>\S+): invalid choice: (?P<value>.+) \(choose from (?P<choices>.+)\)"),
+     "cli.argparse_choice"),
+    (re.compile(r"argument (?P<arg>\S+): invalid (?P<kind>\w+) value: (?P<value>.+)"), "cli.argparse_value"),
+    (re.compile(r"argument (?P<arg>\S+): expected one argument"), "cli.argparse_one_value"),
+    (re.compile(r"argument (?P<arg>\S+): expected at least one argument"), "cli.argparse_values"),
+    (re.compile(r"argument (?P<arg>\S+): not allowed with argument (?P<other>\S+)"), "cli.argparse_not_with"),
+    (re.compile(r"ambiguous option: (?P<option>\S+) could match (?P<matches>.+)"), "cli.argparse_ambiguous"),
+)
+
+
+def argparse_error(message: str) -> Message | str:
+    """argparse's error text as a catalog message (in any language), or as it is when it is not a known one.
+
+    >>> argparse_error("unrecognized arguments: --fast").text("zh-Hans")
+    '无法识别的参数:--fast'
+    """
+    for pattern, key in ARGPARSE_ERRORS:
+        found = pattern.fullmatch(message)
+        if found:
+            return Message(key, **found.groupdict())
+    return message
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit code 2 in ``main``) and its own words in ``lang``: the usage prefix,
-    the section titles and ``--help``. argparse's error texts themselves stay English."""
+    the section titles, ``--help`` and its usual error texts."""
 
     def __init__(self, *args: Any, lang: str = "en", **kwargs: Any) -> None:
         super().__init__(*args, add_help=False, formatter_class=partial(_Formatter, lang=lang), **kwargs)
@@ -73,7 +100,7 @@ class _Parser(argparse.ArgumentParser):
         self.add_argument("-h", "--help", action="help", default=argparse.SUPPRESS, help=t("cli.help_help", lang))
 
     def error(self, message: str) -> NoReturn:
-        raise TracerError.of("errors.usage", prog=self.prog, message=message)
+        raise TracerError.of("errors.usage", prog=self.prog, message=argparse_error(message))
 
 
 def help_texts(lang: str) -> Callable[..., str]:
@@ -210,6 +237,10 @@ def _model_args(p: argparse.ArgumentParser, h: Callable[..., str]) -> None:
     p.add_argument("--device", help=h("help_device"))
 
 
+def cmd_train_step(args: argparse.Namespace) -> None:
+    print(train_step_command(args))
+
+
 def cmd_trace(args: argparse.Namespace) -> None:
     out = check_writable(args.out)
     if args.backend == "numpy" and args.dtype not in DTYPES:
@@ -265,6 +296,8 @@ def cmd_trace(args: argparse.Namespace) -> None:
         from tracer.sources.quantize import with_quant_errors
 
         trace = with_quant_errors(trace, model, reference, args.capture)
+    if args.capture and not trace.names:
+        raise TracerError.of("errors.capture_nothing", globs=" ".join(args.capture))
     trace.path = save_trace(out, trace, args.store_dtype)
     if args.show:
         from tracer.safety.safefiles import escape_controls
@@ -326,7 +359,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TracerError.of("errors.cannot_create_out_dir", path=out_dir,
-                             reason=exc.strerror or type(exc).__name__) from None
+                             reason=os_reason(exc)) from None
     for name, section in (("toy-dense", "§3"), ("toy-moe", "§4")):
         model = load_model(name)
         path = out_dir / f"{name}.npz"
@@ -409,7 +442,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         os.replace(tmp, out)
         files = [out / f.name for f in files]
     except OSError as exc:
-        raise TracerError.of("sources.cannot_write", path=out, detail=exc.strerror or exc) from None
+        raise TracerError.of("sources.cannot_write", path=out, detail=os_reason(exc)) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(t("cli.wrote_checkpoint", args.lang, model=model.name, source=source_text(model.source, args.lang),

@@ -78,7 +78,7 @@ st.header(t("longctx.sec_mask", L))
 sliding = [] if trace is None else [n for n in trace.names
                                     if n.endswith(".attn.mask") and trace.info[n].get("op") == "sliding_window_mask"]
 if sliding:
-    pick = st.selectbox("mask", sliding)
+    pick = st.selectbox(t("longctx.mask_record", L), sliding, key="sliding_mask")
     st.caption(t("longctx.mask_from_trace", L, layer=pick.split("layers.")[1].split(".")[0]))
     st.plotly_chart(mask_figure(trace[pick], pick), key="trace_mask")
 else:

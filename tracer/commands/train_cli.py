@@ -56,14 +56,15 @@ def _optimizer(args: argparse.Namespace) -> Optimizer | None:
     return Optimizer(args.optimizer, args.lr, wd)
 
 
-def cmd_train_step(args: argparse.Namespace) -> None:
-    """``tracer train-step``. Floating-point overflow is not printed as NumPy warnings: a step whose numbers stop
-    being finite is refused in one line naming the first such record (``train_run``)."""
+def train_step_command(args: argparse.Namespace) -> str:
+    """``tracer train-step``: run and save the step, and return its summary for the command line to print.
+    Floating-point overflow is not printed as NumPy warnings: a step whose numbers stop being finite is refused
+    in one line naming the first such record (``train_run``)."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _train_step(args)
+        return _train_step(args)
 
 
-def _train_step(args: argparse.Namespace) -> None:
+def _train_step(args: argparse.Namespace) -> str:
     from tracer.commands import train_run as tr
 
     out = check_writable(args.out)
@@ -110,7 +111,7 @@ def _train_step(args: argparse.Namespace) -> None:
                                   update_params=args.update_params, aux_coef=args.aux_coef, prompt=prompt,
                                   sft=args.sft)
     trace.path = save_trace(out, trace)
-    print(summary(trace, args.lang))
+    return summary(trace, args.lang)
 
 
 def trained_spans(trace: Trace) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tracer import Message, TracerError
+from tracer import Message, TracerError, os_reason
 from tracer.i18n import t
 from tracer.sources.config import Qwen3Config
 
@@ -179,7 +179,10 @@ def export_record(trace: Any, name: str | None, out: str, lang: str = "en") -> s
     if not path.parent.is_dir():
         raise TracerError.of("interp.npy_folder", file=out)
     array = np.asarray(trace[name])
-    np.save(path, array)
+    try:
+        np.save(path, array)
+    except OSError as exc:
+        raise TracerError.of("sources.cannot_write", path=out, detail=os_reason(exc)) from None
     return t("interp.npy_wrote", lang, name=name, shape=list(array.shape), dtype=array.dtype, file=out)
 
 

@@ -45,14 +45,6 @@ class LayerCache:
     end: int = 0
     names: tuple[str, str] | None = None
 
-    @property
-    def keys(self) -> np.ndarray | None:
-        return None if self.buffers is None else self.buffers[0][:, self.start:self.end]
-
-    @property
-    def values(self) -> np.ndarray | None:
-        return None if self.buffers is None else self.buffers[1][:, self.start:self.end]
-
     def append(self, k: np.ndarray, v: np.ndarray, window: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Hold keys and values [Hkv, T, Dh] after the cached ones and return everything a query of this step
         sees (views). A sliding layer keeps only the last W − 1 cached positions (transformers'
@@ -79,6 +71,12 @@ class LayerCache:
         self.buffers[1][:, self.end:self.end + t] = v
         self.start, self.end = start, self.end + t
         return self.buffers[0][:, start:self.end], self.buffers[1][:, start:self.end]
+
+    def replace(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Hold these keys and values [Hkv, S, Dh] instead (an intervention patched the cache), in new buffers:
+        the old ones keep the numbers the earlier records show."""
+        self.buffers, self.start, self.end = None, 0, 0
+        self.append(keys, values, None)
 
 
 @dataclass
@@ -315,6 +313,8 @@ def attention(cfg: Qwen3Config, w: Params, rec: Recorder, i: int, x: np.ndarray,
         if past is not None:
             keys = rec(f"{n}.attn.k_cache", held_k, past[0], k_rot, appended=True)
             values = rec(f"{n}.attn.v_cache", held_v, past[1], v, appended=True)
+            if keys is not held_k or values is not held_v:  # patched: later steps continue the patched cache
+                layer_cache.replace(keys, values)
             layer_cache.names = (f"{rec.prefix}{n}.attn.k_cache", f"{rec.prefix}{n}.attn.v_cache")
         else:
             layer_cache.names = (f"{rec.prefix}{n}.attn.k_rope", f"{rec.prefix}{n}.attn.v_proj")

@@ -454,9 +454,12 @@ def sampling_probs(logits: np.ndarray, temperature: float, top_k: int | None, to
     array([0.25, 0.75, 0.  ])
     >>> sampling_probs(np.array([0.0, np.log(3.0), -50.0]), 1.0, None, 0.7)
     array([0., 1., 0.])
+    >>> sampling_probs(np.array([1.0, 3.0, 2.0]), 1e-40, None, None)  # T → 0 is greedy
+    array([0., 1., 0.])
     """
-    with np.errstate(over="ignore"):  # a suppressed logit (the −∞ stand-in) over T < 1 becomes −∞: probability 0
-        probs = softmax(logits.astype(np.promote_types(logits.dtype, np.float32)) / temperature)
+    x = logits.astype(np.promote_types(logits.dtype, np.float32))
+    with np.errstate(over="ignore"):  # shifted first (every value ≤ 0): a tiny T can only push a value to −∞
+        probs = softmax((x - x.max()) / temperature)
     keep = np.ones(probs.shape, dtype=bool)
     order = np.argsort(-probs, kind="stable")
     if top_k is not None and top_k < probs.size:

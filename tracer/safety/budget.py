@@ -135,22 +135,30 @@ def _record_elements(cfg: Qwen3Config, t_new: int, s_total: int) -> dict[str, in
 
 
 def trace_bytes(cfg: Qwen3Config, prompt_tokens: int, max_new_tokens: int = 1, capture: list[str] | None = None,
-                itemsize: int = 4) -> int:
+                itemsize: int = 4, cache_views: bool = False) -> int:
     """Bytes of the records a run keeps: the schema's names for this config, filtered by ``capture``.
 
     The prompt's forward pass is counted exactly; the decode steps as that many copies of one step at the mean
     cache length (matched against ``capture`` as ``decode.1.*``). An expert's records count once per expert a
-    token is routed to (at most T·k of the E experts).
+    token is routed to (at most T·k of the E experts). ``cache_views`` (the NumPy engine): every step's
+    ``k_cache`` / ``v_cache`` is a view of the layer's buffers, counted at four times the final cache (a full
+    buffer is replaced by one twice its size, and earlier steps' records keep the old ones: 2 + 1 + ½ + …).
     """
     total = _step_bytes(cfg, 0, prompt_tokens, prompt_tokens, capture, itemsize)
     if max_new_tokens > 1:
         mean_cache = prompt_tokens + max_new_tokens // 2
-        total += (max_new_tokens - 1) * _step_bytes(cfg, 1, 1, mean_cache, capture, itemsize)
+        total += (max_new_tokens - 1) * _step_bytes(cfg, 1, 1, mean_cache, capture, itemsize, cache_views)
+        if cache_views:
+            final = prompt_tokens + max_new_tokens - 1
+            buffer = 4 * cfg.num_key_value_heads * final * cfg.head_dim * itemsize
+            total += buffer * sum(capture is None or any(fnmatch.fnmatchcase(f"decode.1.layers.{i}.attn.{part}", g)
+                                                         for g in capture)
+                                  for i in range(cfg.num_hidden_layers) for part in ("k_cache", "v_cache"))
     return int(total)
 
 
 def _step_bytes(cfg: Qwen3Config, step: int, t_new: int, s_total: int, capture: list[str] | None,
-                itemsize: int) -> float:
+                itemsize: int, cache_views: bool = False) -> float:
     def kept(name: str) -> bool:
         return capture is None or any(fnmatch.fnmatchcase(name, g) for g in capture)
 
@@ -164,7 +172,7 @@ def _step_bytes(cfg: Qwen3Config, step: int, t_new: int, s_total: int, capture: 
         pattern = entry.pattern
         if pattern == "embed.onehot" and (cfg.vocab_size > 4096 or step > 0):
             continue
-        if step == 0 and pattern.endswith(("k_cache", "v_cache")):
+        if (step == 0 or cache_views) and pattern.endswith(("k_cache", "v_cache")):
             continue
         name = pattern.replace("{s}", str(step)) if pattern.startswith("sample.") else prefix + pattern
         size = elements[pattern] * (8 if entry.shape.endswith("int") else itemsize)
@@ -198,7 +206,8 @@ def estimate(cfg: Qwen3Config, prompt_tokens: int, max_new_tokens: int = 1, capt
     transient = max(cfg.num_attention_heads * t_new * s * 3, t_new * cfg.vocab_size * 3, t_new * width * 4,
                     2 * cfg.num_key_value_heads * s * cfg.head_dim * cfg.num_hidden_layers)
     activations = transient * max(item, 4) + 2 * cfg.num_key_value_heads * s * cfg.head_dim * cfg.num_hidden_layers * 4
-    kept = trace_bytes(cfg, prompt_tokens, max_new_tokens, capture, 8 if dtype == "float64" else 4)
+    kept = trace_bytes(cfg, prompt_tokens, max_new_tokens, capture, 8 if dtype == "float64" else 4,
+                       cache_views=backend == "numpy")
     flops = 2 * active_parameters(cfg) * (prompt_tokens + max_new_tokens - 1)
     flops += 4 * cfg.num_hidden_layers * cfg.num_attention_heads * cfg.head_dim * s * s
     copy_seconds = kept / 2e9  # recording copies every kept record once

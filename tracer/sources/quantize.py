@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from tracer import os_reason
 from tracer.sources import error
 from tracer.sources.config import Qwen3Config
 from tracer.sources.gguf import gguf_name, require_gguf
@@ -159,7 +160,7 @@ def write_gguf(cfg: Qwen3Config, weights: Mapping[str, np.ndarray], path: Path, 
         writer.close()
         os.replace(tmp, path)
     except OSError as exc:
-        raise error("cannot_write", path=path, detail=exc.strerror or exc) from None
+        raise error("cannot_write", path=path, detail=os_reason(exc)) from None
     finally:
         tmp.unlink(missing_ok=True)
     return counts

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tracer import Message, TracerError
+from tracer import Message, TracerError, os_reason
 from tracer.i18n import t
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -181,7 +181,7 @@ def load_json_file(path: str | Path, what: str) -> Any:
         raise TracerError.of("errors.json_file_missing", what=what, path=p) from None
     except OSError as exc:
         raise TracerError.of("errors.json_file_unreadable", what=what, path=p,
-                             reason=exc.strerror or type(exc).__name__) from None
+                             reason=os_reason(exc)) from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise TracerError.of("errors.json_file_invalid", what=what, path=p, kind=type(exc).__name__) from None
 

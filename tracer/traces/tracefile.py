@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 import tracer
-from tracer import TracerError
+from tracer import TracerError, os_reason
 from tracer.engine.recorder import Recorder
 from tracer.traces.schema import OPS, SCHEMA_VERSION, entry_for
 from tracer.traces.storage import (ARITY, LOW_BYTES, STORE_DTYPES, decode_numbers, encode_numbers, mask_fill, rebuild, rebuildable,
@@ -99,7 +99,7 @@ def save_trace(path: str | os.PathLike[str], trace: Trace, store_dtype: str | No
         os.replace(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise TracerError.of("sources.cannot_write", path=out, detail=exc.strerror or exc) from None
+        raise TracerError.of("sources.cannot_write", path=out, detail=os_reason(exc)) from None
     except BaseException:  # Ctrl-C, SIGTERM (raised as KeyboardInterrupt by the CLI): no temporary file stays
         tmp.unlink(missing_ok=True)
         raise

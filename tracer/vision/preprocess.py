@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracer import TracerError
+from tracer import TracerError, os_reason
 from tracer.engine.recorder import Recorder
 from tracer.vision import ops as vops
 from tracer.vision.config import VisionConfig
@@ -75,7 +75,7 @@ def load_rgb(source: ImageSource, max_pixels: int) -> np.ndarray:
             try:
                 stream = io.BytesIO(path.read_bytes())
             except OSError as exc:
-                raise TracerError.of("vision.err_unreadable", label=label, reason=exc.strerror) from None
+                raise TracerError.of("vision.err_unreadable", label=label, reason=os_reason(exc)) from None
         try:
             with warnings.catch_warnings():  # the size is checked against our own cap just below
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
