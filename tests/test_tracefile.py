@@ -10,6 +10,7 @@ import pytest
 from tracer import TracerError
 from tracer.cli import main
 from tracer.commands.run import load_model, run_trace
+from tracer.i18n import t
 from tracer.traces.compare import compare_traces
 from tracer.traces.schema import SCHEMA_VERSION
 from tracer.traces.tracefile import Trace, load_trace, save_trace
@@ -160,7 +161,7 @@ def test_failed_write_keeps_the_old_file(toy_trace, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(np.lib.format, "write_array", boom)
-    with pytest.raises(TracerError, match="No space left"):
+    with pytest.raises(TracerError, match=t("errors.os_disk_full")):  # errno 28, said in the reader's words
         save_trace(path, computed)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]
