@@ -66,7 +66,7 @@ ex1 = Exercise("nb01_score", S[1, 1], lang=LANG, q=f3(Qr[1]), k=f3(Kr[1]), q0=f"
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %%
@@ -75,7 +75,7 @@ ex2 = Exercise("nb01_softmax", A[1, 1], lang=LANG, row=f3((S + M)[1]), a=f"{(S +
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %%
@@ -105,7 +105,7 @@ ex3 = Exercise("nb01_swiglu", F[0, 3], lang=LANG, g=f"{G[0, 3]:.3f}", sigma=f"{1
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %%

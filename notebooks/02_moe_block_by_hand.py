@@ -32,7 +32,7 @@ ex1 = Exercise("nb02_gate", full["layers.0.moe.topk_weights"][0, 0], lang=LANG,
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %%
@@ -64,7 +64,7 @@ ex2 = Exercise("nb02_expert", int(np.argmax(gates[3])), tolerance=0, lang=LANG,
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %% jupyter={"source_hidden": true}
@@ -77,7 +77,7 @@ ex3 = Exercise("nb02_weighted", full["layers.0.moe.experts.0.weighted"][1, 0], l
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %%

@@ -28,7 +28,7 @@ ex1 = Exercise("nb03_omega", inv_freq[1], tolerance=5e-4, lang=LANG, dh=QWEN3_0_
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %%
@@ -42,7 +42,7 @@ ex2 = Exercise("nb03_cos", cos[5, 0], lang=LANG, w0=f"{inv_freq[0]:g}", phi=f"{5
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %% jupyter={"source_hidden": true}
@@ -70,7 +70,7 @@ ex3 = Exercise("nb03_rotate", turned[0, 0, 0], lang=LANG, c=f"{np.cos(3):.3f}")
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %% jupyter={"source_hidden": true}

@@ -22,7 +22,7 @@ ex1 = Exercise("nb04_masked", ops.softmax(np.array([1.0, 2.0, -np.inf]))[1], lan
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %%
@@ -39,7 +39,7 @@ ex2 = Exercise("nb04_kvhead", 13 // cfg.kv_groups, tolerance=0, lang=LANG, h=cfg
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %% jupyter={"source_hidden": true}
@@ -64,7 +64,7 @@ ex3 = Exercise("nb04_cache", trace["decode.4.layers.0.attn.k_cache"].shape[1], t
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %%

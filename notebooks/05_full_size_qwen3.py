@@ -29,7 +29,7 @@ ex1 = Exercise("nb05_tokens", len(ids), tolerance=0, lang=LANG, first=pieces[0],
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %% jupyter={"source_hidden": true}
@@ -67,7 +67,7 @@ ex2 = Exercise("nb05_layer", counts.attention[0] + counts.mlp[0] + counts.norms[
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %%
@@ -86,7 +86,7 @@ ex3 = Exercise("nb05_scale", model.cfg.head_dim ** -0.5, tolerance=5e-4, lang=LA
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %%

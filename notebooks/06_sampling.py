@@ -43,7 +43,7 @@ ex1 = Exercise("nb06_t1", ops.softmax(z)[0], lang=LANG, logits=zs)
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %%
@@ -51,7 +51,7 @@ ex2 = Exercise("nb06_t2", ops.softmax(z / 2)[0], lang=LANG, logits=zs, halves=",
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %%
@@ -61,7 +61,7 @@ ex3 = Exercise("nb06_topp", int((ops.sampling_probs(z, 1.0, None, 0.9) > 0).sum(
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %%

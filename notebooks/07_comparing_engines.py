@@ -33,7 +33,7 @@ ex1 = Exercise("nb07_diff", counts["DIFF"], tolerance=0, lang=LANG, counts=count
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %%
@@ -41,7 +41,7 @@ ex2 = Exercise("nb07_roundoff", 2.0 ** -8, tolerance=1e-4, lang=LANG, gap=f"{2.0
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %% jupyter={"source_hidden": true}
@@ -57,7 +57,7 @@ ex3 = Exercise("nb07_worst", worst["record"], lang=LANG, value=worst["max_rel"],
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %%

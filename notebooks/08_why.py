@@ -35,7 +35,7 @@ ex1 = Exercise("nb08_sum", clean["logits"][last, target], tolerance=0.02, lang=L
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %%
@@ -48,7 +48,7 @@ ex2 = Exercise("nb08_lens", clean["lens.0.top_probs"][last, 0], lang=LANG, token
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %% jupyter={"source_hidden": true}
@@ -71,7 +71,7 @@ ex3 = Exercise("nb08_drop", dropped["logits"][last, target], lang=LANG, token=ch
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %%
@@ -101,7 +101,7 @@ ex4 = Exercise("nb08_head", int(np.argmax(heads_last)), tolerance=0, lang=LANG, 
 ex4
 
 # %%
-answer_4 = None  # ← your answer
+answer_4 = None  # ← your answer · 你的答案
 ex4.check(answer_4)
 
 # %%

@@ -43,7 +43,7 @@ ex1 = Exercise("nb09_tokens", rh * rw // (vc.patch_size * vc.spatial_merge_size)
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %% jupyter={"source_hidden": true}
@@ -98,7 +98,7 @@ ex2 = Exercise("nb09_text_t", pos[0, first_text], tolerance=0, lang=LANG, start=
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %%
@@ -106,7 +106,7 @@ ex3 = Exercise("nb09_w", pos[2, image_rows[-1]], tolerance=0, lang=LANG, gh=gh, 
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %% jupyter={"source_hidden": true}
@@ -136,7 +136,7 @@ ex4 = Exercise("nb09_deepstack", len(vc.deepstack_visual_indexes), tolerance=0, 
 ex4
 
 # %%
-answer_4 = None  # ← your answer
+answer_4 = None  # ← your answer · 你的答案
 ex4.check(answer_4)
 
 # %% jupyter={"source_hidden": true}

@@ -38,7 +38,7 @@ ex1 = Exercise("nb10_ce", bw.token_cross_entropy(np.log(p_seed)[None], np.array(
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %% jupyter={"source_hidden": true}
@@ -57,7 +57,7 @@ ex2 = Exercise("nb10_dlogits", trace["grad.logits"][0, target0], lang=LANG, labe
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %%
@@ -91,7 +91,7 @@ ex3 = Exercise("nb10_adam", delta[row, col], lang=LANG, lr=lr, row=int(row), col
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %% jupyter={"source_hidden": true}
@@ -110,7 +110,7 @@ ex4 = Exercise("nb10_dpo", float(dpo["train.loss"]), lang=LANG, beta=beta, c=f"{
 ex4
 
 # %%
-answer_4 = None  # ← your answer
+answer_4 = None  # ← your answer · 你的答案
 ex4.check(answer_4)
 
 # %%

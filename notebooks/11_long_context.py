@@ -46,7 +46,7 @@ ex1 = Exercise("nb11_kept", sum(r.region == "extrapolated" for r in rows), toler
 ex1
 
 # %%
-answer_1 = None  # ← your answer
+answer_1 = None  # ← your answer · 你的答案
 ex1.check(answer_1)
 
 # %%
@@ -55,7 +55,7 @@ ex2 = Exercise("nb11_a2", a ** 2, lang=LANG, factor=f"{scaling.factor:g}", a=f"{
 ex2
 
 # %%
-answer_2 = None  # ← your answer
+answer_2 = None  # ← your answer · 你的答案
 ex2.check(answer_2)
 
 # %%
@@ -89,7 +89,7 @@ ex3 = Exercise("nb11_kv", kv.kv_total / 2 ** 30, tolerance=0.01, lang=LANG, mode
 ex3
 
 # %%
-answer_3 = None  # ← your answer
+answer_3 = None  # ← your answer · 你的答案
 ex3.check(answer_3)
 
 # %%
@@ -105,7 +105,7 @@ ex4 = Exercise("nb11_window", swa_trace["decode.1.layers.1.attn.k_cache"].shape[
 ex4
 
 # %%
-answer_4 = None  # ← your answer
+answer_4 = None  # ← your answer · 你的答案
 ex4.check(answer_4)
 
 # %%

@@ -2,7 +2,7 @@
 
     python tests/notebook_runner.py NOTEBOOK.py [--save=OUT.ipynb] [NAME=EXPRESSION]... [EXTRA_CELL]...
 
-``NAME=EXPRESSION`` fills an exercise's answer: the line ``NAME = None  # ← your answer`` becomes
+``NAME=EXPRESSION`` fills an exercise's answer: the line ``NAME = None  # ← your answer · 你的答案`` becomes
 ``NAME = EXPRESSION``. Each other argument is a cell run after the notebook. ``--save`` writes the executed
 notebook, outputs included. Exit 0 when every cell ran; otherwise the failing cell's error is printed and the
 exit code is 1.

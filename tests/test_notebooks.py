@@ -93,7 +93,7 @@ def test_every_notebook_has_three_graded_exercises_or_more():
     ungraded answer boxes)."""
     for path in NOTEBOOKS:
         source = path.read_text(encoding="utf-8")
-        blanks = re.findall(r"^answer_(\d+) = None  # ← your answer$", source, re.M)
+        blanks = re.findall(r"^answer_(\d+) = None  # ← your answer · 你的答案$", source, re.M)
         assert len(blanks) >= 3 and blanks == [str(k) for k in range(1, len(blanks) + 1)], path.name
         assert len(RIGHT[path.name]) == len(blanks) >= len(WRONG[path.name]) >= 1, path.name
         assert "AnswerBox" not in source, path.name
