@@ -404,7 +404,7 @@ CHINESE = {
     ("04_attention_gqa_kv_cache.py", "zh-Hant"): "assert LANG == 'zh-Hant'",
     ("05_full_size_qwen3.py", "zh-Hans"): "assert LANG == 'zh-Hans'",
     ("06_sampling.py", "zh-Hant"): (
-        "assert prose('nb06_md1').data.startswith('# 6 · 取樣')\n"
+        "assert prose('nb06_md1').data.startswith('# 6 · 採樣')\n"
         "assert ex1.question.startswith('課程的例子中 logits 為 (5, 2, 1)')\n"
         "assert ex1.check(0.5).message.startswith('✗ 0.5 不對。提示:')"),
     ("11_long_context.py", "zh-Hant"): (
