@@ -12,13 +12,12 @@ import pytest
 
 pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from tests.apptest import APP, open_explorer  # noqa: E402
 
 from tracer.commands.run import encode_prompt, load_model, run_trace  # noqa: E402
 from tracer.i18n import t as catalog_text  # noqa: E402
 from tracer.traces.tracefile import load_trace, save_trace  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 PAGES = ["run", "pipeline", "steps", "attention", "rope", "moe", "sampling", "tokens", "compare", "long_context"]
 TITLES = {"run": "Run / open", "pipeline": "Pipeline map", "steps": "Step walker", "attention": "Attention",
           "rope": "RoPE", "moe": "MoE routing", "sampling": "Logits & sampling", "tokens": "Tokens & chat template",
@@ -53,15 +52,7 @@ def traces_dir(monkeypatch, tmp_path_factory):
 
 
 def app(monkeypatch, trace=None):
-    if trace:
-        monkeypatch.setenv("QWEN3_TRACER_TRACE", trace)
-    else:
-        monkeypatch.delenv("QWEN3_TRACER_TRACE", raising=False)
-    monkeypatch.delenv("QWEN3_TRACER_LANG", raising=False)
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    assert not at.exception
-    return at
+    return open_explorer(monkeypatch, trace)
 
 
 def goto(at, page):
@@ -340,11 +331,7 @@ def test_compare_page_difference_growth_and_first_divergence(monkeypatch, traces
 def test_compare_page_verdicts_and_notes_in_chinese(monkeypatch, traces, tmp_path):
     rounded = str(save_trace(tmp_path / "rounded.npz", run_trace(load_model("toy-moe"), [0, 1, 2, 3],
                                                                   round_decimals=3)))
-    monkeypatch.setenv("QWEN3_TRACER_TRACE", traces["toy-moe"])
-    monkeypatch.setenv("QWEN3_TRACER_LANG", "zh-Hans")
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at = goto(at, "compare")
+    at = open_explorer(monkeypatch, traces["toy-moe"], "compare", "zh-Hans")
     next(x for x in at.text_input if x.key == "compare_path").set_value(rounded).run()
     assert not at.exception and not at.error
     zh = json.loads((Path(APP).parents[1] / "tracer/i18n/zh-Hans/compare.json").read_text(encoding="utf-8"))

@@ -14,11 +14,12 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from tests.apptest import APP  # noqa: E402
+
 import tracer.commands.run  # noqa: E402
 from tracer.commands.run import load_model, run_trace  # noqa: E402
 from tracer.traces.tracefile import save_trace  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 SMALL = ["num_hidden_layers=1", "hidden_size=32", "head_dim=8", "intermediate_size=48", "vocab_size=97"]
 
 

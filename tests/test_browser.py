@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,12 +101,17 @@ def full_server(traces):
     yield from serving(traces / "full.npz")
 
 
-@pytest.fixture(scope="module")
-def browser(traces):
+def launched() -> Iterator[Any]:
+    """Headless Chromium (a fixture's body: closed when the fixture ends)."""
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(traces):
+    yield from launched()
 
 
 def open_page(browser, url: str):

@@ -196,13 +196,10 @@ def test_show_prints_the_formula_in_chinese_and_keeps_the_file_english(tmp_path,
 
 def test_the_explorer_shows_an_error_in_the_pages_language(monkeypatch, tmp_path):
     pytest.importorskip("streamlit")
-    from streamlit.testing.v1 import AppTest
+    from tests.apptest import open_explorer
 
     monkeypatch.setenv("QWEN3_TRACER_TRACES_DIR", str(tmp_path))
-    monkeypatch.setenv("QWEN3_TRACER_LANG", "zh-Hant")
-    monkeypatch.delenv("QWEN3_TRACER_TRACE", raising=False)
-    at = AppTest.from_file(str(ROOT / "apps" / "explorer.py"), default_timeout=120)
-    at.run()
+    at = open_explorer(monkeypatch, lang="zh-Hant")
     next(x for x in at.text_input if x.key == "open_path").set_value("missing.npz")
     at.button(key="open_button").click().run()
     want = _catalog_file("zh-Hant", "errors")["trace_missing"].format(label="missing.npz")

@@ -1,18 +1,16 @@
 """The explorer's "why" pages (logit lens & attribution, all heads, compare prompts, what if), driven by AppTest."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from tests.apptest import open_explorer  # noqa: E402
 
 from tracer.commands.run import load_model, run_trace  # noqa: E402
 from tracer.traces.tracefile import load_trace, save_trace  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 PAGES = {"lens": "Logit lens & attribution", "heads": "All heads", "prompts": "Compare prompts", "whatif": "What if"}
 SMALL_MOE = ["num_hidden_layers=3", "hidden_size=32", "head_dim=8", "intermediate_size=48", "vocab_size=120",
              "num_attention_heads=4", "num_key_value_heads=2", "num_experts=4", "num_experts_per_tok=2",
@@ -38,13 +36,7 @@ def traces_dir(monkeypatch, tmp_path_factory):
 
 
 def open_page(monkeypatch, trace, page):
-    monkeypatch.setenv("QWEN3_TRACER_TRACE", trace)
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page(f"views/{page}.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_explorer(monkeypatch, trace, page)
 
 
 @pytest.mark.parametrize("which", ["toy-dense", "moe"])

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
-from tests.test_browser import ARTIFACTS, CHROMIUM, FLAGS, serving  # noqa: E402
+from tests.test_browser import ARTIFACTS, CHROMIUM, launched, serving  # noqa: E402
 
 NARROW = ["num_hidden_layers=3", "hidden_size=64", "head_dim=16", "intermediate_size=96", "num_attention_heads=4",
           "num_key_value_heads=2"]
@@ -31,10 +31,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(server):
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
+    yield from launched()
 
 
 def _open(browser, url, path):

@@ -1,7 +1,6 @@
 """The "Long context" explorer page (AppTest) and the figures it draws from (no Streamlit needed for those)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from tracer.i18n import t
 from tracer.sources.presets import QWEN3_0_6B
 from tracer.traces.tracefile import save_trace
 
-APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
 
 
@@ -54,22 +52,11 @@ def test_window_mask_counts():
 
 streamlit = pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from tests.apptest import open_explorer  # noqa: E402
 
 
 def open_page(monkeypatch, trace_path=None, lang=None):
-    if trace_path:
-        monkeypatch.setenv("QWEN3_TRACER_TRACE", trace_path)
-    else:
-        monkeypatch.delenv("QWEN3_TRACER_TRACE", raising=False)
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    if lang:
-        at.session_state["lang"] = lang
-    at.switch_page("views/long_context.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_explorer(monkeypatch, trace_path, "long_context", lang)
 
 
 def test_page_renders_with_data(monkeypatch):

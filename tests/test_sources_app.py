@@ -8,14 +8,13 @@ import pytest
 pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
 pytest.importorskip("gguf")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from tests.apptest import open_explorer  # noqa: E402
 
 from tests.quant_runs import KINDS, make_quant_runs  # noqa: E402
 from tracer.i18n import t  # noqa: E402
 from tracer.sources.drift import layer_drift, quant_rows  # noqa: E402
 from tracer.traces.tracefile import load_trace  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +37,8 @@ def test_layer_drift_is_the_relative_error_of_each_layer_output(runs):
 
 
 def test_quantization_drift_page(monkeypatch, runs, tmp_path_factory):
-    monkeypatch.setenv("QWEN3_TRACER_TRACE", runs["ref"])
     monkeypatch.setenv("QWEN3_TRACER_TRACES_DIR", str(tmp_path_factory.getbasetemp()))  # the app's traces folder
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page("views/quant.py")
-    at.run()
+    at = open_explorer(monkeypatch, runs["ref"], "quant")
     assert not at.exception and at.title[0].value == "Quantization drift"
     assert "tracer quantize" in at.code[0].value
     at.text_input(key="quant_paths").set_value(f"{runs['Q8_0']}, {runs['Q4_K']}").run()
@@ -64,13 +59,8 @@ def test_quantization_drift_page_in_chinese(monkeypatch, runs, tmp_path_factory,
         assert found != t(key, "en", **values), key
         return found
 
-    monkeypatch.setenv("QWEN3_TRACER_TRACE", runs["ref"])
     monkeypatch.setenv("QWEN3_TRACER_TRACES_DIR", str(tmp_path_factory.getbasetemp()))
-    monkeypatch.setenv("QWEN3_TRACER_LANG", lang)
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page("views/quant.py")
-    at.run()
+    at = open_explorer(monkeypatch, runs["ref"], "quant", lang)
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == text("app.nav_quant")
     assert at.caption[0].value == text("sources.app_reference", name=Path(runs["ref"]).name)

@@ -1,13 +1,12 @@
 """The explorer's Training page, driven by AppTest: a step it runs itself, an opened train-step trace, DPO, errors."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from tests.apptest import open_explorer  # noqa: E402
 
 from tracer.commands.run import load_model  # noqa: E402
 from tracer.commands.train_run import dpo_step, train_step  # noqa: E402
@@ -15,20 +14,10 @@ from tracer.engine.train import Optimizer  # noqa: E402
 from tracer.i18n import t as catalog_text  # noqa: E402
 from tracer.traces.tracefile import save_trace  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 
 
 def training_page(monkeypatch, trace=None):
-    if trace:
-        monkeypatch.setenv("QWEN3_TRACER_TRACE", trace)
-    else:
-        monkeypatch.delenv("QWEN3_TRACER_TRACE", raising=False)
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page("views/training.py")
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_explorer(monkeypatch, trace, "training")
 
 
 def test_runs_a_step_on_the_toy_and_shows_every_section(monkeypatch):

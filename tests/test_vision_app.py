@@ -2,14 +2,13 @@
 
 import base64
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("streamlit")
 pytest.importorskip("plotly")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from tests.apptest import open_explorer  # noqa: E402
 
 from tracer.commands.run import encode_prompt, load_model, run_trace  # noqa: E402
 from tracer.i18n import t as catalog_text  # noqa: E402
@@ -18,7 +17,6 @@ from tracer.traces.tracefile import save_trace  # noqa: E402
 from tracer.vision.figures import mrope_grid_figure, patch_attention_figure, to_raster, token_map_figure  # noqa: E402
 from tracer.vision.placement import PLACEHOLDER  # noqa: E402
 
-APP = str(Path(__file__).resolve().parents[1] / "apps" / "explorer.py")
 OTHER_PAGES = ["run", "pipeline", "steps", "attention", "rope", "sampling", "tokens"]
 
 
@@ -41,12 +39,8 @@ def _decoded(chart) -> dict:
     return json.loads(chart.proto.spec, object_hook=typed)
 
 
-def open_app(monkeypatch, path):
-    monkeypatch.setenv("QWEN3_TRACER_TRACE", path)
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    assert not at.exception
-    return at
+def open_app(monkeypatch, path, lang=None):
+    return open_explorer(monkeypatch, path, lang=lang)
 
 
 def test_vision_page_shows_grid_attention_mrope_deepstack_and_errata(monkeypatch, vl_trace):
@@ -135,8 +129,7 @@ def test_vision_page_in_chinese(monkeypatch, vl_trace, lang):
         assert found != catalog_text(key, "en", **values), key
         return found
 
-    monkeypatch.setenv("QWEN3_TRACER_LANG", lang)
-    at = open_app(monkeypatch, vl_trace[0])
+    at = open_app(monkeypatch, vl_trace[0], lang)
     at.switch_page("views/vision.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -186,8 +179,7 @@ def test_vision_page_in_chinese(monkeypatch, vl_trace, lang):
 def test_vision_page_on_a_text_trace_in_chinese(monkeypatch, tmp_path, lang):
     model = load_model("toy-dense")
     path = str(save_trace(tmp_path / "toy.npz", run_trace(model, [0, 1, 2, 3])))
-    monkeypatch.setenv("QWEN3_TRACER_LANG", lang)
-    at = open_app(monkeypatch, path)
+    at = open_app(monkeypatch, path, lang)
     at.switch_page("views/vision.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
